@@ -1,0 +1,59 @@
+"""flyteagents: run Flyte tasks on agents.
+
+Write an agent by subclassing AsyncAgentBase or SyncAgentBase, mix
+AsyncAgentExecutorMixin or SyncAgentExecutorMixin into its task class to run it
+locally, and serve it to FlytePropeller with ``flyteagents serve``.
+"""
+
+from ._agent import AgentBase, AsyncAgentBase, SyncAgentBase
+from ._exceptions import (
+    AgentError,
+    AgentNotFoundError,
+    AgentTimeoutError,
+    DuplicateAgentError,
+    ExternalServiceError,
+    InvalidResourceMetaError,
+    InvalidTaskError,
+    RetryableTaskFailedError,
+    TaskFailedError,
+    UnsupportedOperationError,
+)
+from ._local import AsyncAgentExecutorMixin, SyncAgentExecutorMixin
+from ._models import Resource, ResourceMeta, TaskCategory
+from ._phase import is_terminal_phase, to_phase
+from ._registry import AgentRegistry
+from ._runner import AgentRunner
+from ._version import __version__
+
+__all__ = [
+    "AgentBase",
+    "AgentError",
+    "AgentNotFoundError",
+    "AgentRegistry",
+    "AgentRunner",
+    "AgentTimeoutError",
+    "AsyncAgentBase",
+    "AsyncAgentExecutorMixin",
+    "DuplicateAgentError",
+    "ExternalServiceError",
+    "InvalidResourceMetaError",
+    "InvalidTaskError",
+    "Resource",
+    "ResourceMeta",
+    "RetryableTaskFailedError",
+    "SyncAgentBase",
+    "SyncAgentExecutorMixin",
+    "TaskCategory",
+    "TaskFailedError",
+    "UnsupportedOperationError",
+    "__version__",
+    "is_terminal_phase",
+    "to_phase",
+]
+
+# Show flyteagents.Resource, not flyteagents._models.Resource, in reprs and docs.
+for _name in __all__:
+    _obj = globals()[_name]
+    if getattr(_obj, "__module__", "").startswith("flyteagents."):
+        _obj.__module__ = "flyteagents"
+del _name, _obj

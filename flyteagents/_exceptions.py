@@ -1,0 +1,86 @@
+"""The exceptions flyteagents raises, rooted at AgentError.
+
+    AgentError
+    ├── AgentNotFoundError          no agent serves a task category    -> NOT_FOUND
+    ├── InvalidTaskError            undecodable template / inputs      -> INVALID_ARGUMENT
+    │   └── InvalidResourceMetaError  undecodable resource_meta        -> INVALID_ARGUMENT
+    ├── DuplicateAgentError         a category registered twice
+    ├── UnsupportedOperationError   sync call to an async agent, ...   -> FAILED_PRECONDITION
+    ├── AgentTimeoutError           a task ran past its timeout        -> DEADLINE_EXCEEDED
+    ├── ExternalServiceError        the external system failed         -> UNAVAILABLE (retryable)
+    └── TaskFailedError             the job ended FAILED or ABORTED (local runs)
+        └── RetryableTaskFailedError  the job ended RETRYABLE_FAILED (local runs)
+"""
+
+from __future__ import annotations
+
+from flytekit.exceptions.user import FlyteRecoverableException, FlyteUserException
+
+__all__ = [
+    "AgentError",
+    "AgentNotFoundError",
+    "AgentTimeoutError",
+    "DuplicateAgentError",
+    "ExternalServiceError",
+    "InvalidResourceMetaError",
+    "InvalidTaskError",
+    "RetryableTaskFailedError",
+    "TaskFailedError",
+    "UnsupportedOperationError",
+]
+
+
+class AgentError(Exception):
+    """Base class of every error flyteagents raises."""
+
+
+class AgentNotFoundError(AgentError, LookupError):
+    """No agent is registered for a task category or an agent name."""
+
+
+class DuplicateAgentError(AgentError, ValueError):
+    """A second agent was registered for a task category without ``override=True``."""
+
+
+class InvalidTaskError(AgentError, ValueError):
+    """A task template, its inputs or its custom field cannot be used."""
+
+
+class InvalidResourceMetaError(InvalidTaskError):
+    """``resource_meta`` bytes do not decode to the agent's metadata type."""
+
+
+class UnsupportedOperationError(AgentError):
+    """The agent does not support the requested operation (a sync call to an async agent, ...)."""
+
+
+class AgentTimeoutError(AgentError, TimeoutError):
+    """A task ran past its timeout; its job was deleted."""
+
+
+class ExternalServiceError(AgentError):
+    """The external system failed or could not be reached.
+
+    Args:
+        message: what failed, without secrets.
+        retryable: True when asking again later may succeed (network errors, rate limits, 5xx).
+    """
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class TaskFailedError(AgentError, FlyteUserException):
+    """A job ended in the FAILED or ABORTED phase; carries the agent's message."""
+
+    def __init__(self, message: str, *, phase: str = "FAILED") -> None:
+        super().__init__(message)
+        self.phase = phase
+
+
+class RetryableTaskFailedError(TaskFailedError, FlyteRecoverableException):
+    """A job ended in the RETRYABLE_FAILED phase: running the task again may succeed."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, phase="RETRYABLE_FAILED")

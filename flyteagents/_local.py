@@ -1,0 +1,404 @@
+"""Running agent tasks locally: the executor mixins a flytekit task class inherits."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from typing import Any, Protocol, TypeVar
+
+from flyteidl.core import literals_pb2
+from flyteidl.core.execution_pb2 import TaskExecution
+from flytekit.configuration import ImageConfig, SerializationSettings
+from flytekit.core import utils as flyte_utils
+from flytekit.core.base_task import PythonTask
+from flytekit.core.context_manager import FlyteContextManager
+from flytekit.core.python_function_task import PythonFunctionTask
+from flytekit.core.type_engine import TypeEngine
+from flytekit.models.core import identifier as id_models
+from flytekit.models.literals import LiteralMap
+from flytekit.models.task import TaskExecutionMetadata, TaskTemplate
+
+from ._agent import AsyncAgentBase, SyncAgentBase
+from ._exceptions import (
+    AgentTimeoutError,
+    RetryableTaskFailedError,
+    TaskFailedError,
+    UnsupportedOperationError,
+)
+from ._models import Resource
+from ._phase import is_terminal_phase
+from ._registry import AgentRegistry
+from ._runner import AgentRunner
+
+__all__ = ["AsyncAgentExecutorMixin", "SyncAgentExecutorMixin", "run_coroutine"]
+
+logger = logging.getLogger("flyteagents")
+
+_T = TypeVar("_T")
+
+#: Environment variable naming a running agent service to run local tasks through.
+ENDPOINT_ENV = "FLYTEAGENTS_ENDPOINT"
+#: Environment variable capping the interval between two ``get`` calls, in seconds.
+MAX_POLL_INTERVAL_ENV = "FLYTEAGENTS_MAX_POLL_INTERVAL"
+_FIRST_POLL_INTERVAL = 0.02
+_POLL_GROWTH = 1.5
+_DEFAULT_MAX_POLL_INTERVAL = 5.0
+_DELETE_TIMEOUT = 30.0
+
+_runner: AgentRunner | None = None
+_runner_lock = threading.Lock()
+
+
+def _local_runner() -> AgentRunner:
+    global _runner
+    with _runner_lock:
+        if _runner is None:
+            _runner = AgentRunner()
+        return _runner
+
+
+class _Backend(Protocol):
+    """Where a local task's agent calls go: this process, or a running agent service."""
+
+    async def create(
+        self, template: TaskTemplate, output_prefix: str, inputs: LiteralMap, meta: TaskExecutionMetadata
+    ) -> Any: ...
+    async def get(self, handle: Any) -> Resource: ...
+    async def delete(self, handle: Any) -> None: ...
+    async def do(
+        self, template: TaskTemplate, output_prefix: str, inputs: LiteralMap, meta: TaskExecutionMetadata
+    ) -> Resource: ...
+
+
+class _InProcess:
+    """Calls the registered agent in this process."""
+
+    def __init__(self, template: TaskTemplate) -> None:
+        self.agent = AgentRegistry.get_agent(template.type, template.task_type_version)
+        self.runner = _local_runner()
+
+    async def create(
+        self, template: TaskTemplate, output_prefix: str, inputs: LiteralMap, meta: TaskExecutionMetadata
+    ) -> Any:
+        if not isinstance(self.agent, AsyncAgentBase):
+            raise UnsupportedOperationError(f"agent {self.agent.name!r} for {template.type!r} is not async")
+        return await self.runner.call(
+            self.agent,
+            "create",
+            task_template=template,
+            output_prefix=output_prefix,
+            inputs=inputs,
+            task_execution_metadata=meta,
+        )
+
+    async def get(self, handle: Any) -> Resource:
+        return await self.runner.call(self.agent, "get", resource_meta=handle)  # type: ignore[no-any-return]
+
+    async def delete(self, handle: Any) -> None:
+        await self.runner.call(self.agent, "delete", resource_meta=handle)
+
+    async def do(
+        self, template: TaskTemplate, output_prefix: str, inputs: LiteralMap, meta: TaskExecutionMetadata
+    ) -> Resource:
+        if not isinstance(self.agent, SyncAgentBase):
+            raise UnsupportedOperationError(f"agent {self.agent.name!r} for {template.type!r} is not sync")
+        return await self.runner.call(  # type: ignore[no-any-return]
+            self.agent,
+            "do",
+            task_template=template,
+            output_prefix=output_prefix,
+            inputs=inputs,
+            task_execution_metadata=meta,
+        )
+
+
+def _backend(template: TaskTemplate) -> _Backend:
+    endpoint = os.environ.get(ENDPOINT_ENV)
+    if endpoint:
+        from .client import RemoteBackend
+
+        return RemoteBackend(endpoint)
+    return _InProcess(template)
+
+
+def run_coroutine(coro: Coroutine[Any, Any, _T]) -> _T:
+    """Run ``coro`` to completion from synchronous code and return its result.
+
+    In the main thread, Ctrl-C (SIGINT) cancels the coroutine, so its ``finally``
+    blocks run (a started job is deleted), then raises KeyboardInterrupt. The previous
+    SIGINT handler is restored afterwards. Called from inside a running event loop, the
+    coroutine runs on a fresh loop in a helper thread.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        with ThreadPoolExecutor(1, thread_name_prefix="flyteagents-local") as pool:
+            return pool.submit(run_coroutine, coro).result()
+
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(coro)
+    interrupted = threading.Event()
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        if interrupted.is_set():
+            print("[flyteagents] still cleaning up the job, please wait", file=sys.stderr, flush=True)
+            return
+        interrupted.set()
+        loop.call_soon_threadsafe(task.cancel)
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        return loop.run_until_complete(task)
+    except asyncio.CancelledError:
+        if interrupted.is_set():
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+        try:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            loop.close()
+
+
+class _Reporter:
+    """Shows a task's progress: a live line on a terminal, a log line per change otherwise."""
+
+    def __init__(self, task_name: str) -> None:
+        self.task_name = task_name
+        self.last: tuple[str, str, str] | None = None
+        self.live: Any = None
+        if sys.stdout.isatty():
+            from rich.console import Console
+            from rich.status import Status
+
+            self.live = Status(f"{task_name}: starting", console=Console(), spinner="dots")
+            self.live.start()
+
+    def update(self, resource: Resource) -> None:
+        links = ", ".join(f"{link.name}: {link.uri}" for link in resource.log_links or [])
+        state = (resource.phase_name, resource.message or "", links)
+        if state == self.last:
+            return
+        self.last = state
+        text = f"{self.task_name}: {state[0]}" + (f" - {state[1]}" if state[1] else "")
+        if links:
+            text += f" [{links}]"
+        if self.live is not None:
+            self.live.update(text)
+        else:
+            print(f"[flyteagents] {text}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+            if self.last:
+                print(f"{self.task_name}: {self.last[0]}", flush=True)
+
+
+def _max_poll_interval(task: Any) -> float:
+    value = getattr(task, "max_poll_interval", None) or os.environ.get(MAX_POLL_INTERVAL_ENV)
+    return float(value) if value else _DEFAULT_MAX_POLL_INTERVAL
+
+
+async def _run_async_job(
+    backend: _Backend,
+    task_name: str,
+    template: TaskTemplate,
+    output_prefix: str,
+    inputs: LiteralMap,
+    meta: TaskExecutionMetadata,
+    timeout: timedelta | None,
+    max_interval: float,
+) -> Resource:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout.total_seconds() if timeout else None
+    handle = await _bounded(backend.create(template, output_prefix, inputs, meta), deadline, task_name, timeout)
+    reporter = _Reporter(task_name)
+    finished = False
+    try:
+        interval = _FIRST_POLL_INTERVAL
+        while True:
+            resource = await _bounded(backend.get(handle), deadline, task_name, timeout)
+            reporter.update(resource)
+            if is_terminal_phase(resource.phase):
+                finished = True
+                return resource
+            await _bounded(asyncio.sleep(interval), deadline, task_name, timeout)
+            interval = min(interval * _POLL_GROWTH, max_interval)
+    finally:
+        reporter.close()
+        if not finished:
+            await _delete_quietly(backend, handle, task_name)
+
+
+async def _bounded(
+    aw: Coroutine[Any, Any, _T], deadline: float | None, task_name: str, timeout: timedelta | None
+) -> _T:
+    if deadline is None:
+        return await aw
+    loop = asyncio.get_running_loop()
+    try:
+        return await asyncio.wait_for(aw, max(deadline - loop.time(), 0))
+    except asyncio.TimeoutError:
+        if loop.time() < deadline:
+            raise  # the agent's own timeout, not the task's
+        raise AgentTimeoutError(f"task {task_name} timed out after {timeout}") from None
+
+
+async def _delete_quietly(backend: _Backend, handle: Any, task_name: str) -> None:
+    try:
+        await asyncio.wait_for(backend.delete(handle), _DELETE_TIMEOUT)
+        logger.info("deleted the job of task %s", task_name)
+    except Exception as exc:
+        print(f"[flyteagents] could not delete the job of task {task_name}: {exc}", file=sys.stderr, flush=True)
+
+
+def _local_execution_metadata(task_name: str) -> TaskExecutionMetadata:
+    run = f"local-{uuid.uuid4().hex[:12]}"
+    return TaskExecutionMetadata(
+        task_execution_id=id_models.TaskExecutionIdentifier(
+            task_id=id_models.Identifier(id_models.ResourceType.TASK, "local", "development", task_name, "local"),
+            node_execution_id=id_models.NodeExecutionIdentifier(
+                "n0", id_models.WorkflowExecutionIdentifier("local", "development", run)
+            ),
+            retry_attempt=0,
+        ),
+        namespace="local",
+        labels={},
+        annotations={},
+        k8s_service_account="",
+        environment_variables={},
+        identity=None,
+    )
+
+
+class _LocalRun:
+    """One local execution of an agent task: its template, inputs and outputs."""
+
+    def __init__(self, task: PythonTask, inputs: dict[str, Any]) -> None:
+        from flytekit.tools.translator import get_serializable
+
+        self.task = task
+        self.ctx = FlyteContextManager.current_context()
+        settings = self.ctx.serialization_settings or SerializationSettings(ImageConfig.auto_default_image())
+        self.template: TaskTemplate = get_serializable(OrderedDict(), settings, task).template
+        self.output_prefix = self.ctx.file_access.get_random_remote_directory()
+        self.inputs = TypeEngine.dict_to_literal_map(self.ctx, inputs, task.get_input_types())
+        self.meta = _local_execution_metadata(task.name)
+        if isinstance(task, PythonFunctionTask):
+            self._stage_container_inputs()
+
+    def _stage_container_inputs(self) -> None:
+        """A container task reads inputs.pb and writes outputs.pb under the output prefix."""
+        local = self.ctx.file_access.get_random_local_path()
+        flyte_utils.write_proto_to_file(self.inputs.to_flyte_idl(), local)
+        self.ctx.file_access.put_data(local, f"{self.output_prefix}/inputs.pb")
+        container = self.template.container
+        if container is not None:
+            replacements = {
+                "{{.input}}": f"{self.output_prefix}/inputs.pb",
+                "{{.outputPrefix}}": self.output_prefix,
+                "{{.rawOutputDataPrefix}}": f"{self.output_prefix}/raw_output",
+                "{{.checkpointOutputPrefix}}": f"{self.output_prefix}/checkpoint_output",
+                "{{.prevCheckpointPrefix}}": "",
+            }
+            for i, arg in enumerate(container.args):
+                for key, value in replacements.items():
+                    arg = arg.replace(key, value)
+                container.args[i] = arg
+
+    def outputs(self, resource: Resource) -> LiteralMap:
+        """The task's outputs from a final Resource; raises on any phase but SUCCEEDED."""
+        name = self.task.name
+        if resource.phase == TaskExecution.RETRYABLE_FAILED:
+            raise RetryableTaskFailedError(f"task {name} failed and may be retried: {resource.message or ''}")
+        if resource.phase != TaskExecution.SUCCEEDED:
+            raise TaskFailedError(
+                f"task {name} ended {resource.phase_name}: {resource.message or 'no message'}",
+                phase=resource.phase_name,
+            )
+        outputs = resource.outputs
+        if isinstance(outputs, LiteralMap):
+            return outputs
+        if isinstance(outputs, literals_pb2.LiteralMap):
+            return LiteralMap.from_flyte_idl(outputs)
+        if outputs is not None:
+            return TypeEngine.dict_to_literal_map(self.ctx, outputs, self.task.python_interface.outputs)
+        if not self.template.interface.outputs:
+            return LiteralMap(literals={})
+        return self._read_outputs_file()
+
+    def _read_outputs_file(self) -> LiteralMap:
+        remote = f"{self.output_prefix}/outputs.pb"
+        if not self.ctx.file_access.exists(remote):
+            raise TaskFailedError(f"task {self.task.name} succeeded but neither returned outputs nor wrote {remote}")
+        local = self.ctx.file_access.get_random_local_path()
+        self.ctx.file_access.get_data(remote, local)
+        return LiteralMap.from_flyte_idl(flyte_utils.load_proto_from_file(literals_pb2.LiteralMap, local))
+
+
+class AsyncAgentExecutorMixin:
+    """Mix into a flytekit task class to run it locally through its async agent.
+
+    Running the task (``python wf.py``, ``pyflyte run``) calls the agent's ``create``,
+    then ``get`` at once and again at growing intervals capped by ``max_poll_interval``
+    seconds (or ``FLYTEAGENTS_MAX_POLL_INTERVAL``), until the job ends. The task's
+    ``timeout`` is honoured; on timeout, Ctrl-C or any error the job is deleted once.
+    With ``FLYTEAGENTS_ENDPOINT=host:port`` set, the calls go to that agent service.
+    """
+
+    #: Longest wait between two ``get`` calls, in seconds; None uses the default of 5.
+    max_poll_interval: float | None = None
+
+    def execute(self, **kwargs: Any) -> LiteralMap:
+        """Run the task's job through its agent and return its outputs."""
+        run = _LocalRun(self, kwargs)  # type: ignore[arg-type]
+        backend = _backend(run.template)
+        resource = run_coroutine(
+            _run_async_job(
+                backend,
+                run.task.name,
+                run.template,
+                run.output_prefix,
+                run.inputs,
+                run.meta,
+                run.template.metadata.timeout or None,
+                _max_poll_interval(self),
+            )
+        )
+        return run.outputs(resource)
+
+
+class SyncAgentExecutorMixin:
+    """Mix into a flytekit task class to run it locally through its sync agent's ``do``."""
+
+    def execute(self, **kwargs: Any) -> LiteralMap:
+        """Run the task through its agent and return its outputs."""
+        run = _LocalRun(self, kwargs)  # type: ignore[arg-type]
+        backend = _backend(run.template)
+        timeout = run.template.metadata.timeout or None
+
+        async def do() -> Resource:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout.total_seconds() if timeout else None
+            call = backend.do(run.template, run.output_prefix, run.inputs, run.meta)
+            resource = await _bounded(call, deadline, run.task.name, timeout)
+            return resource
+
+        return run.outputs(run_coroutine(do()))
+

@@ -1,0 +1,173 @@
+"""The data an agent exchanges with flyteagents: TaskCategory, ResourceMeta and Resource."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any, TypeVar, Union
+
+from flyteidl.core.execution_pb2 import TaskExecution, TaskLog
+from flytekit.models.literals import LiteralMap
+
+from ._exceptions import InvalidResourceMetaError
+
+__all__ = ["MAX_RESOURCE_META_BYTES", "Resource", "ResourceMeta", "TaskCategory"]
+
+#: FlytePropeller stores resource_meta in the workflow's CRD, so it must stay small.
+MAX_RESOURCE_META_BYTES = 64 * 1024
+
+_M = TypeVar("_M", bound="ResourceMeta")
+
+
+@dataclass(frozen=True)
+class TaskCategory:
+    """A task type and its version: the key an agent is registered and looked up by."""
+
+    name: str
+    version: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.name}_v{self.version}"
+
+
+@dataclass
+class ResourceMeta:
+    """What an async agent's ``create`` returns and ``get``/``delete`` receive back.
+
+    Subclass it as a dataclass holding what identifies the external job. It travels
+    as JSON through FlytePropeller: keep it small and never put a secret in it.
+
+    Example:
+        >>> @dataclass
+        ... class JobMeta(ResourceMeta):
+        ...     job_id: str
+        >>> JobMeta.decode(JobMeta(job_id="42").encode())
+        JobMeta(job_id='42')
+    """
+
+    def encode(self) -> bytes:
+        """Encode to compact JSON bytes.
+
+        Raises:
+            ValueError: the encoding exceeds MAX_RESOURCE_META_BYTES.
+        """
+        data = json.dumps(dataclasses.asdict(self), separators=(",", ":"), sort_keys=True).encode()
+        if len(data) > MAX_RESOURCE_META_BYTES:
+            raise ValueError(
+                f"{type(self).__name__} encodes to {len(data)} bytes, over the "
+                f"{MAX_RESOURCE_META_BYTES} byte limit: keep only job identifiers in resource_meta"
+            )
+        return data
+
+    @classmethod
+    def decode(cls: type[_M], data: bytes) -> _M:
+        """Decode bytes made by ``encode``, checking every field's presence and type.
+
+        Raises:
+            InvalidResourceMetaError: the bytes are not JSON, or fields are missing,
+                unknown or of the wrong type.
+        """
+        try:
+            obj = json.loads(data)
+        except (ValueError, TypeError) as exc:
+            raise InvalidResourceMetaError(f"resource_meta is not valid JSON for {cls.__name__}: {exc}") from None
+        return typing.cast(_M, _convert(obj, cls, "resource_meta"))
+
+
+def _convert(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` (decoded JSON) against the type ``tp`` and build it."""
+    if tp is Any or tp is object:
+        return value
+    origin = typing.get_origin(tp)
+    if origin is Union or (hasattr(types, "UnionType") and isinstance(tp, types.UnionType)):
+        errors = []
+        for arg in typing.get_args(tp):
+            if arg is type(None):
+                if value is None:
+                    return None
+                continue
+            try:
+                return _convert(value, arg, where)
+            except InvalidResourceMetaError as exc:
+                errors.append(str(exc))
+        raise InvalidResourceMetaError(errors[0] if len(errors) == 1 else f"{where}: no type of {tp} matches {value!r}")
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        return _convert_dataclass(value, tp, where)
+    if origin in (list, tuple, typing.Sequence) or tp in (list, tuple):
+        if not isinstance(value, list):
+            raise _wrong_type(where, "a list", value)
+        args = typing.get_args(tp)
+        item_type = args[0] if args else Any
+        items = [_convert(v, item_type, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if (origin or tp) is tuple else items
+    if origin in (dict, typing.Mapping) or tp is dict:
+        if not isinstance(value, dict):
+            raise _wrong_type(where, "an object", value)
+        args = typing.get_args(tp)
+        value_type = args[1] if args else Any
+        return {k: _convert(v, value_type, f"{where}.{k}") for k, v in value.items()}
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise _wrong_type(where, "a number", value)
+    if tp in (int, str, bool):
+        if type(value) is tp:
+            return value
+        raise _wrong_type(where, f"a {tp.__name__}", value)
+    if origin is typing.Literal:
+        if value in typing.get_args(tp):
+            return value
+        raise InvalidResourceMetaError(f"{where}: {value!r} is not one of {typing.get_args(tp)}")
+    raise InvalidResourceMetaError(f"{where}: fields of type {tp!r} cannot travel in resource_meta")
+
+
+def _convert_dataclass(value: Any, cls: type, where: str) -> Any:
+    if not isinstance(value, dict):
+        raise _wrong_type(where, f"an object for {cls.__name__}", value)
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(value) - set(fields))
+    if unknown:
+        raise InvalidResourceMetaError(f"{where}: unknown field(s) {', '.join(unknown)} for {cls.__name__}")
+    missing = sorted(
+        name
+        for name, f in fields.items()
+        if name not in value and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    )
+    if missing:
+        raise InvalidResourceMetaError(f"{where}: missing field(s) {', '.join(missing)} for {cls.__name__}")
+    kwargs = {name: _convert(v, hints[name], f"{where}.{name}") for name, v in value.items()}
+    return cls(**kwargs)
+
+
+def _wrong_type(where: str, expected: str, value: Any) -> InvalidResourceMetaError:
+    return InvalidResourceMetaError(f"{where}: expected {expected}, got {type(value).__name__} {value!r:.60}")
+
+
+@dataclass
+class Resource:
+    """The state of a job, as ``get`` and ``do`` report it.
+
+    Args:
+        phase: a ``TaskExecution.Phase`` (``TaskExecution.SUCCEEDED``, ...).
+        message: a human-readable status or error message.
+        log_links: links to the job's logs or console.
+        outputs: the task's outputs, as a dict of Python values (converted with the
+            task's declared output types) or a LiteralMap. Leave it None when the job
+            writes ``{output_prefix}/outputs.pb`` itself.
+        custom_info: JSON-safe details shown to users (bytes processed, cluster id, ...).
+    """
+
+    phase: TaskExecution.Phase.ValueType
+    message: str | None = None
+    log_links: list[TaskLog] | None = None
+    outputs: LiteralMap | dict[str, Any] | None = None
+    custom_info: dict[str, Any] | None = None
+
+    @property
+    def phase_name(self) -> str:
+        """The phase's name, such as ``"SUCCEEDED"``."""
+        return TaskExecution.Phase.Name(self.phase)

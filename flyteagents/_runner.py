@@ -1,0 +1,59 @@
+"""Calling agent methods: coroutines on the event loop, plain functions on a bounded thread pool."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from ._agent import AgentBase
+
+__all__ = ["AgentRunner", "default_sync_workers"]
+
+
+def default_sync_workers() -> int:
+    """The thread pool size used when none is given: ``FLYTEAGENTS_SYNC_WORKERS`` or 4 per core, 8-64."""
+    env = os.environ.get("FLYTEAGENTS_SYNC_WORKERS")
+    if env:
+        return int(env)
+    return max(8, min(64, 4 * (os.cpu_count() or 1)))
+
+
+class AgentRunner:
+    """Runs agent methods without blocking the event loop.
+
+    ``async def`` methods are awaited on the running loop. Plain ``def`` methods run on
+    this runner's own ThreadPoolExecutor (never the loop's default executor), with the
+    caller's contextvars, so at most ``max_workers`` of them run at once.
+    """
+
+    def __init__(self, max_workers: int | None = None) -> None:
+        self.max_workers = max_workers or default_sync_workers()
+        self._executor = ThreadPoolExecutor(self.max_workers, thread_name_prefix="flyteagents-sync")
+        self._busy = 0
+
+    @property
+    def busy_workers(self) -> int:
+        """How many plain-function agent calls are running or queued right now."""
+        return self._busy
+
+    async def call(self, agent: AgentBase, method: str, **kwargs: Any) -> Any:
+        """Call ``agent.<method>(**kwargs)`` and return its result."""
+        fn = getattr(agent, method)
+        if method in agent.async_methods:
+            return await fn(**kwargs)
+        ctx = contextvars.copy_context()
+        self._busy += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._executor, functools.partial(ctx.run, fn, **kwargs)
+            )
+        finally:
+            self._busy -= 1
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Stop the thread pool; with ``wait``, after the running calls finish."""
+        self._executor.shutdown(wait=wait, cancel_futures=not wait)

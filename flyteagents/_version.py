@@ -1,0 +1,3 @@
+"""The version of flyteagents."""
+
+__version__ = "0.1.0"
