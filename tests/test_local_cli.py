@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -62,3 +63,28 @@ def test_ctrl_c_deletes_the_running_job_once(example_env: dict[str, str], jobs_d
     assert "KeyboardInterrupt" in err
     assert (jobs_dir / "deletions.log").read_text().split() == [job_file.stem]
     assert '"state": "CANCELLED"' in job_file.read_text()
+
+
+def test_a_terminal_gets_a_live_progress_line(example_env: dict[str, str]) -> None:
+    import pty
+
+    env = dict(example_env, FLYTEAGENTS_EXAMPLE_DURATION="1", TERM="xterm")
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, str(EXAMPLE)], env=env, stdout=follower, stderr=subprocess.PIPE)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    proc.wait(timeout=60)
+    os.close(leader)
+    screen = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode == 0
+    assert "report: RUNNING - writing report" in screen
+    assert "\x1b[" in screen  # redrawn in place with terminal control sequences
+    assert "[flyteagents] report: RUNNING" not in proc.stderr.read().decode()  # type: ignore[union-attr]
