@@ -1,0 +1,1 @@
+"""flyteagents-kafka: KafkaSensor."""
