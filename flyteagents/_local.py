@@ -27,7 +27,7 @@ from flytekit.models.core import identifier as id_models
 from flytekit.models.literals import LiteralMap
 from flytekit.models.task import TaskExecutionMetadata, TaskTemplate
 
-from ._agent import AsyncAgentBase, SyncAgentBase
+from ._agent import AgentBase, AsyncAgentBase, SyncAgentBase
 from ._exceptions import (
     AgentTimeoutError,
     RetryableTaskFailedError,
@@ -80,10 +80,10 @@ class _Backend(Protocol):
 
 
 class _InProcess:
-    """Calls the registered agent in this process."""
+    """Calls the given agent, or else the registered one, in this process."""
 
-    def __init__(self, template: TaskTemplate) -> None:
-        self.agent = AgentRegistry.get_agent(template.type, template.task_type_version)
+    def __init__(self, template: TaskTemplate, agent: AgentBase | None = None) -> None:
+        self.agent = agent or AgentRegistry.get_agent(template.type, template.task_type_version)
         self.runner = _local_runner()
 
     async def create(
@@ -121,13 +121,13 @@ class _InProcess:
         )
 
 
-def _backend(template: TaskTemplate) -> _Backend:
+def _backend(template: TaskTemplate, agent: AgentBase | None = None) -> _Backend:
     endpoint = os.environ.get(ENDPOINT_ENV)
     if endpoint:
         from .client import RemoteBackend
 
         return RemoteBackend(endpoint)
-    return _InProcess(template)
+    return _InProcess(template, agent)
 
 
 def run_coroutine(coro: Coroutine[Any, Any, _T]) -> _T:
@@ -224,6 +224,7 @@ async def _run_async_job(
     meta: TaskExecutionMetadata,
     timeout: timedelta | None,
     max_interval: float,
+    first_interval: float = _FIRST_POLL_INTERVAL,
 ) -> Resource:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout.total_seconds() if timeout else None
@@ -231,7 +232,7 @@ async def _run_async_job(
     reporter = _Reporter(task_name)
     finished = False
     try:
-        interval = _FIRST_POLL_INTERVAL
+        interval = first_interval
         while True:
             resource = await _bounded(backend.get(handle), deadline, task_name, timeout)
             reporter.update(resource)
