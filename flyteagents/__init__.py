@@ -24,6 +24,7 @@ from ._phase import is_terminal_phase, to_phase
 from ._registry import AgentRegistry
 from ._runner import AgentRunner
 from ._version import __version__
+from .sensor import BaseSensor, sensor
 
 __all__ = [
     "AgentBase",
@@ -34,6 +35,7 @@ __all__ = [
     "AgentTimeoutError",
     "AsyncAgentBase",
     "AsyncAgentExecutorMixin",
+    "BaseSensor",
     "DuplicateAgentError",
     "ExternalServiceError",
     "InvalidResourceMetaError",
@@ -48,12 +50,13 @@ __all__ = [
     "UnsupportedOperationError",
     "__version__",
     "is_terminal_phase",
+    "sensor",
     "to_phase",
 ]
 
 # Show flyteagents.Resource, not flyteagents._models.Resource, in reprs and docs.
 for _name in __all__:
     _obj = globals()[_name]
-    if getattr(_obj, "__module__", "").startswith("flyteagents."):
+    if getattr(_obj, "__module__", "").startswith("flyteagents.") and _obj.__module__ != "flyteagents.sensor":
         _obj.__module__ = "flyteagents"
 del _name, _obj
