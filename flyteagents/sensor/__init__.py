@@ -6,6 +6,7 @@ filesystem. SensorEngine is the async agent that serves task type ``sensor``.
 """
 
 from ._base import BaseSensor
+from ._context import PokeContext, poke_context
 from ._decorator import FunctionSensor, sensor
 from ._engine import SensorEngine, SensorMetadata
 from ._file import FileMatch, FileSensor, FileSensorConfig
@@ -16,8 +17,10 @@ __all__ = [
     "FileSensor",
     "FileSensorConfig",
     "FunctionSensor",
+    "PokeContext",
     "SensorEngine",
     "SensorMetadata",
+    "poke_context",
     "sensor",
 ]
 

@@ -259,6 +259,16 @@ class BaseSensor(AsyncAgentExecutorMixin, PythonTask):  # type: ignore[misc]
         """Whether the condition holds: ``False``/``True``, or ``None``/an outputs dataclass."""
         raise NotImplementedError
 
+    async def start(self, **inputs: Any) -> dict[str, Any] | None:
+        """Called once when the sensor task is created, with poke's inputs; optional.
+
+        Return a small JSON dict (where a stream stood when the sensor started, ...): it is
+        kept in resource_meta and every poke reads it back as ``poke_context().state``, so a
+        sensor stays stateless across agent replicas. Never return a secret. Raising a
+        retryable error makes the create retryable (UNAVAILABLE); InvalidTaskError rejects it.
+        """
+        return None
+
     @property
     def sensor_config(self) -> Any:
         """The config this sensor was built with (a dataclass, a to_dict object or None)."""

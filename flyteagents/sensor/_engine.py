@@ -24,7 +24,7 @@ from flytekit.models.literals import LiteralMap
 from flytekit.models.task import TaskExecutionMetadata, TaskTemplate
 
 from .._agent import AsyncAgentBase
-from .._exceptions import InvalidTaskError
+from .._exceptions import ExternalServiceError, InvalidTaskError
 from .._models import Resource, ResourceMeta
 from .._registry import AgentRegistry
 from .._runner import AgentRunner
@@ -35,6 +35,7 @@ from ._base import (
     import_object,
     is_retryable,
 )
+from ._context import PokeContext, _current
 
 __all__ = ["SensorEngine", "SensorMetadata", "local_engine", "run_sync"]
 
@@ -65,6 +66,8 @@ class SensorMetadata(ResourceMeta):
     soft_fail: bool = False
     max_consecutive_errors: int = DEFAULT_MAX_CONSECUTIVE_ERRORS
     poke_interval: float | None = None
+    output_prefix: str = ""
+    state: dict[str, Any] | None = None
 
 
 class _Call:
@@ -201,6 +204,8 @@ class SensorEngine(AsyncAgentBase):
         )
         sensor = self._sensor(meta)
         meta.inputs = await self._carry_inputs(sensor, inputs)
+        meta.output_prefix = output_prefix
+        meta.state = await self._start(meta, sensor)
         try:
             meta.encode()
         except ValueError as exc:
@@ -233,6 +238,29 @@ class SensorEngine(AsyncAgentBase):
                     "sensor inputs must be JSON values (str, int, float, bool, None, lists, str-keyed dicts)"
                 )
         return values
+
+    async def _start(self, meta: SensorMetadata, sensor: Any) -> dict[str, Any] | None:
+        """Call the sensor's ``start`` (if it has one) and return its JSON state for resource_meta."""
+        if not isinstance(sensor, BaseSensor) or type(sensor).start is BaseSensor.start:
+            return None
+        token = _current.set(PokeContext(meta.sensor_id, meta.output_prefix))
+        try:
+            fn = sensor.start
+            inputs = meta.inputs or {}
+            call = fn(**inputs) if inspect.iscoroutinefunction(fn) else run_sync(fn, **inputs)
+            state = await asyncio.wait_for(call, self.poke_timeout)
+        except InvalidTaskError:
+            raise
+        except Exception as exc:
+            if is_retryable(sensor, exc):
+                # Propeller calls CreateTask again after an UNAVAILABLE answer.
+                raise ExternalServiceError(f"sensor {meta.sensor_name} could not start: {exc}") from None
+            raise
+        finally:
+            _current.reset(token)
+        if state is not None and not (isinstance(state, dict) and _json_safe(state)):
+            raise InvalidTaskError(f"sensor {meta.sensor_name}: start() must return a JSON dict or None")
+        return state
 
     def _sensor(self, meta: SensorMetadata) -> Any:
         """The sensor object for the meta's (class, config), built on first use and cached."""
@@ -279,7 +307,7 @@ class SensorEngine(AsyncAgentBase):
             return await self._timed_out(meta, label)
         sensor = self._sensor(meta)
         try:
-            result = await self._poke(sensor, meta.inputs or {})
+            result = await self._poke_with_context(meta, sensor)
         except Exception as exc:
             return self._poke_failed(meta, sensor, label, exc)
         self._forget(meta.sensor_id)
@@ -292,6 +320,13 @@ class SensorEngine(AsyncAgentBase):
             fn, is_async = sensor.poke, inspect.iscoroutinefunction(sensor.poke)
         call = fn(**inputs) if is_async else run_sync(fn, **inputs)
         return await asyncio.wait_for(call, self.poke_timeout)
+
+    async def _poke_with_context(self, meta: SensorMetadata, sensor: Any) -> Any:
+        token = _current.set(PokeContext(meta.sensor_id, meta.output_prefix, meta.state))
+        try:
+            return await self._poke(sensor, meta.inputs or {})
+        finally:
+            _current.reset(token)
 
     def _poke_failed(self, meta: SensorMetadata, sensor: Any, label: str, exc: Exception) -> Resource:
         error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
