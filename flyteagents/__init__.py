@@ -57,6 +57,6 @@ __all__ = [
 # Show flyteagents.Resource, not flyteagents._models.Resource, in reprs and docs.
 for _name in __all__:
     _obj = globals()[_name]
-    if getattr(_obj, "__module__", "").startswith("flyteagents.") and _obj.__module__ != "flyteagents.sensor":
+    if getattr(_obj, "__module__", "").startswith("flyteagents."):
         _obj.__module__ = "flyteagents"
 del _name, _obj

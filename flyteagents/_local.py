@@ -215,9 +215,9 @@ def _max_poll_interval(task: Any) -> float:
     return float(value) if value else _DEFAULT_MAX_POLL_INTERVAL
 
 
-def poll_intervals(max_interval: float, first: float = _FIRST_POLL_INTERVAL) -> Iterator[float]:
+def poll_intervals(max_interval: float, first_interval: float = _FIRST_POLL_INTERVAL) -> Iterator[float]:
     """The waits between two ``get`` calls: short at first so fast jobs finish fast, growing to a cap."""
-    interval = first
+    interval = first_interval
     while True:
         yield min(interval, max_interval)
         interval *= _POLL_GROWTH
@@ -295,6 +295,13 @@ def _local_execution_metadata(task_name: str) -> TaskExecutionMetadata:
     )
 
 
+def _default_images() -> ImageConfig:
+    try:
+        return ImageConfig.auto_default_image()
+    except ValueError:  # flytekit has no default image for this Python version (3.13 on flytekit 1.16)
+        return ImageConfig.auto(img_name="cr.flyte.org/flyteorg/flytekit:py3.12-latest")
+
+
 class _LocalRun:
     """One local execution of an agent task: its template, inputs and outputs."""
 
@@ -303,7 +310,7 @@ class _LocalRun:
 
         self.task = task
         self.ctx = FlyteContextManager.current_context()
-        settings = self.ctx.serialization_settings or SerializationSettings(ImageConfig.auto_default_image())
+        settings = self.ctx.serialization_settings or SerializationSettings(_default_images())
         self.template: TaskTemplate = get_serializable(OrderedDict(), settings, task).template
         self.output_prefix = self.ctx.file_access.get_random_remote_directory()
         self.inputs = TypeEngine.dict_to_literal_map(self.ctx, inputs, task.get_input_types())

@@ -24,8 +24,3 @@ __all__ = [
     "sensor",
 ]
 
-for _name in __all__:
-    _obj = globals()[_name]
-    if getattr(_obj, "__module__", "").startswith("flyteagents.sensor."):
-        _obj.__module__ = "flyteagents.sensor"
-del _name, _obj
