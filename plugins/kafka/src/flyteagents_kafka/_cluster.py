@@ -11,16 +11,19 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import random
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka.client import AIOKafkaClient
+from aiokafka.client import AIOKafkaClient, ConnectionGroup
+from aiokafka.cluster import ClusterMetadata
 from aiokafka.errors import KafkaError
 from aiokafka.errors import for_code as kafka_error_for_code
 from aiokafka.helpers import create_ssl_context
 from aiokafka.protocol.fetch import FetchRequest
+from aiokafka.protocol.metadata import MetadataRequest
 from aiokafka.protocol.offset import OffsetRequest
 from aiokafka.record.memory_records import MemoryRecords
 from aiokafka.structs import TopicPartition
@@ -89,6 +92,40 @@ def _bad(exc: BaseException, what: str) -> ExternalServiceError:
     return ExternalServiceError(f"Kafka {what} failed: {detail}", retryable=True)
 
 
+class _WatchingClient(AIOKafkaClient):  # type: ignore[misc]
+    """An AIOKafkaClient whose metadata requests never ask the broker to create a topic.
+
+    aiokafka always sets ``allow_auto_topic_creation``; a sensor only watches, and must not
+    create the topic it waits for (with the broker's default partition count, at that).
+    The body follows ``AIOKafkaClient._metadata_update`` (aiokafka 0.14, Apache-2.0).
+    """
+
+    async def _metadata_update(self, cluster_metadata: ClusterMetadata, topics: Any) -> bool:
+        request = MetadataRequest(list(topics) if topics else None, allow_auto_topic_creation=False)
+        nodeids: list[Any] = [b.nodeId for b in self.cluster.brokers()]
+        bootstrap_id = ("bootstrap", ConnectionGroup.DEFAULT)
+        if bootstrap_id in self._conns:
+            nodeids.append("bootstrap")
+        random.shuffle(nodeids)
+        for node_id in nodeids:
+            conn = await self._get_conn(node_id)
+            if conn is None:
+                continue
+            try:
+                metadata = await conn.send(request)
+            except (KafkaError, asyncio.TimeoutError) as err:
+                logger.debug("metadata request to node %s failed: %r", node_id, err)
+                continue
+            if not metadata.brokers:
+                return False
+            cluster_metadata.update_metadata(metadata)
+            if bootstrap_id in self._conns and len(self.cluster.brokers()):
+                self._conns.pop(bootstrap_id).close()
+            return True
+        cluster_metadata.failed_update(None)
+        return False
+
+
 class KafkaCluster:
     """The shared client of one Kafka cluster, created on first use and rebuilt if bootstrap failed."""
 
@@ -107,7 +144,7 @@ class KafkaCluster:
             return self._client
         async with self._lock:
             if self._client is None:
-                client = AIOKafkaClient(**self._client_kwargs())
+                client = _WatchingClient(**self._client_kwargs())
                 try:
                     await client.bootstrap()
                 except (KafkaError, OSError) as exc:
@@ -212,7 +249,8 @@ class KafkaCluster:
 
         async def one(node: int, parts: list[int]) -> Any:
             request = FetchRequest(
-                0,  # max_wait_ms: answer at once, a poke never long-polls
+                # A poke never long-polls; 1 ms, not 0, as some brokers (Tansu) answer 0 with no partitions.
+                1,
                 1,
                 max_bytes * len(parts),
                 _READ_UNCOMMITTED,
@@ -230,8 +268,9 @@ class KafkaCluster:
         out_of_range: list[int] = []
         for response in responses:
             for _topic, parts in response.topics:
-                for partition, error_code, _highwater, *part_data in parts:
-                    if error_code == _OFFSET_OUT_OF_RANGE:
+                for partition, error_code, highwater, *part_data in parts:
+                    # Past the end: the log was recreated (some brokers answer that without an error).
+                    if error_code == _OFFSET_OUT_OF_RANGE or (not error_code and positions[partition] > highwater >= 0):
                         out_of_range.append(partition)
                     elif error_code:
                         self._on_partition_error(client, error_code)
