@@ -86,7 +86,7 @@ def config_from_dict(data: dict[str, Any] | None, config_type: str | None) -> An
         return data
     tp = import_object(config_type, "sensor config type")
     if dataclasses.is_dataclass(tp):
-        return _convert(data, tp, "sensor_config")
+        return _convert(_whole_numbers_as_int(data), tp, "sensor_config")
     from_dict = getattr(tp, "from_dict", None)
     if not callable(from_dict):
         raise InvalidTaskError(f"sensor config type {config_type} is neither a dataclass nor has from_dict()")
@@ -94,6 +94,21 @@ def config_from_dict(data: dict[str, Any] | None, config_type: str | None) -> An
         return from_dict(data)
     except Exception as exc:
         raise InvalidTaskError(f"sensor_config does not fit {config_type}: {exc}") from None
+
+
+def _whole_numbers_as_int(value: Any) -> Any:
+    """2.0 -> 2 throughout: the template's custom is a protobuf Struct, whose numbers are all doubles.
+
+    Without this an ``int`` config field fails once the template has crossed the wire; a
+    ``float`` field still accepts the int.
+    """
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [_whole_numbers_as_int(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _whole_numbers_as_int(v) for k, v in value.items()}
+    return value
 
 
 def type_path(tp: Any) -> str:

@@ -7,6 +7,7 @@ from typing import Any
 
 import grpc
 import pytest
+import pytest_asyncio
 from flyteagents_aws import SQSSensor, SQSSensorConfig
 from flyteidl.admin import agent_pb2
 from flyteidl.core.execution_pb2 import TaskExecution
@@ -18,7 +19,10 @@ from flyteagents import AgentRegistry
 from flyteagents.sensor import SensorEngine
 
 AgentServer = getattr(flyteagents.testing, "AgentServer", None)
-pytestmark = pytest.mark.skipif(AgentServer is None, reason="flyteagents.testing.AgentServer (service) not present")
+pytestmark = [
+    pytest.mark.skipif(AgentServer is None, reason="flyteagents.testing.AgentServer (the service) is not there yet"),
+    pytest.mark.asyncio(loop_scope="session"),
+]
 
 
 def create_request(config: dict[str, Any], output_prefix: str = "/tmp/sqs-rpc") -> agent_pb2.CreateTaskRequest:
@@ -34,7 +38,7 @@ def get_request(meta: bytes) -> agent_pb2.GetTaskRequest:
     )
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def server() -> Any:
     registry = AgentRegistry()
     registry.register(SensorEngine())

@@ -8,6 +8,7 @@ from typing import Any
 
 import grpc
 import pytest
+import pytest_asyncio
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from flyteagents_kafka import KafkaSensor, KafkaSensorConfig
@@ -21,7 +22,10 @@ from flyteagents import AgentRegistry
 from flyteagents.sensor import SensorEngine
 
 AgentServer = getattr(flyteagents.testing, "AgentServer", None)
-pytestmark = pytest.mark.skipif(AgentServer is None, reason="flyteagents.testing.AgentServer (service) not present")
+pytestmark = [
+    pytest.mark.skipif(AgentServer is None, reason="flyteagents.testing.AgentServer (the service) is not there yet"),
+    pytest.mark.asyncio(loop_scope="session"),
+]
 
 
 def create_request(config: dict[str, Any]) -> agent_pb2.CreateTaskRequest:
@@ -37,7 +41,7 @@ def get_request(meta: bytes) -> agent_pb2.GetTaskRequest:
     )
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def server() -> Any:
     registry = AgentRegistry()
     registry.register(SensorEngine())
