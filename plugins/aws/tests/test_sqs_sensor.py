@@ -84,7 +84,7 @@ async def test_message_arriving_later_is_output_and_deleted(
     assert recorded is not None and recorded == resource.outputs, "outputs.pb was written before the delete"
 
 
-async def test_filters_skip_non_matching_messages_and_release_them(
+async def test_filters_skip_non_matching_messages_without_deleting_them(
     moto: Any, sqs: Any, queue_url: str, output_prefix: str, engine: SensorEngine
 ) -> None:
     sensor = sensor_for(
@@ -94,8 +94,8 @@ async def test_filters_skip_non_matching_messages_and_release_them(
     for body in ('{"order": {"status": "new"}, "x": "express"}', "not json express", '{"order": {"status": "paid"}}'):
         sqs.send_message(QueueUrl=queue_url, MessageBody=body)
     assert (await engine.get(meta)).phase == TaskExecution.RUNNING
-    visible = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages"])
-    assert visible["Attributes"]["ApproximateNumberOfMessages"] == "3", "non-matching messages are released at once"
+    hidden = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessagesNotVisible"])
+    assert hidden["Attributes"]["ApproximateNumberOfMessagesNotVisible"] == "3", "hidden, not deleted"
 
     sqs.send_message(QueueUrl=queue_url, MessageBody='{"order": {"status": "paid", "ship": "express"}}')
     for _ in range(10):  # SQS may hand out any subset of the queue per receive
@@ -105,6 +105,29 @@ async def test_filters_skip_non_matching_messages_and_release_them(
     assert resource.phase == TaskExecution.SUCCEEDED, resource.message
     assert [m.body for m in outputs(sensor, resource)] == ['{"order": {"status": "paid", "ship": "express"}}']
     assert queue_size(sqs, queue_url) == 3, "only the matching message is deleted"
+
+
+async def test_one_at_a_time_walks_past_non_matching_messages(
+    moto: Any, sqs: Any, queue_url: str, output_prefix: str, engine: SensorEngine
+) -> None:
+    sensor = sensor_for(moto, queue_url, json_path="event", json_value="uploaded", max_messages=1)
+    meta = await start(engine, sensor, output_prefix)
+    for event in ("deleted", "deleted", "uploaded"):
+        sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps({"event": event}))
+    phases = [(await engine.get(meta)).phase for _ in range(3)]
+    assert phases[-1] == TaskExecution.SUCCEEDED, "the oldest message must not be received on every poke"
+
+
+async def test_release_non_matching_makes_them_visible_at_once(
+    moto: Any, sqs: Any, queue_url: str, output_prefix: str, engine: SensorEngine
+) -> None:
+    sensor = sensor_for(moto, queue_url, body_regex="^yes$", max_messages=10, release_non_matching=True)
+    meta = await start(engine, sensor, output_prefix)
+    for body in ("no", "nope"):
+        sqs.send_message(QueueUrl=queue_url, MessageBody=body)
+    assert (await engine.get(meta)).phase == TaskExecution.RUNNING
+    visible = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages"])
+    assert visible["Attributes"]["ApproximateNumberOfMessages"] == "2"
 
 
 async def test_lost_answer_poked_again_delivers_once_and_loses_nothing(

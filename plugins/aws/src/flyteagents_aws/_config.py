@@ -40,6 +40,10 @@ class SQSSensorConfig:
             (``a.b[0].c`` or ``$.a.b[0].c``); compared with ``json_value``.
         json_value: the value ``json_path`` must hold (any JSON value).
         body_regex: only messages whose body matches this regex (``re.search``) count.
+        release_non_matching: make non-matching messages visible again at once, for other
+            consumers of the queue. Off by default: they stay hidden for the visibility
+            timeout, so the next pokes receive other messages instead of the same ones
+            (SQS tends to hand out the oldest messages first). They are never deleted.
         credentials_secret: the name of a secret with AWS keys; None uses the standard chain.
     """
 
@@ -53,6 +57,7 @@ class SQSSensorConfig:
     json_path: str | None = None
     json_value: Any = None
     body_regex: str | None = None
+    release_non_matching: bool = False
     credentials_secret: str | None = None
 
     def __post_init__(self) -> None:

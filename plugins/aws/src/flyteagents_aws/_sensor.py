@@ -91,8 +91,9 @@ class SQSSensor(BaseSensor):
     """Waits until a message (matching its config's filters) arrives on an SQS queue.
 
     Each poke receives once (long-polling at most ``wait_seconds``) with a shared
-    aiobotocore client. Non-matching messages are made visible again at once, for other
-    consumers; they are never deleted.
+    aiobotocore client. Non-matching messages are never deleted: they stay hidden for the
+    visibility timeout (so the next pokes see other messages), or are made visible again
+    at once with ``release_non_matching``.
 
     No message is lost or handed over twice when a GetTask answer is lost on its way to
     FlytePropeller: the poke writes the matching messages to ``{output_prefix}/outputs.pb``
@@ -183,7 +184,7 @@ class SQSSensor(BaseSensor):
         )
 
     async def _release(self, client: Any, messages: list[dict[str, Any]]) -> None:
-        if not messages:
+        if not messages or not self.config.release_non_matching:
             return
         entries = [
             {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0} for i, m in enumerate(messages)
