@@ -26,6 +26,9 @@ from flytekit.tools.translator import get_serializable
 from flyteagents import InvalidTaskError
 from flyteagents.sensor import SensorEngine, SensorMetadata
 
+# The async tests share the session loop, hence the pooled clients, as pokes in one agent process do.
+in_session_loop = pytest.mark.asyncio(loop_scope="session")
+
 
 def template_of(sensor: Any) -> TaskTemplate:
     settings = SerializationSettings(ImageConfig.auto_default_image())
@@ -86,6 +89,7 @@ async def start(engine: SensorEngine, sensor: KafkaSensor) -> SensorMetadata:
     return roundtrip(await engine.create(template_of(sensor), "/tmp/kafka-out", None))
 
 
+@in_session_loop
 async def test_message_produced_later_is_found_with_all_fields(tansu: Any, engine: SensorEngine) -> None:
     servers = tansu.bootstrap_servers
     topic = await create_topic(servers)
@@ -106,6 +110,7 @@ async def test_message_produced_later_is_found_with_all_fields(tansu: Any, engin
     assert before - 5000 <= message.timestamp <= int(time.time() * 1000) + 5000
 
 
+@in_session_loop
 async def test_filters_skip_non_matching_messages(tansu: Any, engine: SensorEngine) -> None:
     servers = tansu.bootstrap_servers
     topic = await create_topic(servers)
@@ -130,6 +135,7 @@ async def test_filters_skip_non_matching_messages(tansu: Any, engine: SensorEngi
     assert [(m.partition, m.value) for m in messages] == [(1, '{"amount": 42}')]
 
 
+@in_session_loop
 async def test_busy_topic_is_read_in_bounded_batches_without_consumer_groups(tansu: Any, engine: SensorEngine) -> None:
     servers = tansu.bootstrap_servers
     topic = await create_topic(servers, partitions=1)
@@ -155,6 +161,7 @@ async def test_busy_topic_is_read_in_bounded_batches_without_consumer_groups(tan
         await admin.close()
 
 
+@in_session_loop
 async def test_another_replica_resumes_from_resource_meta(tansu: Any) -> None:
     servers = tansu.bootstrap_servers
     topic = await create_topic(servers, partitions=1)
@@ -166,6 +173,7 @@ async def test_another_replica_resumes_from_resource_meta(tansu: Any) -> None:
     assert outputs(sensor, resource)["messages"][0].value == "yes"
 
 
+@in_session_loop
 async def test_topic_created_after_the_sensor_started(tansu: Any, engine: SensorEngine) -> None:
     servers = tansu.bootstrap_servers
     topic = f"later-{uuid.uuid4().hex[:8]}"
@@ -182,6 +190,7 @@ async def test_topic_created_after_the_sensor_started(tansu: Any, engine: Sensor
     assert resource.phase == TaskExecution.SUCCEEDED, resource.message
 
 
+@in_session_loop
 async def test_broker_stopped_and_restarted_between_pokes(own_tansu: Any, engine: SensorEngine) -> None:
     servers = own_tansu.bootstrap_servers
     topic = await create_topic(servers, partitions=1)
@@ -211,6 +220,7 @@ async def test_broker_stopped_and_restarted_between_pokes(own_tansu: Any, engine
     assert outputs(sensor, resource)["messages"][0].value == "after restart"
 
 
+@in_session_loop
 async def test_sensors_share_one_connection_per_broker(tansu: Any, engine: SensorEngine) -> None:
     servers = tansu.bootstrap_servers
     topics = [await create_topic(servers, partitions=1) for _ in range(5)]
@@ -236,6 +246,7 @@ async def test_sensors_share_one_connection_per_broker(tansu: Any, engine: Senso
         ({"bootstrap_servers": "127.0.0.1:1", "topic": "t", "security_protocol": "SASL_SSL"}, "sasl_mechanism"),
     ],
 )
+@in_session_loop
 async def test_malformed_config_is_invalid_at_create(
     engine: SensorEngine, config: dict[str, Any], message: str
 ) -> None:
@@ -245,6 +256,7 @@ async def test_malformed_config_is_invalid_at_create(
         await engine.create(template, "/tmp/kafka-out", None)
 
 
+@in_session_loop
 async def test_sasl_password_is_a_secret_name_never_in_resource_meta(
     tansu: Any, engine: SensorEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:

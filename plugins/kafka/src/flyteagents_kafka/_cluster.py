@@ -268,9 +268,8 @@ class KafkaCluster:
         out_of_range: list[int] = []
         for response in responses:
             for _topic, parts in response.topics:
-                for partition, error_code, highwater, *part_data in parts:
-                    # Past the end: the log was recreated (some brokers answer that without an error).
-                    if error_code == _OFFSET_OUT_OF_RANGE or (not error_code and positions[partition] > highwater >= 0):
+                for partition, error_code, _highwater, *part_data in parts:
+                    if error_code == _OFFSET_OUT_OF_RANGE:
                         out_of_range.append(partition)
                     elif error_code:
                         self._on_partition_error(client, error_code)

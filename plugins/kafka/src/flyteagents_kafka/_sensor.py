@@ -115,14 +115,20 @@ class KafkaSensor(BaseSensor):
             return [], known
         # Partitions created after the sensor started are new in their entirety.
         positions = {p: known.get(p, start.get(p, 0)) for p in partitions}
-        records, positions, out_of_range = await cluster.fetch(config.topic, positions, config.max_bytes_per_poke)
-        if out_of_range:
-            # The log was truncated or recreated since: what it holds now came after us.
-            restart = await cluster.list_offsets(config.topic, out_of_range, EARLIEST)
-            if restart:
-                more, moved, _ = await cluster.fetch(config.topic, restart, config.max_bytes_per_poke)
-                records.update(more)
-                positions.update(moved)
+        # Ask where each log ends first (cheap): an idle poke, the common case, fetches nothing.
+        ends = await cluster.list_offsets(config.topic, partitions, LATEST)
+        # Past the end: the log was truncated or recreated since (a broker that lost its data);
+        # what it holds now came after us.
+        behind = [p for p, end in ends.items() if positions[p] > end]
+        if behind:
+            positions.update(await cluster.list_offsets(config.topic, behind, EARLIEST))
+        wanted = {p: positions[p] for p, end in ends.items() if end > positions[p]}
+        if not wanted:
+            return [], positions
+        records, moved, out_of_range = await cluster.fetch(config.topic, wanted, config.max_bytes_per_poke)
+        positions.update(moved)
+        if out_of_range:  # truncated between the two requests
+            positions.update(await cluster.list_offsets(config.topic, out_of_range, EARLIEST))
         found: list[KafkaMessage] = []
         for partition in sorted(records):
             for record in records[partition]:
