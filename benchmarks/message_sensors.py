@@ -228,7 +228,26 @@ async def _sqs(args: argparse.Namespace, server: str, pid: int, moto: Any) -> di
             sqs.send_message(QueueUrl=url, MessageBody="arrived")
 
     prefix = f"/tmp/bench-sqs-{uuid.uuid4().hex[:6]}"
-    return await _drive("sqs", server, pid, templates, args, prefix, moto.port, produce)
+    result = await _drive("sqs", server, pid, templates, args, prefix, moto.port, produce)
+    result["anchor_p50_ms"] = await _raw_receive_p50(moto, urls, args)
+    return result
+
+
+async def _raw_receive_p50(moto: Any, urls: list[str], args: argparse.Namespace) -> float:
+    """The anchor: a bare aiobotocore ReceiveMessage (wait 0) against the same moto_server, same concurrency."""
+    from aiobotocore.session import get_session
+
+    latencies: list[float] = []
+    async with get_session().create_client("sqs", endpoint_url=moto.endpoint_url, **moto.credentials) as client:
+
+        async def receive(url: str) -> None:
+            start = time.perf_counter()
+            await client.receive_message(QueueUrl=url, WaitTimeSeconds=0, MaxNumberOfMessages=1)
+            latencies.append(time.perf_counter() - start)
+
+        targets = [urls[i % len(urls)] for i in range(args.sensors)]
+        await _bounded([lambda u=u: receive(u) for u in targets], args.concurrency)
+    return statistics.median(latencies) * 1000
 
 
 def main() -> None:
@@ -270,6 +289,11 @@ def main() -> None:
             f" {r['connections']:6d} {r['running']:8.0%} {r['succeeded_after_message']:6d}"
             f"  p50 < {floor:g} ms{' and 1 connection' if r['kind'] == 'kafka' else ''}: {'PASS' if ok else 'FAIL'}"
         )
+        if "anchor_p50_ms" in r:
+            print(
+                f"{'':6} anchor, a bare ReceiveMessage on the same moto_server at the same concurrency: "
+                f"p50 {r['anchor_p50_ms']:.2f} ms"
+            )
 
 
 if __name__ == "__main__":

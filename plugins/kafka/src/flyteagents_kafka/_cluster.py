@@ -42,6 +42,7 @@ EARLIEST = -2
 LATEST = -1
 _READ_UNCOMMITTED = 0
 _OFFSET_OUT_OF_RANGE = 1
+_FETCH_MAX_WAIT_MS = 100
 #: Longest one request to a broker may take; each poke also bounds its whole read.
 _CLIENT_REQUEST_TIMEOUT_MS = 10_000
 
@@ -249,8 +250,9 @@ class KafkaCluster:
 
         async def one(node: int, parts: list[int]) -> Any:
             request = FetchRequest(
-                # A poke never long-polls; 1 ms, not 0, as some brokers (Tansu) answer 0 with no partitions.
-                1,
+                # Only partitions known to hold new records are fetched, so min_bytes=1 returns at once;
+                # max_wait only bounds a broker still assembling them (Tansu answers 0 ms with nothing).
+                _FETCH_MAX_WAIT_MS,
                 1,
                 max_bytes * len(parts),
                 _READ_UNCOMMITTED,
