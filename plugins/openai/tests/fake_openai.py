@@ -53,7 +53,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         if path.startswith("/v1/"):
             path = path[3:]
-        fake.record(method, path, dict(self.headers.items()))
+        fake.record(method, path, dict(self.headers.items()), self.client_address[1], body)
         status, payload = fake.handle(method, path, dict(self.headers.items()), body)
         data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         self.send_response(status)
@@ -80,14 +80,14 @@ class FakeOpenAI:
     Args:
         api_keys: the keys it accepts.
         port: 0 picks a free port.
-        record: keep every request's method, path and headers in ``requests``.
+        record: keep every request in ``requests``.
     """
 
     def __init__(self, api_keys: tuple[str, ...] = ("sk-test",), port: int = 0, record: bool = True) -> None:
         self.api_keys = set(api_keys)
         self.ids = itertools.count(1)
         self.record_requests = record
-        self.requests: list[tuple[str, str, dict[str, str]]] = []
+        self.requests: list[dict[str, Any]] = []
         self.files: dict[str, dict[str, Any]] = {}
         self.contents: dict[str, bytes] = {}
         self.batches: dict[str, dict[str, Any]] = {}
@@ -127,10 +127,17 @@ class FakeOpenAI:
         with self._lock:
             self._faults.append([path_prefix, status, count, code])
 
-    def record(self, method: str, path: str, headers: dict[str, str]) -> None:
+    def record(self, method: str, path: str, headers: dict[str, str], port: int, body: bytes) -> None:
+        """Keep a request: method, path, headers (lower-case names), client port, JSON body."""
         if self.record_requests:
+            try:
+                data = json.loads(body) if body else None
+            except ValueError:
+                data = None
+            entry = {"method": method, "path": path, "port": port, "json": data}
+            entry["headers"] = {k.lower(): v for k, v in headers.items()}
             with self._lock:
-                self.requests.append((method, path, headers))
+                self.requests.append(entry)
 
     def _fault(self, path: str) -> tuple[int, str | None] | None:
         with self._lock:
@@ -157,7 +164,12 @@ class FakeOpenAI:
         if fault is not None:
             status, code = fault
             kind = "requests" if status == 429 else "server_error"
-            return _error(status, f"injected error {status}", kind, code or ("rate_limit_exceeded" if status == 429 else None))
+            return _error(
+                status,
+                f"injected error {status}",
+                kind,
+                code or ("rate_limit_exceeded" if status == 429 else None),
+            )
         parts = path.strip("/").split("/")
         try:
             if method == "POST" and parts == ["chat", "completions"]:
@@ -197,7 +209,9 @@ class FakeOpenAI:
         if model == "fail-500":
             return _error(500, "The server had an error while processing your request", "server_error")
         if model == "fail-400":
-            return _error(400, f"The model `{model}` does not exist", "invalid_request_error", "model_not_found")
+            return _error(
+                400, f"The model `{model}` does not exist", "invalid_request_error", "model_not_found"
+            )
         if model.startswith("slow-"):
             time.sleep(float(model[5:]))
         messages = request.get("messages") or []
@@ -218,7 +232,11 @@ class FakeOpenAI:
                     "logprobs": None,
                 }
             ],
-            "usage": {"prompt_tokens": len(user.split()), "completion_tokens": len(content.split()), "total_tokens": 0},
+            "usage": {
+                "prompt_tokens": len(user.split()),
+                "completion_tokens": len(content.split()),
+                "total_tokens": 0,
+            },
         }
 
     def _chat(self, request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -285,7 +303,7 @@ class FakeOpenAI:
             "created_at": time.time_ns() // 1000,
             "request_counts": {"total": 0, "completed": 0, "failed": 0},
             "metadata": request.get("metadata") or {},
-            "_cancel_requested": False,
+            "_cancel_seen": False,
         }
         with self._lock:
             self.batches[batch_id] = batch
@@ -309,7 +327,9 @@ class FakeOpenAI:
     def _advance(self, batch: dict[str, Any]) -> None:
         status = batch["status"]
         if status == "cancelling":
-            batch["status"] = "cancelled"
+            if batch["_cancel_seen"]:
+                batch["status"] = "cancelled"
+            batch["_cancel_seen"] = True
         elif status == "validating":
             lines = self.contents[batch["input_file_id"]].decode().splitlines()
             for n, line in enumerate(lines, 1):
@@ -319,7 +339,13 @@ class FakeOpenAI:
                     batch["status"] = "failed"
                     batch["errors"] = {
                         "object": "list",
-                        "data": [{"code": "invalid_json_line", "message": f"Line {n} is not valid JSON.", "line": n}],
+                        "data": [
+                            {
+                                "code": "invalid_json_line",
+                                "message": f"Line {n} is not valid JSON.",
+                                "line": n,
+                            }
+                        ],
                     }
                     return
             batch["status"] = "in_progress"
@@ -340,9 +366,13 @@ class FakeOpenAI:
             rid = f"batch_req_{next(self.ids)}"
             if status == 200:
                 response = {"status_code": 200, "request_id": rid, "body": body}
-                ok.append({"id": rid, "custom_id": item.get("custom_id"), "response": response, "error": None})
+                ok.append(
+                    {"id": rid, "custom_id": item.get("custom_id"), "response": response, "error": None}
+                )
             else:
-                failed.append({"id": rid, "custom_id": item.get("custom_id"), "response": None, "error": body["error"]})
+                failed.append(
+                    {"id": rid, "custom_id": item.get("custom_id"), "response": None, "error": body["error"]}
+                )
         counts = batch["request_counts"]
         counts.update(completed=len(ok), failed=len(failed))
         if ok:
@@ -372,14 +402,17 @@ class FakeOpenAI:
             if batch is None:
                 return _error(404, f"No batch found with id '{batch_id}'.", "invalid_request_error")
             if batch["status"] in ("completed", "failed", "expired", "cancelled"):
-                return _error(409, f"Cannot cancel a batch with status '{batch['status']}'.", "invalid_request_error")
-            batch["_cancel_requested"] = True
+                return _error(
+                    409, f"Cannot cancel a batch with status '{batch['status']}'.", "invalid_request_error"
+                )
             batch["status"] = "cancelling"
             return 200, self._public(batch)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--key", action="append", help="an accepted API key (default sk-test)")
     parser.add_argument("--no-record", action="store_true", help="do not keep every request in memory")

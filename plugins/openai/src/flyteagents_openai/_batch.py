@@ -127,7 +127,9 @@ class BatchEndpointAgent(AsyncAgentBase):
                     logger.info("created OpenAI batch %s for %s", batch_id, tag or task_template.id.name)
         except openai.OpenAIError as exc:
             raise _agent_error(classify(exc, api_key)) from None
-        return BatchMeta(batch_id=batch_id, output_prefix=output_prefix, outputs=outputs, organization=organization)
+        return BatchMeta(
+            batch_id=batch_id, output_prefix=output_prefix, outputs=outputs, organization=organization
+        )
 
     async def get(self, resource_meta: BatchMeta, **kwargs: Any) -> Resource:
         """The batch's phase; once it completed, its outputs."""
@@ -144,7 +146,9 @@ class BatchEndpointAgent(AsyncAgentBase):
                     phase = to_phase(status)
                 except ValueError:
                     # A status newer than this plugin: keep polling rather than fail a live batch.
-                    return Resource(phase=TaskExecution.RUNNING, message=f"batch status {status}", custom_info=info)
+                    return Resource(
+                        phase=TaskExecution.RUNNING, message=f"batch status {status}", custom_info=info
+                    )
                 if phase == TaskExecution.SUCCEEDED:
                     return await self._completed(client, resource_meta, batch, info)
         except openai.OpenAIError as exc:
@@ -225,11 +229,15 @@ class BatchEndpointAgent(AsyncAgentBase):
                         custom_info=info,
                     )
                 if file_id is not None:
-                    literals[name] = await self._save(client, file_id, f"{meta.output_prefix}/{batch.id}/{name}.jsonl")
+                    literals[name] = await self._save(
+                        client, file_id, f"{meta.output_prefix}/{batch.id}/{name}.jsonl"
+                    )
             else:
                 raise InvalidTaskError(f"openai-batch tasks cannot output {name!r}")
         message = f"batch {batch.id} completed" + (f"; {failed} request(s) failed" if failed else "")
-        return Resource(phase=TaskExecution.SUCCEEDED, message=message, outputs=LiteralMap(literals), custom_info=info)
+        return Resource(
+            phase=TaskExecution.SUCCEEDED, message=message, outputs=LiteralMap(literals), custom_info=info
+        )
 
     async def _save(self, client: openai.AsyncOpenAI, file_id: str, remote: str) -> Literal:
         """Copy an OpenAI file to ``remote`` and return it as a JSONL file literal."""
@@ -243,7 +251,9 @@ class BatchEndpointAgent(AsyncAgentBase):
             await self._blocking(_unlink, local)
         return Literal(
             scalar=Scalar(
-                blob=Blob(metadata=BlobMetadata(BlobType("jsonl", BlobType.BlobDimensionality.SINGLE)), uri=remote)
+                blob=Blob(
+                    metadata=BlobMetadata(BlobType("jsonl", BlobType.BlobDimensionality.SINGLE)), uri=remote
+                )
             )
         )
 
@@ -340,7 +350,9 @@ class BatchEndpointTask(AsyncAgentExecutorMixin, PythonTask):
             task_type=self._TASK_TYPE,
             name=name,
             task_config=None,
-            interface=Interface(inputs={"jsonl_in": JSONLFile}, outputs={"result": dict, "output_file": JSONLFile}),
+            interface=Interface(
+                inputs={"jsonl_in": JSONLFile}, outputs={"result": dict, "output_file": JSONLFile}
+            ),
             **kwargs,
         )
 
