@@ -209,9 +209,7 @@ class FakeOpenAI:
         if model == "fail-500":
             return _error(500, "The server had an error while processing your request", "server_error")
         if model == "fail-400":
-            return _error(
-                400, f"The model `{model}` does not exist", "invalid_request_error", "model_not_found"
-            )
+            return _error(400, f"The model `{model}` does not exist", "invalid_request_error", "model_not_found")
         if model.startswith("slow-"):
             time.sleep(float(model[5:]))
         messages = request.get("messages") or []
@@ -366,13 +364,9 @@ class FakeOpenAI:
             rid = f"batch_req_{next(self.ids)}"
             if status == 200:
                 response = {"status_code": 200, "request_id": rid, "body": body}
-                ok.append(
-                    {"id": rid, "custom_id": item.get("custom_id"), "response": response, "error": None}
-                )
+                ok.append({"id": rid, "custom_id": item.get("custom_id"), "response": response, "error": None})
             else:
-                failed.append(
-                    {"id": rid, "custom_id": item.get("custom_id"), "response": None, "error": body["error"]}
-                )
+                failed.append({"id": rid, "custom_id": item.get("custom_id"), "response": None, "error": body["error"]})
         counts = batch["request_counts"]
         counts.update(completed=len(ok), failed=len(failed))
         if ok:
@@ -402,17 +396,13 @@ class FakeOpenAI:
             if batch is None:
                 return _error(404, f"No batch found with id '{batch_id}'.", "invalid_request_error")
             if batch["status"] in ("completed", "failed", "expired", "cancelled"):
-                return _error(
-                    409, f"Cannot cancel a batch with status '{batch['status']}'.", "invalid_request_error"
-                )
+                return _error(409, f"Cannot cancel a batch with status '{batch['status']}'.", "invalid_request_error")
             batch["status"] = "cancelling"
             return 200, self._public(batch)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--key", action="append", help="an accepted API key (default sk-test)")
     parser.add_argument("--no-record", action="store_true", help="do not keep every request in memory")

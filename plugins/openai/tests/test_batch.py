@@ -94,9 +94,7 @@ async def poll(agent: BatchEndpointAgent, meta: BatchMeta, limit: int = 10):
 def test_batch_runs_and_its_output_file_reaches_the_next_task(
     batch_agent: BatchEndpointAgent, fake_openai: FakeOpenAI, tmp_path: Path
 ) -> None:
-    answers, result = answer_then_read(
-        requests=JSONLFile(str(requests_file(tmp_path, "one", "two", "three")))
-    )
+    answers, result = answer_then_read(requests=JSONLFile(str(requests_file(tmp_path, "one", "two", "three"))))
     assert answers == ["echo: one", "echo: two", "echo: three"]
     assert result["status"] == "completed"
     assert result["request_counts"] == {"total": 3, "completed": 3, "failed": 0}
@@ -109,9 +107,7 @@ async def test_phases_resource_meta_and_outputs(
     batch_agent: BatchEndpointAgent, fake_openai: FakeOpenAI, tmp_path: Path, api_key: str
 ) -> None:
     out = tmp_path / "outputs"
-    meta = await batch_agent.create(
-        template_of(answer_all), str(out), file_inputs(requests_file(tmp_path, "hi"))
-    )
+    meta = await batch_agent.create(template_of(answer_all), str(out), file_inputs(requests_file(tmp_path, "hi")))
     raw = meta.encode()
     assert json.loads(raw) == {
         "batch_id": meta.batch_id,
@@ -129,12 +125,8 @@ async def test_phases_resource_meta_and_outputs(
     assert "echo: hi" in open(blob.uri).read()  # noqa: ASYNC230
 
 
-async def test_cancel_ends_aborted(
-    batch_agent: BatchEndpointAgent, fake_openai: FakeOpenAI, tmp_path: Path
-) -> None:
-    meta = await batch_agent.create(
-        template_of(held), str(tmp_path), file_inputs(requests_file(tmp_path, "wait"))
-    )
+async def test_cancel_ends_aborted(batch_agent: BatchEndpointAgent, fake_openai: FakeOpenAI, tmp_path: Path) -> None:
+    meta = await batch_agent.create(template_of(held), str(tmp_path), file_inputs(requests_file(tmp_path, "wait")))
     resource = await batch_agent.get(meta)
     assert resource.phase == TaskExecution.RUNNING
     await batch_agent.delete(meta)
@@ -145,9 +137,7 @@ async def test_cancel_ends_aborted(
     await batch_agent.delete(meta)  # deleting a finished batch is not an error
 
 
-def test_local_timeout_cancels_the_batch(
-    batch_agent: BatchEndpointAgent, fake_openai: FakeOpenAI, tmp_path
-) -> None:
+def test_local_timeout_cancels_the_batch(batch_agent: BatchEndpointAgent, fake_openai: FakeOpenAI, tmp_path) -> None:
     before = set(fake_openai.batches)
     with pytest.raises(AgentTimeoutError):
         held(jsonl_in=JSONLFile(str(requests_file(tmp_path, "never"))))
@@ -159,15 +149,9 @@ async def test_create_is_idempotent_per_attempt(
     batch_agent: BatchEndpointAgent, fake_openai: FakeOpenAI, tmp_path: Path
 ) -> None:
     template, inputs = template_of(answer_all), file_inputs(requests_file(tmp_path, "once"))
-    first = await batch_agent.create(
-        template, str(tmp_path), inputs, task_execution_metadata=attempt("exec-a")
-    )
-    again = await batch_agent.create(
-        template, str(tmp_path), inputs, task_execution_metadata=attempt("exec-a")
-    )
-    retry = await batch_agent.create(
-        template, str(tmp_path), inputs, task_execution_metadata=attempt("exec-a", 1)
-    )
+    first = await batch_agent.create(template, str(tmp_path), inputs, task_execution_metadata=attempt("exec-a"))
+    again = await batch_agent.create(template, str(tmp_path), inputs, task_execution_metadata=attempt("exec-a"))
+    retry = await batch_agent.create(template, str(tmp_path), inputs, task_execution_metadata=attempt("exec-a", 1))
     assert first.batch_id == again.batch_id
     assert retry.batch_id != first.batch_id
     tags = [b["metadata"].get("flyte_execution") for b in fake_openai.batches.values()]
@@ -175,9 +159,7 @@ async def test_create_is_idempotent_per_attempt(
     assert tags.count("p/d/exec-a/n0/1") == 1
 
 
-async def test_invalid_input_file_fails_with_openai_message(
-    batch_agent: BatchEndpointAgent, tmp_path: Path
-) -> None:
+async def test_invalid_input_file_fails_with_openai_message(batch_agent: BatchEndpointAgent, tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"custom_id": "a"}\nnot json\n')
     meta = await batch_agent.create(template_of(answer_all), str(tmp_path), file_inputs(bad))
@@ -227,21 +209,15 @@ async def test_flytekit_batch_template_is_served(
     assert fake_openai.requests[-1]["headers"]["openai-organization"] == "org-legacy"
 
 
-async def test_rate_limit_is_retryable(
-    batch_agent: BatchEndpointAgent, fake_openai: FakeOpenAI, tmp_path
-) -> None:
-    meta = await batch_agent.create(
-        template_of(answer_all), str(tmp_path), file_inputs(requests_file(tmp_path, "r"))
-    )
+async def test_rate_limit_is_retryable(batch_agent: BatchEndpointAgent, fake_openai: FakeOpenAI, tmp_path) -> None:
+    meta = await batch_agent.create(template_of(answer_all), str(tmp_path), file_inputs(requests_file(tmp_path, "r")))
     fake_openai.inject(429, path_prefix="/batches/")
     with pytest.raises(ExternalServiceError, match="OpenAI error 429") as info:
         await batch_agent.get(meta)
     assert info.value.retryable
     fake_openai.inject(503, path_prefix="/batches")
     with pytest.raises(ExternalServiceError, match="OpenAI error 503") as info:
-        await batch_agent.create(
-            template_of(answer_all), str(tmp_path), file_inputs(requests_file(tmp_path, "r"))
-        )
+        await batch_agent.create(template_of(answer_all), str(tmp_path), file_inputs(requests_file(tmp_path, "r")))
     assert info.value.retryable
     resource, _ = await poll(batch_agent, meta)  # the fault passed: polling goes on
     assert resource.phase == TaskExecution.SUCCEEDED
@@ -257,9 +233,7 @@ async def test_bad_key_is_not_retryable_and_not_logged(
     monkeypatch.setenv("FLYTE_OPENAI_API_KEY", bad_key)
     caplog.set_level(logging.DEBUG)
     with pytest.raises(ExternalServiceError, match="Incorrect API key provided") as info:
-        await batch_agent.create(
-            template_of(answer_all), str(tmp_path), file_inputs(requests_file(tmp_path, "k"))
-        )
+        await batch_agent.create(template_of(answer_all), str(tmp_path), file_inputs(requests_file(tmp_path, "k")))
     assert not info.value.retryable
     assert bad_key not in str(info.value)
     assert caplog.records

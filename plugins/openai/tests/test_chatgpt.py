@@ -56,14 +56,10 @@ def test_workflow_of_chatgpt_tasks_runs_locally(chatgpt_agent: ChatGPTAgent, fak
     assert "openai-organization" not in second["headers"]
 
 
-async def test_flytekit_chatgpt_template_is_served(
-    chatgpt_agent: ChatGPTAgent, fake_openai: FakeOpenAI
-) -> None:
+async def test_flytekit_chatgpt_template_is_served(chatgpt_agent: ChatGPTAgent, fake_openai: FakeOpenAI) -> None:
     from flytekitplugins.openai import ChatGPTTask as FlytekitChatGPTTask
 
-    task = FlytekitChatGPTTask(
-        name="legacy", chatgpt_config={"model": "gpt-legacy"}, openai_organization="org-x"
-    )
+    task = FlytekitChatGPTTask(name="legacy", chatgpt_config={"model": "gpt-legacy"}, openai_organization="org-x")
     template = template_of(task)
     assert template.type == "chatgpt"
     resource = await chatgpt_agent.do(template, "/tmp/out", message("hello"))
@@ -72,9 +68,7 @@ async def test_flytekit_chatgpt_template_is_served(
     assert chat_requests(fake_openai)[-1]["json"]["model"] == "gpt-legacy"
 
 
-async def test_one_client_per_key_and_organization_reused(
-    chatgpt_agent: ChatGPTAgent, fake_openai: FakeOpenAI
-) -> None:
+async def test_one_client_per_key_and_organization_reused(chatgpt_agent: ChatGPTAgent, fake_openai: FakeOpenAI) -> None:
     template = template_of(summarize)
     before = len(chat_requests(fake_openai))
     for i in range(5):
@@ -98,9 +92,7 @@ async def test_one_client_per_key_and_organization_reused(
         ("fail-400", TaskExecution.FAILED, 400),
     ],
 )
-async def test_http_errors_map_to_phases(
-    chatgpt_agent: ChatGPTAgent, model: str, phase: int, status: int
-) -> None:
+async def test_http_errors_map_to_phases(chatgpt_agent: ChatGPTAgent, model: str, phase: int, status: int) -> None:
     task = ChatGPTTask(name=f"err-{model}", chatgpt_config={"model": model})
     resource = await chatgpt_agent.do(template_of(task), "/tmp/out", message("hi"))
     assert resource.phase == phase

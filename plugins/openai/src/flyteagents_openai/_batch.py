@@ -96,7 +96,7 @@ class BatchEndpointAgent(AsyncAgentBase):
         # Storage I/O (fsspec, flytekit's file access) blocks: it gets its own bounded pool.
         self._io = ThreadPoolExecutor(io_workers, thread_name_prefix="flyteagents-openai-io")
 
-    async def create(
+    async def create(  # type: ignore[override]  # the framework awaits coroutine methods
         self,
         task_template: TaskTemplate,
         output_prefix: str,
@@ -127,11 +127,9 @@ class BatchEndpointAgent(AsyncAgentBase):
                     logger.info("created OpenAI batch %s for %s", batch_id, tag or task_template.id.name)
         except openai.OpenAIError as exc:
             raise _agent_error(classify(exc, api_key)) from None
-        return BatchMeta(
-            batch_id=batch_id, output_prefix=output_prefix, outputs=outputs, organization=organization
-        )
+        return BatchMeta(batch_id=batch_id, output_prefix=output_prefix, outputs=outputs, organization=organization)
 
-    async def get(self, resource_meta: BatchMeta, **kwargs: Any) -> Resource:
+    async def get(self, resource_meta: BatchMeta, **kwargs: Any) -> Resource:  # type: ignore[override]
         """The batch's phase; once it completed, its outputs."""
         api_key = self._api_key()
         client = self.clients.client(api_key, resource_meta.organization)
@@ -146,9 +144,7 @@ class BatchEndpointAgent(AsyncAgentBase):
                     phase = to_phase(status)
                 except ValueError:
                     # A status newer than this plugin: keep polling rather than fail a live batch.
-                    return Resource(
-                        phase=TaskExecution.RUNNING, message=f"batch status {status}", custom_info=info
-                    )
+                    return Resource(phase=TaskExecution.RUNNING, message=f"batch status {status}", custom_info=info)
                 if phase == TaskExecution.SUCCEEDED:
                     return await self._completed(client, resource_meta, batch, info)
         except openai.OpenAIError as exc:
@@ -159,7 +155,7 @@ class BatchEndpointAgent(AsyncAgentBase):
             return Resource(phase=phase, message=f"batch {batch.id} was cancelled", custom_info=info)
         return Resource(phase=phase, message=f"batch {batch.id} is {status}", custom_info=info)
 
-    async def delete(self, resource_meta: BatchMeta, **kwargs: Any) -> None:
+    async def delete(self, resource_meta: BatchMeta, **kwargs: Any) -> None:  # type: ignore[override]
         """Cancel the batch; a batch that already ended or is gone is left alone."""
         api_key = self._api_key()
         client = self.clients.client(api_key, resource_meta.organization)
@@ -229,15 +225,11 @@ class BatchEndpointAgent(AsyncAgentBase):
                         custom_info=info,
                     )
                 if file_id is not None:
-                    literals[name] = await self._save(
-                        client, file_id, f"{meta.output_prefix}/{batch.id}/{name}.jsonl"
-                    )
+                    literals[name] = await self._save(client, file_id, f"{meta.output_prefix}/{batch.id}/{name}.jsonl")
             else:
                 raise InvalidTaskError(f"openai-batch tasks cannot output {name!r}")
         message = f"batch {batch.id} completed" + (f"; {failed} request(s) failed" if failed else "")
-        return Resource(
-            phase=TaskExecution.SUCCEEDED, message=message, outputs=LiteralMap(literals), custom_info=info
-        )
+        return Resource(phase=TaskExecution.SUCCEEDED, message=message, outputs=LiteralMap(literals), custom_info=info)
 
     async def _save(self, client: openai.AsyncOpenAI, file_id: str, remote: str) -> Literal:
         """Copy an OpenAI file to ``remote`` and return it as a JSONL file literal."""
@@ -251,9 +243,7 @@ class BatchEndpointAgent(AsyncAgentBase):
             await self._blocking(_unlink, local)
         return Literal(
             scalar=Scalar(
-                blob=Blob(
-                    metadata=BlobMetadata(BlobType("jsonl", BlobType.BlobDimensionality.SINGLE)), uri=remote
-                )
+                blob=Blob(metadata=BlobMetadata(BlobType("jsonl", BlobType.BlobDimensionality.SINGLE)), uri=remote)
             )
         )
 
@@ -350,9 +340,7 @@ class BatchEndpointTask(AsyncAgentExecutorMixin, PythonTask):
             task_type=self._TASK_TYPE,
             name=name,
             task_config=None,
-            interface=Interface(
-                inputs={"jsonl_in": JSONLFile}, outputs={"result": dict, "output_file": JSONLFile}
-            ),
+            interface=Interface(inputs={"jsonl_in": JSONLFile}, outputs={"result": dict, "output_file": JSONLFile}),
             **kwargs,
         )
 

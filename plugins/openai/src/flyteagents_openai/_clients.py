@@ -35,9 +35,7 @@ class ClientCache:
 
     def __init__(self, settings: OpenAISettings) -> None:
         self.settings = settings
-        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClients] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClients] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
 
     def _for_loop(self) -> _LoopClients:

@@ -54,9 +54,7 @@ def classify(exc: openai.OpenAIError, api_key: str | None) -> OpenAIFailure:
         return OpenAIFailure(True, "OpenAI did not answer in time")
     if isinstance(exc, openai.APIConnectionError):
         cause = exc.__cause__ or exc
-        return OpenAIFailure(
-            True, redact(f"could not reach OpenAI: {type(cause).__name__}: {cause}", api_key)
-        )
+        return OpenAIFailure(True, redact(f"could not reach OpenAI: {type(cause).__name__}: {cause}", api_key))
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
         # 429 also means "out of credit" (insufficient_quota): asking again will not help.

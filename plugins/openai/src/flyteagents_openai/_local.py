@@ -20,6 +20,6 @@ def ensure_agent(task_type: str, factory: Callable[[], AgentBase]) -> None:
     """
     with _lock:
         try:
-            AgentRegistry.get_agent(task_type)
+            AgentRegistry.default().get_agent(task_type)
         except AgentNotFoundError:
-            AgentRegistry.register(factory())
+            AgentRegistry.default().register(factory())

@@ -43,17 +43,13 @@ class OpenAISettings:
     timeout: float = DEFAULT_TIMEOUT
     secret_name: str = DEFAULT_SECRET_NAME
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY
-    secrets_dir: Path = field(
-        default_factory=lambda: Path(os.environ.get("FLYTE_SECRETS_DEFAULT_DIR", "/etc/secrets"))
-    )
+    secrets_dir: Path = field(default_factory=lambda: Path(os.environ.get("FLYTE_SECRETS_DEFAULT_DIR", "/etc/secrets")))
 
     @classmethod
     def from_env(cls) -> OpenAISettings:
         """Settings from ``FLYTEAGENTS_OPENAI_*`` environment variables (and ``OPENAI_BASE_URL``)."""
         return cls(
-            base_url=os.environ.get("FLYTEAGENTS_OPENAI_BASE_URL")
-            or os.environ.get("OPENAI_BASE_URL")
-            or None,
+            base_url=os.environ.get("FLYTEAGENTS_OPENAI_BASE_URL") or os.environ.get("OPENAI_BASE_URL") or None,
             timeout=_env_float("FLYTEAGENTS_OPENAI_TIMEOUT", DEFAULT_TIMEOUT),
             secret_name=os.environ.get("FLYTEAGENTS_OPENAI_SECRET", DEFAULT_SECRET_NAME),
             max_concurrency=_env_int("FLYTEAGENTS_OPENAI_MAX_CONCURRENCY", DEFAULT_MAX_CONCURRENCY),
