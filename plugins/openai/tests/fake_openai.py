@@ -69,6 +69,13 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     fake: FakeOpenAI
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that gave up (timed out) closed its socket before the answer: not an error here.
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
 
 def _error(status: int, message: str, type_: str, code: str | None = None) -> tuple[int, dict[str, Any]]:
     return status, {"error": {"message": message, "type": type_, "param": None, "code": code}}
