@@ -140,4 +140,3 @@ class SyncAgentBase(AgentBase):
     ) -> Resource:
         """Run the task and return its final Resource."""
         raise NotImplementedError
-
