@@ -235,9 +235,7 @@ async def _run_async_job(
 ) -> Resource:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout.total_seconds() if timeout else None
-    handle = await _bounded(
-        backend.create(template, output_prefix, inputs, meta), deadline, task_name, timeout
-    )
+    handle = await _bounded(backend.create(template, output_prefix, inputs, meta), deadline, task_name, timeout)
     reporter = _Reporter(task_name)
     finished = False
     try:
@@ -274,18 +272,14 @@ async def _delete_quietly(backend: _Backend, handle: Any, task_name: str) -> Non
         await asyncio.wait_for(backend.delete(handle), _DELETE_TIMEOUT)
         logger.info("deleted the job of task %s", task_name)
     except Exception as exc:
-        print(
-            f"[flyteagents] could not delete the job of task {task_name}: {exc}", file=sys.stderr, flush=True
-        )
+        print(f"[flyteagents] could not delete the job of task {task_name}: {exc}", file=sys.stderr, flush=True)
 
 
 def _local_execution_metadata(task_name: str) -> TaskExecutionMetadata:
     run = f"local-{uuid.uuid4().hex[:12]}"
     return TaskExecutionMetadata(
         task_execution_id=id_models.TaskExecutionIdentifier(
-            task_id=id_models.Identifier(
-                id_models.ResourceType.TASK, "local", "development", task_name, "local"
-            ),
+            task_id=id_models.Identifier(id_models.ResourceType.TASK, "local", "development", task_name, "local"),
             node_execution_id=id_models.NodeExecutionIdentifier(
                 "n0", id_models.WorkflowExecutionIdentifier("local", "development", run)
             ),
@@ -359,9 +353,7 @@ class _LocalRun:
     def _read_outputs_file(self) -> LiteralMap:
         remote = f"{self.output_prefix}/outputs.pb"
         if not self.ctx.file_access.exists(remote):
-            raise TaskFailedError(
-                f"task {self.task.name} succeeded but neither returned outputs nor wrote {remote}"
-            )
+            raise TaskFailedError(f"task {self.task.name} succeeded but neither returned outputs nor wrote {remote}")
         local = self.ctx.file_access.get_random_local_path()
         self.ctx.file_access.get_data(remote, local)
         return LiteralMap.from_flyte_idl(flyte_utils.load_proto_from_file(literals_pb2.LiteralMap, local))

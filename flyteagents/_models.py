@@ -73,9 +73,7 @@ class ResourceMeta:
         try:
             obj = json.loads(data)
         except (ValueError, TypeError) as exc:
-            raise InvalidResourceMetaError(
-                f"resource_meta is not valid JSON for {cls.__name__}: {exc}"
-            ) from None
+            raise InvalidResourceMetaError(f"resource_meta is not valid JSON for {cls.__name__}: {exc}") from None
         return typing.cast(_M, _convert(obj, cls, "resource_meta"))
 
 
@@ -95,9 +93,7 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
                 return _convert(value, arg, where)
             except InvalidResourceMetaError as exc:
                 errors.append(str(exc))
-        raise InvalidResourceMetaError(
-            errors[0] if len(errors) == 1 else f"{where}: no type of {tp} matches {value!r}"
-        )
+        raise InvalidResourceMetaError(errors[0] if len(errors) == 1 else f"{where}: no type of {tp} matches {value!r}")
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         return _convert_dataclass(value, tp, where)
     if origin in (list, tuple, typing.Sequence) or tp in (list, tuple):

@@ -185,9 +185,7 @@ class AgentClient:
 
     async def get_agent(self, name: str) -> agent_pb2.Agent:
         """GetAgent."""
-        response = await self.metadata_stub.GetAgent(
-            agent_pb2.GetAgentRequest(name=name), timeout=self.timeout
-        )
+        response = await self.metadata_stub.GetAgent(agent_pb2.GetAgentRequest(name=name), timeout=self.timeout)
         return response.agent
 
 

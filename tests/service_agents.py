@@ -13,6 +13,7 @@ from flyteidl.core.metrics_pb2 import ExecutionMetricResult
 
 from flyteagents import (
     AgentRegistry,
+    AgentTimeoutError,
     AsyncAgentBase,
     ExternalServiceError,
     InvalidTaskError,
@@ -42,6 +43,8 @@ def _str_input(inputs: Any, name: str, default: str = "") -> str:
 
 
 def _raise_for(outcome: str) -> None:
+    if outcome == "timeout":
+        raise AgentTimeoutError("the job API did not answer within 5s")
     if outcome == "unavailable":
         raise ExternalServiceError("the job API answered 503")
     if outcome == "invalid":
@@ -89,9 +92,7 @@ class JobAgent(AsyncAgentBase):
         _raise_for(resource_meta.outcome)
 
     async def get_metrics(self, resource_meta: JobMeta, **kw) -> GetTaskMetricsResponse:
-        return GetTaskMetricsResponse(
-            results=[ExecutionMetricResult(metric=q) for q in kw.get("queries", [])]
-        )
+        return GetTaskMetricsResponse(results=[ExecutionMetricResult(metric=q) for q in kw.get("queries", [])])
 
     async def get_logs(self, resource_meta: JobMeta, **kw):
         for i in range(3):
@@ -168,3 +169,86 @@ def make_registry() -> AgentRegistry:
     for agent in (JobAgent(), PlainAgent(), SlowAgent(), EchoAgent()):
         registry.register(agent)
     return registry
+
+
+# Requests as FlytePropeller builds them.
+
+
+def string_literal(value: str) -> Any:
+    from flyteidl.core import literals_pb2
+
+    return literals_pb2.Literal(scalar=literals_pb2.Scalar(primitive=literals_pb2.Primitive(string_value=value)))
+
+
+def string_inputs(**values: str) -> Any:
+    from flyteidl.core import literals_pb2
+
+    return literals_pb2.LiteralMap(literals={k: string_literal(v) for k, v in values.items()})
+
+
+def template(task_type: str, inputs: tuple[str, ...] = (), custom: dict[str, Any] | None = None, version: int = 0):
+    """A TaskTemplate proto with string inputs named ``inputs``."""
+    from flyteidl.core import identifier_pb2, interface_pb2, tasks_pb2, types_pb2
+
+    string = types_pb2.LiteralType(simple=types_pb2.STRING)
+    tpl = tasks_pb2.TaskTemplate(
+        id=identifier_pb2.Identifier(
+            resource_type=identifier_pb2.TASK, project="p", domain="d", name=f"tests.{task_type}", version="v1"
+        ),
+        type=task_type,
+        task_type_version=version,
+        metadata=tasks_pb2.TaskMetadata(runtime=tasks_pb2.RuntimeMetadata(type=tasks_pb2.RuntimeMetadata.FLYTE_SDK)),
+        interface=interface_pb2.TypedInterface(
+            inputs=interface_pb2.VariableMap(variables={n: interface_pb2.Variable(type=string) for n in inputs})
+        ),
+    )
+    if custom:
+        tpl.custom.update(custom)
+    return tpl
+
+
+def exec_metadata(name: str = "exec1", node: str = "n0", retry: int = 0):
+    """The TaskExecutionMetadata proto propeller sends for one attempt of one node."""
+    from flyteidl.admin import agent_pb2
+    from flyteidl.core import identifier_pb2
+
+    return agent_pb2.TaskExecutionMetadata(
+        task_execution_id=identifier_pb2.TaskExecutionIdentifier(
+            task_id=identifier_pb2.Identifier(
+                resource_type=identifier_pb2.TASK, project="p", domain="d", name="t", version="v1"
+            ),
+            node_execution_id=identifier_pb2.NodeExecutionIdentifier(
+                node_id=node,
+                execution_id=identifier_pb2.WorkflowExecutionIdentifier(project="p", domain="d", name=name),
+            ),
+            retry_attempt=retry,
+        ),
+        namespace="p-d",
+        k8s_service_account="default",
+    )
+
+
+def create_request(task_type: str, name: str = "exec1", custom: dict[str, Any] | None = None, **inputs: str):
+    from flyteidl.admin import agent_pb2
+
+    return agent_pb2.CreateTaskRequest(
+        template=template(task_type, tuple(inputs), custom),
+        output_prefix="/tmp/flyteagents-tests/out",
+        inputs=string_inputs(**inputs),
+        task_execution_metadata=exec_metadata(name),
+    )
+
+
+def sync_requests(task_type: str, name: str = "exec1", **inputs: str) -> list[Any]:
+    """The two messages propeller writes on ExecuteTaskSync: the header, then the inputs."""
+    from flyteidl.admin import agent_pb2
+
+    header = agent_pb2.CreateRequestHeader(
+        template=template(task_type, tuple(inputs)),
+        output_prefix="/tmp/flyteagents-tests/out",
+        task_execution_metadata=exec_metadata(name),
+    )
+    return [
+        agent_pb2.ExecuteTaskSyncRequest(header=header),
+        agent_pb2.ExecuteTaskSyncRequest(inputs=string_inputs(**inputs)),
+    ]

@@ -48,12 +48,8 @@ def cli() -> None:
 
 
 @cli.command()
-@click.option(
-    "--host", default="0.0.0.0", show_default=True, envvar=f"{_ENV}HOST", help="Address to listen on."
-)
-@click.option(
-    "--port", default=8000, show_default=True, envvar=f"{_ENV}PORT", help="gRPC port (0: any free port)."
-)
+@click.option("--host", default="0.0.0.0", show_default=True, envvar=f"{_ENV}HOST", help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, envvar=f"{_ENV}PORT", help="gRPC port (0: any free port).")
 @click.option(
     "--metrics-port",
     default=9090,
@@ -99,9 +95,7 @@ def cli() -> None:
     envvar=f"{_ENV}MODULES",
     help="Comma-separated modules to import that register agents (besides installed plugins).",
 )
-@click.option(
-    "--log-level", default="INFO", show_default=True, envvar=f"{_ENV}LOG_LEVEL", help="Logging level."
-)
+@click.option("--log-level", default="INFO", show_default=True, envvar=f"{_ENV}LOG_LEVEL", help="Logging level.")
 def serve(
     host: str,
     port: int,
@@ -133,9 +127,7 @@ def serve(
         try:
             importlib.import_module(module)
         except Exception as exc:
-            raise click.ClickException(
-                f"cannot import agent module {module!r}: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise click.ClickException(f"cannot import agent module {module!r}: {type(exc).__name__}: {exc}") from exc
     agents = registry.list_agents()
     print_agents(agents, "flyteagents: registered agents")
     for name, error in failures.items():
@@ -156,23 +148,17 @@ def serve(
 
 
 @cli.command()
-@click.option(
-    "--endpoint", required=True, envvar=f"{_ENV}ENDPOINT", help="HOST:PORT of a running agent service."
-)
+@click.option("--endpoint", required=True, envvar=f"{_ENV}ENDPOINT", help="HOST:PORT of a running agent service.")
 @click.option(
     "--tls-ca",
     envvar=f"{_ENV}TLS_CA",
     type=click.Path(exists=True, dir_okay=False),
     help="PEM CA to trust (TLS).",
 )
-@click.option(
-    "--tls-cert", type=click.Path(exists=True, dir_okay=False), help="PEM client certificate (mutual TLS)."
-)
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="PEM client certificate (mutual TLS).")
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="PEM client key (mutual TLS).")
 @click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait for the answer.")
-def agents(
-    endpoint: str, tls_ca: str | None, tls_cert: str | None, tls_key: str | None, timeout: float
-) -> None:
+def agents(endpoint: str, tls_ca: str | None, tls_cert: str | None, tls_key: str | None, timeout: float) -> None:
     """List the agents a running service serves (its ListAgents answer)."""
     import grpc
 

@@ -37,9 +37,7 @@ class AgentServerHandle:
 
     async def set_serving(self, serving: bool) -> None:
         """Report SERVING (or NOT_SERVING) for the whole server and each service."""
-        status = (
-            health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
-        )
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
         for name in ("", *self.service_names):
             await self.health.set(name, status)
 
@@ -113,9 +111,7 @@ async def serve(registry: AgentRegistry, config: ServeConfig) -> int:
         port = handle.server.add_insecure_port(address)
     metrics_server = None
     if config.metrics_port is not None:
-        metrics_server, _ = start_http_server(
-            config.metrics_port, addr=config.host, registry=metrics.registry
-        )
+        metrics_server, _ = start_http_server(config.metrics_port, addr=config.host, registry=metrics.registry)
     await handle.set_serving(True)
     await handle.server.start()
     tls = "mTLS" if config.tls_client_ca else "TLS" if config.tls_cert else "plaintext"

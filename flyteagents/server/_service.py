@@ -53,9 +53,7 @@ class AgentService:
         metrics: where calls are counted; a new ServiceMetrics when None.
     """
 
-    def __init__(
-        self, registry: AgentRegistry, runner: AgentRunner, metrics: ServiceMetrics | None = None
-    ) -> None:
+    def __init__(self, registry: AgentRegistry, runner: AgentRunner, metrics: ServiceMetrics | None = None) -> None:
         self.registry = registry
         self.runner = runner
         self.metrics = metrics if metrics is not None else ServiceMetrics(runner)
@@ -126,8 +124,7 @@ class AgentService:
         pb = agent_pb2.Resource(phase=resource.phase, message=resource.message or "")
         if resource.log_links:
             pb.log_links.extend(
-                link if isinstance(link, execution_pb2.TaskLog) else link.to_flyte_idl()
-                for link in resource.log_links
+                link if isinstance(link, execution_pb2.TaskLog) else link.to_flyte_idl() for link in resource.log_links
             )
         outputs = resource.outputs
         if outputs is not None:
@@ -223,9 +220,7 @@ class _Call:
         elif code in _QUIET_CODES:
             logger.warning("%s for %s: %s %s", self.operation, self.task_type, code.name, details)
         else:
-            logger.warning(
-                "%s for %s: %s %s", self.operation, self.task_type, code.name, details, exc_info=exc
-            )
+            logger.warning("%s for %s: %s %s", self.operation, self.task_type, code.name, details, exc_info=exc)
         self.context.set_code(code)
         self.context.set_details(details)
         self.metrics.observe(self.task_type, self.operation, code.name, elapsed)
@@ -335,9 +330,7 @@ class AsyncAgentServicer(agent_pb2_grpc.AsyncAgentServiceServicer):
                         )
                 yield msg
             if not header_sent:
-                yield agent_pb2.GetTaskLogsResponse(
-                    header=agent_pb2.GetTaskLogsResponseHeader(token=request.token)
-                )
+                yield agent_pb2.GetTaskLogsResponse(header=agent_pb2.GetTaskLogsResponseHeader(token=request.token))
 
 
 async def _log_messages(result: Any, runner: AgentRunner) -> AsyncIterator[agent_pb2.GetTaskLogsResponse]:
@@ -365,9 +358,7 @@ async def _log_messages(result: Any, runner: AgentRunner) -> AsyncIterator[agent
             if item is sentinel:
                 return
             yield _log_message(item)
-    raise TypeError(
-        f"get_logs returned {type(result).__name__}: return log lines or GetTaskLogsResponse messages"
-    )
+    raise TypeError(f"get_logs returned {type(result).__name__}: return log lines or GetTaskLogsResponse messages")
 
 
 def _log_message(item: Any) -> agent_pb2.GetTaskLogsResponse:
@@ -381,9 +372,7 @@ def _log_message(item: Any) -> agent_pb2.GetTaskLogsResponse:
         lines = list(item)
         if all(isinstance(line, str) for line in lines):
             return agent_pb2.GetTaskLogsResponse(body=agent_pb2.GetTaskLogsResponseBody(results=lines))
-    raise TypeError(
-        f"get_logs produced {type(item).__name__}: yield log lines or GetTaskLogsResponse messages"
-    )
+    raise TypeError(f"get_logs produced {type(item).__name__}: yield log lines or GetTaskLogsResponse messages")
 
 
 class SyncAgentServicer(agent_pb2_grpc.SyncAgentServiceServicer):
@@ -429,9 +418,7 @@ class SyncAgentServicer(agent_pb2_grpc.SyncAgentServiceServicer):
             except TaskFailedError as exc:
                 resource = _failed_resource(exc)
             pb = await service.resource_to_proto(resource, agent, template.interface.outputs.variables)
-            yield agent_pb2.ExecuteTaskSyncResponse(
-                header=agent_pb2.ExecuteTaskSyncResponseHeader(resource=pb)
-            )
+            yield agent_pb2.ExecuteTaskSyncResponse(header=agent_pb2.ExecuteTaskSyncResponseHeader(resource=pb))
 
 
 async def _next_message(it: AsyncIterator[Any]) -> Any:

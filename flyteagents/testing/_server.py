@@ -80,9 +80,7 @@ class AgentServer:
         await self._handle.set_serving(True)
         await self._handle.server.start()
         if self._channel_credentials is not None:
-            self._channel = grpc.aio.secure_channel(
-                self.address, self._channel_credentials, self._channel_options
-            )
+            self._channel = grpc.aio.secure_channel(self.address, self._channel_credentials, self._channel_options)
         else:
             self._channel = grpc.aio.insecure_channel(self.address, self._channel_options)
         self.async_stub = agent_pb2_grpc.AsyncAgentServiceStub(self._channel)
