@@ -28,6 +28,7 @@ from .._models import Resource, ResourceMeta
 from .._registry import AgentRegistry
 from .._runner import AgentRunner
 from ._errors import UnimplementedError, status_for
+from ._lazy import lazy_model, unconverted_proto
 from ._logging import current_task
 from ._metrics import ServiceMetrics
 from ._outputs import outputs_to_proto
@@ -99,15 +100,10 @@ class AgentService:
         """The flytekit models an agent's create/do takes, converted once from the request's protos."""
         if inputs_pb is not None and template_pb.HasField("interface"):
             _check_inputs(template_pb, inputs_pb)
-        try:
-            template = TaskTemplate.from_flyte_idl(template_pb)
-        except Exception as exc:
-            raise InvalidTaskError(f"the task template cannot be read: {exc}") from exc
-        try:
-            inputs = LiteralMap.from_flyte_idl(inputs_pb) if inputs_pb is not None else None
-            meta = TaskExecutionMetadata.from_flyte_idl(meta_pb) if meta_pb is not None else None
-        except Exception as exc:
-            raise InvalidTaskError(f"the task inputs or execution metadata cannot be read: {exc}") from exc
+        # Converted on the agent's first read, once: agents pay only for what they use.
+        template = lazy_model(TaskTemplate, template_pb)
+        inputs = lazy_model(LiteralMap, inputs_pb) if inputs_pb is not None else None
+        meta = lazy_model(TaskExecutionMetadata, meta_pb) if meta_pb is not None else None
         return {
             "task_template": template,
             "output_prefix": output_prefix,
@@ -131,7 +127,7 @@ class AgentService:
             if isinstance(outputs, literals_pb2.LiteralMap):
                 pb.outputs.CopyFrom(outputs)
             elif isinstance(outputs, LiteralMap):
-                pb.outputs.CopyFrom(outputs.to_flyte_idl())
+                pb.outputs.CopyFrom(unconverted_proto(outputs) or outputs.to_flyte_idl())
             else:
                 pb.outputs.CopyFrom(await outputs_to_proto(outputs, outputs_interface))
         if resource.custom_info:
