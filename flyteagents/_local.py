@@ -294,6 +294,13 @@ def _local_execution_metadata(task_name: str) -> TaskExecutionMetadata:
     )
 
 
+def _default_images() -> ImageConfig:
+    try:
+        return ImageConfig.auto_default_image()
+    except ValueError:  # flytekit has no default image for this Python version (3.13 on flytekit 1.16)
+        return ImageConfig.auto(img_name="cr.flyte.org/flyteorg/flytekit:py3.12-latest")
+
+
 class _LocalRun:
     """One local execution of an agent task: its template, inputs and outputs."""
 
@@ -302,7 +309,7 @@ class _LocalRun:
 
         self.task = task
         self.ctx = FlyteContextManager.current_context()
-        settings = self.ctx.serialization_settings or SerializationSettings(ImageConfig.auto_default_image())
+        settings = self.ctx.serialization_settings or SerializationSettings(_default_images())
         self.template: TaskTemplate = get_serializable(OrderedDict(), settings, task).template
         self.output_prefix = self.ctx.file_access.get_random_remote_directory()
         self.inputs = TypeEngine.dict_to_literal_map(self.ctx, inputs, task.get_input_types())
