@@ -322,7 +322,10 @@ def test_service_monitor_scrapes_the_metrics_port(render: Render) -> None:
         ({"tls": {"enabled": True}}, "tls.enabled needs tls.secretName"),
         ({"tls": {"clientAuth": True}}, "tls.clientAuth (mutual TLS) needs tls.enabled"),
         ({"extraEnv": {"FLYTEAGENTS_PORT": "1"}}, "extraEnv.FLYTEAGENTS_PORT: the chart sets it from `settings`"),
-        ({"secrets": {"env": [{"name": "X", "secretName": "s"}]}}, "secrets.env[].key is required"),
+        # values.schema.json: a misspelt key or a wrong type is refused, not silently ignored.
+        ({"setings": {"port": 1}}, "additional properties 'setings' not allowed"),
+        ({"settings": {"port": "8000"}}, "at '/settings/port': got string, want integer"),
+        ({"secrets": {"env": [{"name": "X", "secretName": "s"}]}}, "missing property 'key'"),
     ],
 )
 def test_inconsistent_values_fail_with_a_clear_message(render: Render, values: dict, message: str) -> None:
