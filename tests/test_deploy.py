@@ -300,6 +300,24 @@ def test_tls_and_agent_secrets_are_mounted_not_copied(render: Render) -> None:
     assert not [key for key in data if SECRET_WORDS.search(key)]
 
 
+def _selects(selector: dict[str, Any], obj: dict[str, Any]) -> bool:
+    """Whether a Kubernetes label selector (matchLabels, matchExpressions) matches obj's labels."""
+    labels = obj["metadata"].get("labels", {})
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    for expression in selector.get("matchExpressions", []):
+        key, operator, values = expression["key"], expression["operator"], expression.get("values", [])
+        matched = {
+            "In": key in labels and labels[key] in values,
+            "NotIn": key not in labels or labels[key] not in values,
+            "Exists": key in labels,
+            "DoesNotExist": key not in labels,
+        }[operator]
+        if not matched:
+            return False
+    return True
+
+
 def test_service_monitor_scrapes_the_metrics_port(render: Render) -> None:
     rendered = render(FULL_VALUES)
     monitor = _one(rendered, "ServiceMonitor")
@@ -307,8 +325,12 @@ def test_service_monitor_scrapes_the_metrics_port(render: Render) -> None:
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
     (endpoint,) = monitor["spec"]["endpoints"]
     assert endpoint["port"] == "metrics" and endpoint["path"] == "/metrics"
+    # Each pod is scraped once: the selector picks the main Service, not the headless one too.
+    selected = [
+        o for (kind, _), o in rendered.items() if kind == "Service" and _selects(monitor["spec"]["selector"], o)
+    ]
+    assert [s["metadata"]["name"] for s in selected] == ["flyteagents"]
     service = rendered["Service", "flyteagents"]
-    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     metrics = next(p for p in service["spec"]["ports"] if p["name"] == "metrics")
     container_port = next(p for p in _container(rendered)["ports"] if p["name"] == metrics["targetPort"])
     assert str(container_port["containerPort"]) == _one(rendered, "ConfigMap")["data"]["FLYTEAGENTS_METRICS_PORT"]
