@@ -27,7 +27,7 @@ CHART = DEPLOY / "helm" / "flyteagents"
 BIN = Path(sys.executable).parent
 RELEASE, NAMESPACE = "flyteagents", "flyte"
 # The oldest Kubernetes the chart supports (gRPC probes are GA from 1.27) and the newest schemas at hand.
-KUBE_VERSIONS = ("1.29.0", "1.37.0")
+KUBE_VERSIONS = ("1.27.0", "1.37.0")
 SECRET_WORDS = re.compile(r"SECRET|TOKEN|PASSWORD|PASSWD|API_?KEY|CREDENTIAL|PRIVATE", re.IGNORECASE)
 
 
@@ -354,6 +354,12 @@ def test_inconsistent_values_fail_with_a_clear_message(render: Render, values: d
     with pytest.raises(RenderError) as failure:
         render(values)
     assert message in str(failure.value)
+
+
+def test_chart_refuses_kubernetes_without_grpc_probes(render: Render) -> None:
+    with pytest.raises(RenderError) as failure:
+        render(kube_version="1.26.0")
+    assert "incompatible with Kubernetes v1.26.0" in str(failure.value)
 
 
 def test_notes_tell_how_to_reach_the_service(helm_env: dict[str, str]) -> None:
