@@ -12,8 +12,11 @@ import os
 import platform
 import re
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -272,6 +275,61 @@ def test_configmap_keys_are_options_of_flyteagents_serve(render: Render) -> None
     data = _one(render({**FULL_VALUES, "extraEnv": {}}), "ConfigMap")["data"]
     ours = {key for key in data if key.startswith("FLYTEAGENTS_")}
     assert ours - envvars == set()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _task_types_of(module: Path) -> set[str]:
+    """The task types a test agents module defines (its *_TYPE constants)."""
+    return set(re.findall(r'^[A-Z]+_TYPE = "([^"]+)"', module.read_text(), re.M))
+
+
+def test_the_pods_environment_starts_a_service_its_probes_pass(render: Render) -> None:
+    """Start `flyteagents serve` as the image's entrypoint would, with exactly the environment the
+    rendered pod gets (ConfigMap via envFrom, then the container's env), and check it the way the
+    kubelet and Prometheus do. Only the address differs: tests listen on loopback, not 0.0.0.0."""
+    import grpc
+    from flyteidl.admin.agent_pb2 import ListAgentsRequest
+    from flyteidl.service.agent_pb2_grpc import AgentMetadataServiceStub
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    port, metrics_port = _free_port(), _free_port()
+    values = {"settings": {"port": port, "metricsPort": metrics_port, "modules": ["service_serve_agents"]}}
+    rendered = render(values)
+    container = _container(rendered)
+    env = {**os.environ, **_one(rendered, "ConfigMap")["data"]}
+    env.update({e["name"]: e["value"] for e in container["env"] if "value" in e})
+    env["FLYTEAGENTS_HOST"] = "127.0.0.1"
+    grace = _one(rendered, "Deployment")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    command = [str(BIN / "flyteagents"), "serve"]  # the image's ENTRYPOINT; the chart passes no args
+    proc = subprocess.Popen(command, cwd=ROOT / "tests", env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{container['readinessProbe']['grpc']['port']}") as channel:
+            grpc.channel_ready_future(channel).result(timeout=60)
+            # The kubelet's grpc probe: Health/Check with the probe's service name (none: "").
+            health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+            assert health.status == health_pb2.HealthCheckResponse.SERVING
+            agents = AgentMetadataServiceStub(channel).ListAgents(ListAgentsRequest(), timeout=5).agents
+            served = {c.name for agent in agents for c in agent.supported_task_categories}
+            # FLYTEAGENTS_MODULES from the ConfigMap was imported: its agents are served.
+            assert served == _task_types_of(ROOT / "tests" / "service_agents.py")
+        metrics_target = next(p for p in container["ports"] if p["name"] == "metrics")["containerPort"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_target}/metrics", timeout=5) as answer:
+            body = answer.read().decode()
+        assert "flyteagents_requests_total" in body and 'operation="list_agents"' in body
+        # What the kubelet does at deletion, after preStop: SIGTERM, then SIGKILL after the grace.
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=grace) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            stream.close()  # type: ignore[union-attr]
 
 
 def test_tls_and_agent_secrets_are_mounted_not_copied(render: Render) -> None:
