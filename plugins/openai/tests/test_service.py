@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -134,12 +135,41 @@ async def test_workflow_of_chatgpt_tasks_runs_through_the_service(
     assert len(server_agent.clients) >= 1
 
 
-def _served_calls(server: AgentServer) -> float:
-    """How many ExecuteTaskSync calls for chatgpt the service has answered, from its own metrics."""
+async def test_batch_workflow_runs_through_the_service(
+    served: AgentServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from flytekit import task, workflow
+
+    answer = BatchEndpointTask(name="answer")
+
+    @task
+    def first_reply(results: JSONLFile) -> str:
+        with open(results.download()) as f:
+            return json.loads(f.readline())["response"]["body"]["choices"][0]["message"]["content"]
+
+    @workflow
+    def batch_then_read(requests: JSONLFile) -> str:
+        return first_reply(results=answer(jsonl_in=requests).output_file)
+
+    path = tmp_path / "in.jsonl"
+    body = {"model": "m", "messages": [{"role": "user", "content": "via service"}]}
+    path.write_text(json.dumps({"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": body}))
+    monkeypatch.setenv("FLYTEAGENTS_ENDPOINT", served.address)
+    before = _served_calls(served, "openai-batch")
+    with ThreadPoolExecutor(1) as pool:
+        reply = await asyncio.get_running_loop().run_in_executor(
+            pool, lambda: batch_then_read(requests=JSONLFile(str(path)))
+        )
+    assert reply == "echo: via service"
+    assert _served_calls(served, "openai-batch") >= before + 4  # create, then get until completed
+
+
+def _served_calls(server: AgentServer, task_type: str = "chatgpt") -> float:
+    """How many calls for ``task_type`` the service has answered, from its own metrics."""
     total = 0.0
     for metric in server.metrics.registry.collect():
         for sample in metric.samples:
             labels = sample.labels
-            if sample.name == "flyteagents_requests_total" and labels.get("task_type") == "chatgpt":
+            if sample.name == "flyteagents_requests_total" and labels.get("task_type") == task_type:
                 total += sample.value
     return total

@@ -232,15 +232,16 @@ class BatchEndpointAgent(AsyncAgentBase):
         return Resource(phase=TaskExecution.SUCCEEDED, message=message, outputs=LiteralMap(literals), custom_info=info)
 
     async def _save(self, client: openai.AsyncOpenAI, file_id: str, remote: str) -> Literal:
-        """Copy an OpenAI file to ``remote`` and return it as a JSONL file literal."""
-        fd, local = tempfile.mkstemp(suffix=".jsonl", prefix="openai-batch-")
-        os.close(fd)
-        try:
-            async with client.files.with_streaming_response.content(file_id) as response:
-                await response.stream_to_file(local)
-            await self._blocking(_store, local, remote)
-        finally:
-            await self._blocking(_unlink, local)
+        """Copy an OpenAI file to ``remote`` (once: a repeated get finds it there) as a JSONL file literal."""
+        if not await self._blocking(_exists, remote):
+            fd, local = tempfile.mkstemp(suffix=".jsonl", prefix="openai-batch-")
+            os.close(fd)
+            try:
+                async with client.files.with_streaming_response.content(file_id) as response:
+                    await response.stream_to_file(local)
+                await self._blocking(_store, local, remote)
+            finally:
+                await self._blocking(_unlink, local)
         return Literal(
             scalar=Scalar(
                 blob=Blob(metadata=BlobMetadata(BlobType("jsonl", BlobType.BlobDimensionality.SINGLE)), uri=remote)
@@ -250,12 +251,17 @@ class BatchEndpointAgent(AsyncAgentBase):
 
 def _fetch(uri: str) -> str:
     """A local path holding the file at ``uri`` (downloaded when it is remote)."""
-    if os.path.isfile(uri):
-        return uri
+    path = uri.removeprefix("file://")
+    if os.path.isfile(path):
+        return path
     ctx = FlyteContextManager.current_context()
     local = ctx.file_access.get_random_local_path()
     ctx.file_access.get_data(uri, local)
     return str(local)
+
+
+def _exists(remote: str) -> bool:
+    return bool(FlyteContextManager.current_context().file_access.exists(remote))
 
 
 def _store(local: str, remote: str) -> None:
