@@ -173,3 +173,16 @@ def _served_calls(server: AgentServer, task_type: str = "chatgpt") -> float:
             if sample.name == "flyteagents_requests_total" and labels.get("task_type") == task_type:
                 total += sample.value
     return total
+
+
+async def test_service_shutdown_closes_the_agents_clients(settings: OpenAISettings) -> None:
+    from flyteagents.server._app import close_agents
+
+    registry = AgentRegistry()
+    agent = ChatGPTAgent(settings)
+    registry.register(agent)
+    async with AgentServer(registry) as server:
+        assert (await execute_sync(server, ask, "x")).phase == TaskExecution.SUCCEEDED
+    assert len(agent.clients) == 1
+    await close_agents(registry)
+    assert len(agent.clients) == 0
