@@ -236,7 +236,7 @@ def _report(results: dict[str, dict[int, dict[str, float]]]) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, default=2000, help="calls at 64 in flight (a quarter at 1)")
+    parser.add_argument("--requests", type=int, default=1000, help="calls at 64 in flight (a quarter at 1)")
     args = parser.parse_args()
     fake, base_url = _start_fake()
     try:
