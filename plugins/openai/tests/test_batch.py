@@ -134,7 +134,13 @@ async def test_cancel_ends_aborted(batch_agent: BatchEndpointAgent, fake_openai:
     resource, phases = await poll(batch_agent, meta)
     assert phases == ["RUNNING", "ABORTED"]  # cancelling is still winding down
     assert resource.message == f"batch {meta.batch_id} was cancelled"
-    await batch_agent.delete(meta)  # deleting a finished batch is not an error
+    await batch_agent.delete(meta)  # deleting a finished batch is not an error (409)...
+    fake_openai.inject(400, path_prefix=f"/batches/{meta.batch_id}/cancel")
+    await batch_agent.delete(meta)  # ...nor when the server says 400
+    fake_openai.inject(400, path_prefix=f"/batches/{meta.batch_id}/cancel")
+    fake_openai.batches[meta.batch_id]["status"] = "in_progress"
+    with pytest.raises(InvalidTaskError, match="OpenAI error 400"):
+        await batch_agent.delete(meta)  # a 400 for a live batch is a real error
 
 
 def test_local_timeout_cancels_the_batch(batch_agent: BatchEndpointAgent, fake_openai: FakeOpenAI, tmp_path) -> None:

@@ -53,6 +53,7 @@ EXECUTION_TAG = "flyte_execution"
 _MAX_TAG = 512
 # Batches in these states are not reused by a repeated create for the same attempt.
 _DEAD = frozenset({"failed", "expired", "cancelling", "cancelled"})
+_ENDED = frozenset({"completed", "failed", "expired", "cancelled"})
 _T = TypeVar("_T")
 
 
@@ -161,7 +162,14 @@ class BatchEndpointAgent(AsyncAgentBase):
         client = self.clients.client(api_key, resource_meta.organization)
         try:
             async with self.clients.limit():
-                await client.batches.cancel(resource_meta.batch_id)
+                try:
+                    await client.batches.cancel(resource_meta.batch_id)
+                except openai.BadRequestError:
+                    # Some servers refuse to cancel a finished batch with a 400: that is not a failure.
+                    batch = await client.batches.retrieve(resource_meta.batch_id)
+                    if batch.status not in _ENDED:
+                        raise
+                    return
         except (openai.NotFoundError, openai.ConflictError):
             return
         except openai.OpenAIError as exc:
