@@ -17,6 +17,9 @@ __all__ = [
     "OpenAISettings",
 ]
 
+# Show flyteagents_openai.ChatGPTTask in reprs and docs. BatchMeta keeps its module: its
+# type hints are resolved there when resource_meta is decoded.
 for _name in __all__:
-    globals()[_name].__module__ = "flyteagents_openai"
+    if _name != "BatchMeta":
+        globals()[_name].__module__ = "flyteagents_openai"
 del _name
