@@ -1,5 +1,6 @@
-"""Helpers for testing agents against real local services."""
+"""Helpers for testing agents against real local services and a real agent service."""
 
 from ._moto import MotoServer
+from ._server import AgentServer
 
-__all__ = ["MotoServer"]
+__all__ = ["AgentServer", "MotoServer"]
