@@ -107,7 +107,10 @@ class FileSensor(BaseSensor):
             poke only records the size.
         storage_options: non-secret fsspec options (see FileSensorConfig).
         sensor_config: a whole FileSensorConfig, instead of the three options above.
-        timeout, poke_interval, soft_fail, max_consecutive_errors: as for BaseSensor.
+        timeout: as for BaseSensor.
+        poke_interval: as for BaseSensor.
+        soft_fail: as for BaseSensor.
+        max_consecutive_errors: as for BaseSensor.
 
     Example:
         >>> wait = FileSensor(name="wait_for_export", stable=True, timeout=3600, poke_interval=30)
