@@ -162,10 +162,7 @@ async def test_config_reaches_sensor_and_instances_are_cached(engine: SensorEngi
     template = template_of(task)
     assert template.custom["sensor_config"] == {"at": 2}
     BUILT.clear()
-    metas = [
-        roundtrip(await engine.create(template, "/tmp/out", literals(task, key=f"cache-{i}")))
-        for i in range(3)
-    ]
+    metas = [roundtrip(await engine.create(template, "/tmp/out", literals(task, key=f"cache-{i}"))) for i in range(3)]
     assert len(BUILT) == 1, "one sensor per (class, config)"
     assert isinstance(BUILT[0].sensor_config, Threshold) and BUILT[0].sensor_config.at == 2
     assert (await engine.get(metas[0])).phase == TaskExecution.RUNNING
@@ -177,9 +174,7 @@ async def test_config_reaches_sensor_and_instances_are_cached(engine: SensorEngi
     assert len(BUILT) == 1
 
     other = RecordingSensor(name="recording", sensor_config=Threshold(at=1))
-    await engine.get(
-        roundtrip(await engine.create(template_of(other), "/tmp/out", literals(other, key="cache-x")))
-    )
+    await engine.get(roundtrip(await engine.create(template_of(other), "/tmp/out", literals(other, key="cache-x"))))
     assert len(BUILT) == 3  # `other` itself, then the engine's one for the new config
 
 
@@ -227,9 +222,7 @@ async def test_bad_templates_are_invalid(engine: SensorEngine, custom: dict[str,
 
 async def test_deadline_fails_or_soft_fails(engine: SensorEngine) -> None:
     hard = roundtrip(await engine.create(template_of(Never(name="hard", timeout=0.05)), "/tmp/out", None))
-    soft = roundtrip(
-        await engine.create(template_of(Never(name="soft", timeout=0.05, soft_fail=True)), "/o", None)
-    )
+    soft = roundtrip(await engine.create(template_of(Never(name="soft", timeout=0.05, soft_fail=True)), "/o", None))
     assert (await engine.get(hard)).phase == TaskExecution.RUNNING
     await asyncio.sleep(0.06)
     failed = await engine.get(hard)

@@ -120,9 +120,7 @@ def test_s3_glob_matches_every_ready_object(moto: MotoServer, bucket: tuple[Any,
     s3, name = bucket
     for key in ("data/day=1/part-0.csv", "data/day=2/part-0.csv", "data/day=2/notes.txt"):
         s3.put_object(Bucket=name, Key=key, Body=b"1,2\n")
-    sensor = FileSensor(
-        name="s3_glob", storage_options={"endpoint_url": moto.endpoint_url}, poke_interval=0.05
-    )
+    sensor = FileSensor(name="s3_glob", storage_options={"endpoint_url": moto.endpoint_url}, poke_interval=0.05)
     found = sensor(path=f"s3://{name}/data/day=*/part-*.csv")
     assert found.paths == [f"s3://{name}/data/day=1/part-0.csv", f"s3://{name}/data/day=2/part-0.csv"]
 

@@ -64,8 +64,7 @@ def config_to_dict(config: Any) -> dict[str, Any] | None:
         data = config.to_dict()
     else:
         raise TypeError(
-            "sensor_config must be a dataclass instance or have to_dict()/from_dict(), "
-            f"got {type(config).__name__}"
+            f"sensor_config must be a dataclass instance or have to_dict()/from_dict(), got {type(config).__name__}"
         )
     try:
         json.dumps(data, allow_nan=False)

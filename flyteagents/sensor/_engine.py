@@ -328,14 +328,11 @@ class SensorEngine(AsyncAgentBase):
             return Resource(phase=TaskExecution.SUCCEEDED, outputs=LiteralMap(literals={}))
         if outputs_type is not None and isinstance(result, outputs_type):
             values = {f.name: getattr(result, f.name) for f in dataclasses.fields(outputs_type)}
-            return Resource(
-                phase=TaskExecution.SUCCEEDED, outputs=await self._literals(sensor, label, values)
-            )
+            return Resource(phase=TaskExecution.SUCCEEDED, outputs=await self._literals(sensor, label, values))
         expected = f"{outputs_type.__name__} or None" if outputs_type is not None else "a bool"
         return Resource(
             phase=TaskExecution.FAILED,
-            message=f"sensor {label}: poke returned {type(result).__name__} {result!r:.80}, "
-            f"expected {expected}",
+            message=f"sensor {label}: poke returned {type(result).__name__} {result!r:.80}, expected {expected}",
         )
 
     async def _literals(self, sensor: Any, label: str, values: dict[str, Any]) -> LiteralMap:
@@ -343,9 +340,7 @@ class SensorEngine(AsyncAgentBase):
         try:
             return await TypeEngine._dict_to_literal_map(ctx, values, dict(sensor.python_interface.outputs))
         except Exception as exc:
-            raise InvalidTaskError(
-                f"sensor {label}: outputs do not fit their declared types: {exc}"
-            ) from None
+            raise InvalidTaskError(f"sensor {label}: outputs do not fit their declared types: {exc}") from None
 
     async def _timed_out(self, meta: SensorMetadata, label: str) -> Resource:
         self._forget(meta.sensor_id)
