@@ -104,8 +104,9 @@ class FlytekitStyleSensor(FlytekitFileSensor):
 
 
 def template_of(task: Any) -> TaskTemplate:
+    """The template as the engine receives it: through its protobuf form (custom is a Struct)."""
     settings = SerializationSettings(ImageConfig.auto_default_image())
-    return get_serializable(OrderedDict(), settings, task).template
+    return TaskTemplate.from_flyte_idl(get_serializable(OrderedDict(), settings, task).template.to_flyte_idl())
 
 
 def literals(task: Any, **values: Any) -> LiteralMap:
@@ -176,6 +177,21 @@ async def test_config_reaches_sensor_and_instances_are_cached(engine: SensorEngi
     other = RecordingSensor(name="recording", sensor_config=Threshold(at=1))
     await engine.get(roundtrip(await engine.create(template_of(other), "/tmp/out", literals(other, key="cache-x"))))
     assert len(BUILT) == 3  # `other` itself, then the engine's one for the new config
+
+
+class WatchSensor(BaseSensor):
+    async def poke(self) -> bool:
+        config: Watch = self.sensor_config
+        return type(config.endpoint.port) is int and config.limit == 1.0
+
+
+async def test_dataclass_config_survives_the_template_struct(engine: SensorEngine) -> None:
+    # custom travels as a protobuf Struct, where 9 becomes 9.0: the config must come back typed.
+    task = WatchSensor(name="watch", sensor_config=Watch(endpoint=Endpoint(host="h", port=9), limit=1.0))
+    template = template_of(task)
+    assert template.custom["sensor_config"]["endpoint"]["port"] == 9.0
+    meta = roundtrip(await engine.create(template, "/tmp/out", None))
+    assert (await engine.get(meta)).phase == TaskExecution.SUCCEEDED
 
 
 async def test_no_input_poke(engine: SensorEngine) -> None:

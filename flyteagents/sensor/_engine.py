@@ -105,6 +105,17 @@ def _json_safe(value: Any) -> bool:
     return False
 
 
+def _struct_numbers(value: Any) -> Any:
+    """Undo protobuf Struct's float-only numbers: 3.0 -> 3 (a float field still accepts an int)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [_struct_numbers(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _struct_numbers(v) for k, v in value.items()}
+    return value
+
+
 def _format_seconds(seconds: float | None) -> str:
     if seconds is None:
         return "?"
@@ -187,6 +198,8 @@ class SensorEngine(AsyncAgentBase):
         config = custom.get("sensor_config")
         if config is not None and not isinstance(config, dict):
             raise InvalidTaskError(f"custom.sensor_config must be an object, got {type(config).__name__}")
+        # The template's custom field travels as a protobuf Struct, where every number is a float.
+        config = _struct_numbers(config)
         meta = SensorMetadata(
             sensor_module=str(custom["sensor_module"]),
             sensor_name=str(custom["sensor_name"]),
