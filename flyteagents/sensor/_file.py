@@ -16,6 +16,7 @@ from fsspec.utils import get_protocol
 
 from ._base import DEFAULT_MAX_CONSECUTIVE_ERRORS, BaseSensor, _Seconds
 from ._engine import run_sync
+from ._s3 import FALLBACK, S3Head
 
 __all__ = ["FileMatch", "FileSensor", "FileSensorConfig"]
 
@@ -87,6 +88,17 @@ class _Filesystems:
                 await set_session()
             per_loop[key] = fs
         return fs
+
+    def s3_head(self, options: dict[str, Any]) -> S3Head | None:
+        """The one-request S3 probe for these options on the running loop, if they allow one."""
+        if not S3Head.supports(options):
+            return None
+        per_loop = self._async.setdefault(asyncio.get_running_loop(), {})
+        key = ("s3-head", json.dumps(options, sort_keys=True))
+        head = per_loop.get(key)
+        if head is None:
+            head = per_loop[key] = S3Head(options)
+        return head  # type: ignore[no-any-return]
 
 
 _FILESYSTEMS = _Filesystems()
@@ -164,6 +176,14 @@ class FileSensor(BaseSensor):
     async def _stat(self, path: str) -> dict[str, int]:
         """Size of each existing file matching ``path`` (full URLs as keys)."""
         protocol = get_protocol(path)
+        if protocol in ("s3", "s3a") and not _has_magic(path) and not path.endswith("/"):
+            # One HEAD per poke for an object key; s3fs would add a LIST whenever it is missing.
+            head = _FILESYSTEMS.s3_head(self.config.storage_options)
+            bucket, _, key = path.split("://", 1)[1].partition("/")
+            if head is not None and key:
+                size = await head.size(bucket, key)
+                if size is not FALLBACK:
+                    return {} if size is None else {f"s3://{bucket}/{key}": size}
         fs = await _FILESYSTEMS.get(protocol, self.config.storage_options)
         if _has_magic(path):
             if isinstance(fs, AsyncFileSystem) and fs.async_impl:
