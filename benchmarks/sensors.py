@@ -209,13 +209,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--polls", type=int, default=1000, help="GetTask calls per server and path")
     parser.add_argument("--concurrency", type=int, default=4, help="GetTask calls in flight at once")
+    parser.add_argument("--paths", default="local,s3", help="which paths to measure: local, s3 or both")
     args = parser.parse_args()
+    kinds = args.paths.split(",")
 
     results: dict[tuple[str, str], dict[str, float]] = {}
     with MotoServer() as moto, tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "landing").mkdir()
         for path, (env, sensor_for) in _scenarios(moto, Path(tmp)).items():
             kind = "s3" if path.startswith("s3://") else "local"
+            if kind not in kinds:
+                continue
             for framework in ("flyteagents", "flytekit"):
                 print(f"measuring {framework} on {kind} ...", flush=True)
                 request = _create_request(sensor_for(framework), path)
@@ -228,7 +232,7 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     ok = True
-    for kind in ("local", "s3"):
+    for kind in kinds:
         for framework in ("flyteagents", "flytekit"):
             r = results[(kind, framework)]
             print(

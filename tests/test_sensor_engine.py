@@ -22,7 +22,7 @@ from flytekit.models.task import TaskTemplate
 from flytekit.sensor.file_sensor import FileSensor as FlytekitFileSensor
 from flytekit.tools.translator import get_serializable
 
-from flyteagents import AgentRegistry, BaseSensor, ExternalServiceError, InvalidTaskError
+from flyteagents import AgentRegistry, BaseSensor, ExternalServiceError, InvalidResourceMetaError, InvalidTaskError
 from flyteagents.sensor import SensorEngine, SensorMetadata
 from flyteagents.sensor._base import config_from_dict, config_to_dict, type_path
 
@@ -311,3 +311,27 @@ def test_outputs_dataclass_fields_become_outputs() -> None:
     task = RecordingSensor(name="recording")
     assert {f.name for f in dataclasses.fields(Seen)} == set(task.python_interface.outputs)
     assert set(template_of(task).interface.outputs) == {"config", "n"}
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"not json", "not valid JSON"),
+        (b"[1]", "expected an object"),
+        (b'{"sensor_module": "m"}', "missing field.*sensor_name"),
+        (b'{"sensor_module": "m", "sensor_name": "n", "extra": 1}', "unknown field.*extra"),
+        (b'{"sensor_module": "m", "sensor_name": 3}', r"resource_meta\.sensor_name: expected a str"),
+        (b'{"sensor_module": "m", "sensor_name": "n", "deadline": "soon"}', "deadline: expected a number or null"),
+        (b'{"sensor_module": "m", "sensor_name": "n", "soft_fail": 1}', "soft_fail: expected a bool"),
+        (b'{"sensor_module": "m", "sensor_name": "n", "inputs": [1]}', "inputs: expected an object or null"),
+    ],
+)
+def test_resource_meta_decode_is_strict(data: bytes, message: str) -> None:
+    with pytest.raises(InvalidResourceMetaError, match=message):
+        SensorMetadata.decode(data)
+
+
+def test_resource_meta_decode_types_numbers() -> None:
+    meta = SensorMetadata.decode(b'{"sensor_module": "m", "sensor_name": "n", "deadline": 5, "timeout": null}')
+    assert meta.deadline == 5.0 and type(meta.deadline) is float and meta.timeout is None
+    assert SensorMetadata.decode(meta.encode()) == meta

@@ -8,6 +8,7 @@ import datetime
 import inspect
 import json
 import logging
+import sys
 import threading
 import time
 import typing
@@ -24,7 +25,7 @@ from flytekit.models.literals import LiteralMap
 from flytekit.models.task import TaskExecutionMetadata, TaskTemplate
 
 from .._agent import AsyncAgentBase
-from .._exceptions import InvalidTaskError
+from .._exceptions import InvalidResourceMetaError, InvalidTaskError
 from .._models import Resource, ResourceMeta
 from .._registry import AgentRegistry
 from .._runner import AgentRunner
@@ -65,6 +66,77 @@ class SensorMetadata(ResourceMeta):
     soft_fail: bool = False
     max_consecutive_errors: int = DEFAULT_MAX_CONSECUTIVE_ERRORS
     poke_interval: float | None = None
+
+    @classmethod
+    def decode(cls, data: bytes) -> SensorMetadata:
+        """Decode and check resource_meta bytes; a flat, strict check, since it runs on every poll.
+
+        Raises:
+            InvalidResourceMetaError: not JSON, or fields missing, unknown or mistyped.
+        """
+        try:
+            obj = json.loads(data)
+        except (ValueError, TypeError) as exc:
+            raise InvalidResourceMetaError(f"resource_meta is not valid JSON for {cls.__name__}: {exc}") from None
+        if not isinstance(obj, dict):
+            raise InvalidResourceMetaError(f"resource_meta: expected an object for {cls.__name__}")
+        checks, required = _field_checks(cls)
+        unknown = sorted(set(obj) - set(checks))
+        if unknown:
+            raise InvalidResourceMetaError(f"resource_meta: unknown field(s) {', '.join(unknown)} for {cls.__name__}")
+        missing = sorted(required - set(obj))
+        if missing:
+            raise InvalidResourceMetaError(f"resource_meta: missing field(s) {', '.join(missing)} for {cls.__name__}")
+        for name, value in obj.items():
+            ok, expected = checks[name]
+            if not ok(value):
+                raise InvalidResourceMetaError(
+                    f"resource_meta.{name}: expected {expected}, got {type(value).__name__} {value!r:.60}"
+                )
+            if expected.startswith("a number") and isinstance(value, int):
+                obj[name] = float(value)
+        return cls(**obj)
+
+
+_Check = tuple[Callable[[Any], bool], str]
+_CHECKS: dict[type, _Check] = {
+    str: (lambda v: isinstance(v, str), "a str"),
+    int: (lambda v: type(v) is int, "an int"),
+    bool: (lambda v: type(v) is bool, "a bool"),
+    float: (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),
+    dict: (lambda v: isinstance(v, dict), "an object"),
+}
+
+
+_FIELD_CHECKS: dict[type, tuple[dict[str, _Check], frozenset[str]]] = {}
+
+
+def _or_none(ok: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda v: v is None or ok(v)
+
+
+def _field_checks(cls: type) -> tuple[dict[str, _Check], frozenset[str]]:
+    """Per field of a flat JSON dataclass: a check of its decoded value, and which fields are required."""
+    cached = _FIELD_CHECKS.get(cls)
+    if cached is not None:
+        return cached
+    hints = typing.get_type_hints(cls)
+    checks: dict[str, _Check] = {}
+    required = set()
+    for f in dataclasses.fields(cls):
+        tp, optional = hints[f.name], False
+        args = typing.get_args(tp)
+        if type(None) in args:
+            optional, (tp,) = True, [a for a in args if a is not type(None)]
+        ok, expected = _CHECKS[typing.get_origin(tp) or tp]
+        if optional:
+            checks[f.name] = (_or_none(ok), f"{expected} or null")
+        else:
+            checks[f.name] = (ok, expected)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            required.add(f.name)
+    cached = _FIELD_CHECKS[cls] = (checks, frozenset(required))
+    return cached
 
 
 class _Call:
@@ -304,6 +376,10 @@ class SensorEngine(AsyncAgentBase):
         else:
             fn, is_async = sensor.poke, inspect.iscoroutinefunction(sensor.poke)
         call = fn(**inputs) if is_async else run_sync(fn, **inputs)
+        if sys.version_info >= (3, 11):
+            # Unlike wait_for on 3.11, no extra task per poke.
+            async with asyncio.timeout(self.poke_timeout):
+                return await call
         return await asyncio.wait_for(call, self.poke_timeout)
 
     def _poke_failed(self, meta: SensorMetadata, sensor: Any, label: str, exc: Exception) -> Resource:
