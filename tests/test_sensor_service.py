@@ -24,11 +24,7 @@ from flytekit.tools.translator import get_serializable
 
 from flyteagents import AgentRegistry, BaseSensor, TaskFailedError, sensor
 from flyteagents.sensor import FileSensor, SensorEngine
-
-try:
-    from flyteagents.testing import AgentServer
-except ImportError:  # the agent service lands separately; until then these tests are reported skipped
-    pytest.skip("needs flyteagents.testing.AgentServer (the agent service)", allow_module_level=True)
+from flyteagents.testing import AgentServer
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
