@@ -142,3 +142,25 @@ async def test_s3_filesystem_is_shared_across_pokes(moto: MotoServer) -> None:
     first = await _FILESYSTEMS.get("s3", options)
     assert await _FILESYSTEMS.get("s3", dict(options)) is first
     assert await _FILESYSTEMS.get("s3", {"endpoint_url": moto.endpoint_url + "/"}) is not first
+
+
+async def test_s3_prefix_waits_for_any_object_under_it(moto: MotoServer, bucket: tuple[Any, str]) -> None:
+    s3, name = bucket
+    sensor = FileSensor(name="s3_prefix", storage_options={"endpoint_url": moto.endpoint_url})
+    assert await sensor.poke(path=f"s3://{name}/out/") is None
+    s3.put_object(Bucket=name, Key="out/part-0.csv", Body=b"1")
+    found = await sensor.poke(path=f"s3://{name}/out/")
+    assert found is not None and found.path == f"s3://{name}/out"
+
+
+async def test_s3_options_the_probe_cannot_honour_go_through_s3fs(moto: MotoServer, bucket: tuple[Any, str]) -> None:
+    s3, name = bucket
+    options = {"endpoint_url": moto.endpoint_url, "config_kwargs": {"connect_timeout": 5}}
+    assert _FILESYSTEMS.s3_head(options) is None
+    assert _FILESYSTEMS.s3_head({"endpoint_url": moto.endpoint_url}) is not None
+    sensor = FileSensor(name="s3_options", storage_options=options)
+    assert await sensor.poke(path=f"s3://{name}/k.bin") is None
+    s3.put_object(Bucket=name, Key="k.bin", Body=b"12345")
+    assert await sensor.poke(path=f"s3://{name}/k.bin") == FileMatch(
+        path=f"s3://{name}/k.bin", paths=[f"s3://{name}/k.bin"]
+    )
