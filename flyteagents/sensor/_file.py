@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,9 +61,7 @@ class _Filesystems:
 
     def __init__(self) -> None:
         self._sync: dict[tuple[str, str], fsspec.AbstractFileSystem] = {}
-        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, str], Any]] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._async: dict[asyncio.AbstractEventLoop, dict[tuple[str, str], Any]] = {}
         self._lock = threading.Lock()
 
     async def get(self, protocol: str, options: dict[str, Any]) -> fsspec.AbstractFileSystem:
@@ -77,7 +74,7 @@ class _Filesystems:
                     fs = self._sync[key] = cls(**options)
             return fs
         loop = asyncio.get_running_loop()
-        per_loop = self._async.setdefault(loop, {})
+        per_loop = self._for_loop(loop)
         fs = per_loop.get(key)
         if fs is None:
             # Listings are cached by default; a sensor must see files that appear later.
@@ -89,11 +86,21 @@ class _Filesystems:
             per_loop[key] = fs
         return fs
 
+    def _for_loop(self, loop: asyncio.AbstractEventLoop) -> dict[tuple[str, str], Any]:
+        per_loop = self._async.get(loop)
+        if per_loop is None:
+            with self._lock:
+                # Each local run has a loop of its own: forget the clients of loops that have closed.
+                for closed in [old for old in self._async if old.is_closed()]:
+                    del self._async[closed]
+                per_loop = self._async[loop] = {}
+        return per_loop
+
     def s3_head(self, options: dict[str, Any]) -> S3Head | None:
         """The one-request S3 probe for these options on the running loop, if they allow one."""
         if not S3Head.supports(options):
             return None
-        per_loop = self._async.setdefault(asyncio.get_running_loop(), {})
+        per_loop = self._for_loop(asyncio.get_running_loop())
         key = ("s3-head", json.dumps(options, sort_keys=True))
         head = per_loop.get(key)
         if head is None:
