@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ from ._s3 import FALLBACK, S3Head
 __all__ = ["FileMatch", "FileSensor", "FileSensorConfig"]
 
 _MAX_TRACKED_PATHS = 4096
+
+logger = logging.getLogger("flyteagents.sensor")
 
 
 @dataclass
@@ -95,6 +98,19 @@ class _Filesystems:
                     del self._async[closed]
                 per_loop = self._async[loop] = {}
         return per_loop
+
+    async def aclose_loop(self) -> None:
+        """Close the clients made on the running loop (a local run calls this before its loop ends)."""
+        with self._lock:
+            per_loop = self._async.pop(asyncio.get_running_loop(), {})
+        for client in per_loop.values():
+            try:
+                if isinstance(client, S3Head):
+                    await client.aclose()
+                elif getattr(client, "_s3creator", None) is not None:  # s3fs
+                    await client._s3creator.__aexit__(None, None, None)
+            except Exception as exc:  # closing is best effort: the run's outcome stands
+                logger.debug("closing %r failed: %s", client, exc)
 
     def s3_head(self, options: dict[str, Any]) -> S3Head | None:
         """The one-request S3 probe for these options on the running loop, if they allow one."""

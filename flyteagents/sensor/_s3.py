@@ -110,6 +110,12 @@ class S3Head:
             return f"https://{bucket}.s3.{region}.amazonaws.com/{path}"
         return f"https://s3.{region}.amazonaws.com/{bucket}/{path}"
 
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(timeout=_TIMEOUT)
