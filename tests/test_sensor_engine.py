@@ -335,3 +335,35 @@ def test_resource_meta_decode_types_numbers() -> None:
     meta = SensorMetadata.decode(b'{"sensor_module": "m", "sensor_name": "n", "deadline": 5, "timeout": null}')
     assert meta.deadline == 5.0 and type(meta.deadline) is float and meta.timeout is None
     assert SensorMetadata.decode(meta.encode()) == meta
+
+
+@dataclass
+class Count:
+    n: int = 0
+
+
+class WrongOutputs(BaseSensor):
+    async def poke(self) -> Count | None:
+        return Count(n="many")  # type: ignore[arg-type]
+
+
+async def test_outputs_that_do_not_fit_fail_the_task_not_the_rpc(engine: SensorEngine) -> None:
+    meta = roundtrip(await engine.create(template_of(WrongOutputs(name="wrong")), "/tmp/out", None))
+    resource = await engine.get(meta)
+    assert resource.phase == TaskExecution.FAILED
+    assert resource.message is not None and "outputs do not fit their declared types" in resource.message
+
+
+class LegacyDown(BaseSensor):
+    async def poke(self, key: str) -> bool:
+        raise ConnectionError("down")
+
+
+async def test_errors_are_counted_for_flytekit_written_resource_meta(engine: SensorEngine) -> None:
+    legacy = {"sensor_module": __name__, "sensor_name": "LegacyDown", "sensor_config": None, "inputs": {"key": "a"}}
+    data = json.dumps(legacy).encode()
+    messages = [(await engine.get(SensorMetadata.decode(data))).message for _ in range(2)]
+    assert messages == ["poke error 1/5: ConnectionError: down", "poke error 2/5: ConnectionError: down"]
+    other = {**legacy, "inputs": {"key": "b"}}
+    first_b = await engine.get(SensorMetadata.decode(json.dumps(other).encode()))
+    assert first_b.message == "poke error 1/5: ConnectionError: down"

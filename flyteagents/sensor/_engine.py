@@ -359,6 +359,9 @@ class SensorEngine(AsyncAgentBase):
     async def get(self, resource_meta: SensorMetadata, **kwargs: Any) -> Resource:  # type: ignore[override]
         """Poke the sensor once and report RUNNING, SUCCEEDED (with outputs) or FAILED."""
         meta = resource_meta
+        if not meta.sensor_id:
+            # resource_meta written by flytekit's engine has no id: the sensor and its inputs stand in.
+            meta.sensor_id = json.dumps([meta.sensor_module, meta.sensor_name, meta.inputs], sort_keys=True)
         label = f"{meta.sensor_module}.{meta.sensor_name}"
         if meta.deadline is not None and time.time() >= meta.deadline:
             return await self._timed_out(meta, label)
@@ -417,7 +420,11 @@ class SensorEngine(AsyncAgentBase):
             return Resource(phase=TaskExecution.SUCCEEDED, outputs=LiteralMap(literals={}))
         if outputs_type is not None and isinstance(result, outputs_type):
             values = {f.name: getattr(result, f.name) for f in dataclasses.fields(outputs_type)}
-            return Resource(phase=TaskExecution.SUCCEEDED, outputs=await self._literals(sensor, label, values))
+            try:
+                outputs = await self._literals(sensor, label, values)
+            except InvalidTaskError as exc:  # the sensor's own bug: fail the task, not the RPC
+                return Resource(phase=TaskExecution.FAILED, message=str(exc))
+            return Resource(phase=TaskExecution.SUCCEEDED, outputs=outputs)
         expected = f"{outputs_type.__name__} or None" if outputs_type is not None else "a bool"
         return Resource(
             phase=TaskExecution.FAILED,
