@@ -41,8 +41,9 @@ __all__ = ["SensorEngine", "SensorMetadata", "local_engine", "run_sync"]
 
 logger = logging.getLogger("flyteagents.sensor")
 
-#: Longest a single poke may take before it counts as a (retryable) timeout, in seconds.
-DEFAULT_POKE_TIMEOUT = 20.0
+#: Longest a single poke may take before it counts as a (retryable) timeout, in seconds: under
+#: propeller's GetTask deadline (10 s by default), so the answer arrives before propeller gives up.
+DEFAULT_POKE_TIMEOUT = 8.0
 _MAX_CACHED_SENSORS = 256
 _MAX_TRACKED_ERRORS = 10_000
 
