@@ -22,7 +22,7 @@ from flytekit.models.task import TaskTemplate
 from flytekit.sensor.file_sensor import FileSensor as FlytekitFileSensor
 from flytekit.tools.translator import get_serializable
 
-from flyteagents import AgentRegistry, BaseSensor, ExternalServiceError, InvalidTaskError
+from flyteagents import AgentRegistry, BaseSensor, ExternalServiceError, InvalidResourceMetaError, InvalidTaskError
 from flyteagents.sensor import SensorEngine, SensorMetadata
 from flyteagents.sensor._base import config_from_dict, config_to_dict, type_path
 
@@ -104,8 +104,9 @@ class FlytekitStyleSensor(FlytekitFileSensor):
 
 
 def template_of(task: Any) -> TaskTemplate:
+    """The template as the engine receives it: through its protobuf form (custom is a Struct)."""
     settings = SerializationSettings(ImageConfig.auto_default_image())
-    return get_serializable(OrderedDict(), settings, task).template
+    return TaskTemplate.from_flyte_idl(get_serializable(OrderedDict(), settings, task).template.to_flyte_idl())
 
 
 def literals(task: Any, **values: Any) -> LiteralMap:
@@ -162,10 +163,7 @@ async def test_config_reaches_sensor_and_instances_are_cached(engine: SensorEngi
     template = template_of(task)
     assert template.custom["sensor_config"] == {"at": 2}
     BUILT.clear()
-    metas = [
-        roundtrip(await engine.create(template, "/tmp/out", literals(task, key=f"cache-{i}")))
-        for i in range(3)
-    ]
+    metas = [roundtrip(await engine.create(template, "/tmp/out", literals(task, key=f"cache-{i}"))) for i in range(3)]
     assert len(BUILT) == 1, "one sensor per (class, config)"
     assert isinstance(BUILT[0].sensor_config, Threshold) and BUILT[0].sensor_config.at == 2
     assert (await engine.get(metas[0])).phase == TaskExecution.RUNNING
@@ -177,10 +175,23 @@ async def test_config_reaches_sensor_and_instances_are_cached(engine: SensorEngi
     assert len(BUILT) == 1
 
     other = RecordingSensor(name="recording", sensor_config=Threshold(at=1))
-    await engine.get(
-        roundtrip(await engine.create(template_of(other), "/tmp/out", literals(other, key="cache-x")))
-    )
+    await engine.get(roundtrip(await engine.create(template_of(other), "/tmp/out", literals(other, key="cache-x"))))
     assert len(BUILT) == 3  # `other` itself, then the engine's one for the new config
+
+
+class WatchSensor(BaseSensor):
+    async def poke(self) -> bool:
+        config: Watch = self.sensor_config
+        return type(config.endpoint.port) is int and config.limit == 1.0
+
+
+async def test_dataclass_config_survives_the_template_struct(engine: SensorEngine) -> None:
+    # custom travels as a protobuf Struct, where 9 becomes 9.0: the config must come back typed.
+    task = WatchSensor(name="watch", sensor_config=Watch(endpoint=Endpoint(host="h", port=9), limit=1.0))
+    template = template_of(task)
+    assert template.custom["sensor_config"]["endpoint"]["port"] == 9.0
+    meta = roundtrip(await engine.create(template, "/tmp/out", None))
+    assert (await engine.get(meta)).phase == TaskExecution.SUCCEEDED
 
 
 async def test_no_input_poke(engine: SensorEngine) -> None:
@@ -227,9 +238,7 @@ async def test_bad_templates_are_invalid(engine: SensorEngine, custom: dict[str,
 
 async def test_deadline_fails_or_soft_fails(engine: SensorEngine) -> None:
     hard = roundtrip(await engine.create(template_of(Never(name="hard", timeout=0.05)), "/tmp/out", None))
-    soft = roundtrip(
-        await engine.create(template_of(Never(name="soft", timeout=0.05, soft_fail=True)), "/o", None)
-    )
+    soft = roundtrip(await engine.create(template_of(Never(name="soft", timeout=0.05, soft_fail=True)), "/o", None))
     assert (await engine.get(hard)).phase == TaskExecution.RUNNING
     await asyncio.sleep(0.06)
     failed = await engine.get(hard)
@@ -302,3 +311,59 @@ def test_outputs_dataclass_fields_become_outputs() -> None:
     task = RecordingSensor(name="recording")
     assert {f.name for f in dataclasses.fields(Seen)} == set(task.python_interface.outputs)
     assert set(template_of(task).interface.outputs) == {"config", "n"}
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"not json", "not valid JSON"),
+        (b"[1]", "expected an object"),
+        (b'{"sensor_module": "m"}', "missing field.*sensor_name"),
+        (b'{"sensor_module": "m", "sensor_name": "n", "extra": 1}', "unknown field.*extra"),
+        (b'{"sensor_module": "m", "sensor_name": 3}', r"resource_meta\.sensor_name: expected a str"),
+        (b'{"sensor_module": "m", "sensor_name": "n", "deadline": "soon"}', "deadline: expected a number or null"),
+        (b'{"sensor_module": "m", "sensor_name": "n", "soft_fail": 1}', "soft_fail: expected a bool"),
+        (b'{"sensor_module": "m", "sensor_name": "n", "inputs": [1]}', "inputs: expected an object or null"),
+    ],
+)
+def test_resource_meta_decode_is_strict(data: bytes, message: str) -> None:
+    with pytest.raises(InvalidResourceMetaError, match=message):
+        SensorMetadata.decode(data)
+
+
+def test_resource_meta_decode_types_numbers() -> None:
+    meta = SensorMetadata.decode(b'{"sensor_module": "m", "sensor_name": "n", "deadline": 5, "timeout": null}')
+    assert meta.deadline == 5.0 and type(meta.deadline) is float and meta.timeout is None
+    assert SensorMetadata.decode(meta.encode()) == meta
+
+
+@dataclass
+class Count:
+    n: int = 0
+
+
+class WrongOutputs(BaseSensor):
+    async def poke(self) -> Count | None:
+        return Count(n="many")  # type: ignore[arg-type]
+
+
+async def test_outputs_that_do_not_fit_fail_the_task_not_the_rpc(engine: SensorEngine) -> None:
+    meta = roundtrip(await engine.create(template_of(WrongOutputs(name="wrong")), "/tmp/out", None))
+    resource = await engine.get(meta)
+    assert resource.phase == TaskExecution.FAILED
+    assert resource.message is not None and "outputs do not fit their declared types" in resource.message
+
+
+class LegacyDown(BaseSensor):
+    async def poke(self, key: str) -> bool:
+        raise ConnectionError("down")
+
+
+async def test_errors_are_counted_for_flytekit_written_resource_meta(engine: SensorEngine) -> None:
+    legacy = {"sensor_module": __name__, "sensor_name": "LegacyDown", "sensor_config": None, "inputs": {"key": "a"}}
+    data = json.dumps(legacy).encode()
+    messages = [(await engine.get(SensorMetadata.decode(data))).message for _ in range(2)]
+    assert messages == ["poke error 1/5: ConnectionError: down", "poke error 2/5: ConnectionError: down"]
+    other = {**legacy, "inputs": {"key": "b"}}
+    first_b = await engine.get(SensorMetadata.decode(json.dumps(other).encode()))
+    assert first_b.message == "poke error 1/5: ConnectionError: down"

@@ -5,12 +5,13 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
+import pytest_asyncio
 from flytekit import task, workflow
 
 from flyteagents import TaskFailedError
@@ -18,6 +19,9 @@ from flyteagents.sensor import FileMatch, FileSensor
 from flyteagents.sensor._file import _FILESYSTEMS
 from flyteagents.testing import MotoServer
 from flyteagents.testing._moto import MOTO_CREDENTIALS
+
+# Async tests share the session loop, so the clients their pokes open are closed at the end.
+on_session_loop = pytest.mark.asyncio(loop_scope="session")
 
 
 def later(delay: float, fn: Any, *args: Any) -> threading.Thread:
@@ -65,6 +69,7 @@ def test_local_timeout_names_the_sensor(tmp_path: Path) -> None:
         sensor(path=str(tmp_path / "never.csv"))
 
 
+@on_session_loop
 async def test_local_growing_file_reported_only_once_stable(tmp_path: Path) -> None:
     sensor = FileSensor(name="stable_local", stable=True)
     target = tmp_path / "growing.bin"
@@ -74,6 +79,13 @@ async def test_local_growing_file_reported_only_once_stable(tmp_path: Path) -> N
     target.write_bytes(b"x" * 20)
     assert await sensor.poke(path=str(target)) is None, "still growing"
     assert await sensor.poke(path=str(target)) == FileMatch(path=str(target), paths=[str(target)])
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session", autouse=True)
+async def close_clients() -> AsyncIterator[None]:
+    """Close the S3 clients the direct pokes below opened on the test loop."""
+    yield
+    await _FILESYSTEMS.aclose_loop()
 
 
 @pytest.fixture(scope="module")
@@ -120,13 +132,12 @@ def test_s3_glob_matches_every_ready_object(moto: MotoServer, bucket: tuple[Any,
     s3, name = bucket
     for key in ("data/day=1/part-0.csv", "data/day=2/part-0.csv", "data/day=2/notes.txt"):
         s3.put_object(Bucket=name, Key=key, Body=b"1,2\n")
-    sensor = FileSensor(
-        name="s3_glob", storage_options={"endpoint_url": moto.endpoint_url}, poke_interval=0.05
-    )
+    sensor = FileSensor(name="s3_glob", storage_options={"endpoint_url": moto.endpoint_url}, poke_interval=0.05)
     found = sensor(path=f"s3://{name}/data/day=*/part-*.csv")
     assert found.paths == [f"s3://{name}/data/day=1/part-0.csv", f"s3://{name}/data/day=2/part-0.csv"]
 
 
+@on_session_loop
 async def test_s3_growing_object_reported_only_once_stable(moto: MotoServer, bucket: tuple[Any, str]) -> None:
     s3, name = bucket
     sensor = FileSensor(name="s3_stable", stable=True, storage_options={"endpoint_url": moto.endpoint_url})
@@ -139,8 +150,33 @@ async def test_s3_growing_object_reported_only_once_stable(moto: MotoServer, buc
     assert await sensor.poke(path=path) == FileMatch(path=path, paths=[path])
 
 
+@on_session_loop
 async def test_s3_filesystem_is_shared_across_pokes(moto: MotoServer) -> None:
     options = {"endpoint_url": moto.endpoint_url}
     first = await _FILESYSTEMS.get("s3", options)
     assert await _FILESYSTEMS.get("s3", dict(options)) is first
     assert await _FILESYSTEMS.get("s3", {"endpoint_url": moto.endpoint_url + "/"}) is not first
+
+
+@on_session_loop
+async def test_s3_prefix_waits_for_any_object_under_it(moto: MotoServer, bucket: tuple[Any, str]) -> None:
+    s3, name = bucket
+    sensor = FileSensor(name="s3_prefix", storage_options={"endpoint_url": moto.endpoint_url})
+    assert await sensor.poke(path=f"s3://{name}/out/") is None
+    s3.put_object(Bucket=name, Key="out/part-0.csv", Body=b"1")
+    found = await sensor.poke(path=f"s3://{name}/out/")
+    assert found is not None and found.path == f"s3://{name}/out"
+
+
+@on_session_loop
+async def test_s3_options_the_probe_cannot_honour_go_through_s3fs(moto: MotoServer, bucket: tuple[Any, str]) -> None:
+    s3, name = bucket
+    options = {"endpoint_url": moto.endpoint_url, "config_kwargs": {"connect_timeout": 5}}
+    assert _FILESYSTEMS.s3_head(options) is None
+    assert _FILESYSTEMS.s3_head({"endpoint_url": moto.endpoint_url}) is not None
+    sensor = FileSensor(name="s3_options", storage_options=options)
+    assert await sensor.poke(path=f"s3://{name}/k.bin") is None
+    s3.put_object(Bucket=name, Key="k.bin", Body=b"12345")
+    assert await sensor.poke(path=f"s3://{name}/k.bin") == FileMatch(
+        path=f"s3://{name}/k.bin", paths=[f"s3://{name}/k.bin"]
+    )

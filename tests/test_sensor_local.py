@@ -99,9 +99,7 @@ def describe(key: str, pokes: int, label: str) -> str:
     return f"{key}:{pokes}:{label}"
 
 
-countdown = CountdownSensor(
-    name="countdown", sensor_config=Countdown(target=3, label="go"), poke_interval=0.01
-)
+countdown = CountdownSensor(name="countdown", sensor_config=Countdown(target=3, label="go"), poke_interval=0.01)
 
 
 @workflow
@@ -187,20 +185,14 @@ def test_soft_fail_needs_output_defaults() -> None:
 
 
 def test_retryable_errors_are_counted_then_the_sensor_recovers() -> None:
-    flaky = FlakySensor(
-        name="flaky", sensor_config=Countdown(target=2), poke_interval=0.01, max_consecutive_errors=3
-    )
+    flaky = FlakySensor(name="flaky", sensor_config=Countdown(target=2), poke_interval=0.01, max_consecutive_errors=3)
     flaky(key="flaky-1")
     assert POKES["flaky-1"] == 3
 
 
 def test_consecutive_retryable_errors_fail() -> None:
-    flaky = FlakySensor(
-        name="flaky", sensor_config=Countdown(target=99), poke_interval=0.01, max_consecutive_errors=3
-    )
-    with pytest.raises(
-        TaskFailedError, match=r"after 3 consecutive poke errors; last: ConnectionError: network down"
-    ):
+    flaky = FlakySensor(name="flaky", sensor_config=Countdown(target=99), poke_interval=0.01, max_consecutive_errors=3)
+    with pytest.raises(TaskFailedError, match=r"after 3 consecutive poke errors; last: ConnectionError: network down"):
         flaky(key="flaky-2")
     assert POKES["flaky-2"] == 3
 

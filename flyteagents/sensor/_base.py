@@ -64,8 +64,7 @@ def config_to_dict(config: Any) -> dict[str, Any] | None:
         data = config.to_dict()
     else:
         raise TypeError(
-            "sensor_config must be a dataclass instance or have to_dict()/from_dict(), "
-            f"got {type(config).__name__}"
+            f"sensor_config must be a dataclass instance or have to_dict()/from_dict(), got {type(config).__name__}"
         )
     try:
         json.dumps(data, allow_nan=False)
@@ -351,23 +350,29 @@ class BaseSensor(AsyncAgentExecutorMixin, PythonTask):  # type: ignore[misc]
     def execute(self, **kwargs: Any) -> LiteralMap:
         """Run the sensor locally: poke every ``poke_interval`` until done, timeout or Ctrl-C."""
         from ._engine import local_engine
+        from ._file import _FILESYSTEMS
 
         run = _LocalRun(self, kwargs)
         backend = _backend(run.template, local_engine())
-        resource = run_coroutine(
-            _run_async_job(
-                backend,
-                self.name,
-                run.template,
-                run.output_prefix,
-                run.inputs,
-                run.meta,
-                run.template.metadata.timeout or None,
-                max_interval=self._poke_interval,
-                first_interval=self._poke_interval,
-            )
-        )
-        return run.outputs(resource)
+
+        async def poke_until_done() -> Any:
+            try:
+                return await _run_async_job(
+                    backend,
+                    self.name,
+                    run.template,
+                    run.output_prefix,
+                    run.inputs,
+                    run.meta,
+                    run.template.metadata.timeout or None,
+                    max_interval=self._poke_interval,
+                    first_interval=self._poke_interval,
+                )
+            finally:
+                # This run's loop ends with it: close the clients its pokes opened on it.
+                await _FILESYSTEMS.aclose_loop()
+
+        return run.outputs(run_coroutine(poke_until_done()))
 
 
 def _field_hints(cls: type) -> list[tuple[dataclasses.Field[Any], Any]]:

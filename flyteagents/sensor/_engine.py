@@ -8,6 +8,7 @@ import datetime
 import inspect
 import json
 import logging
+import sys
 import threading
 import time
 import typing
@@ -24,7 +25,7 @@ from flytekit.models.literals import LiteralMap
 from flytekit.models.task import TaskExecutionMetadata, TaskTemplate
 
 from .._agent import AsyncAgentBase
-from .._exceptions import ExternalServiceError, InvalidTaskError
+from .._exceptions import ExternalServiceError, InvalidResourceMetaError, InvalidTaskError
 from .._models import Resource, ResourceMeta
 from .._registry import AgentRegistry
 from .._runner import AgentRunner
@@ -41,8 +42,9 @@ __all__ = ["SensorEngine", "SensorMetadata", "local_engine", "run_sync"]
 
 logger = logging.getLogger("flyteagents.sensor")
 
-#: Longest a single poke may take before it counts as a (retryable) timeout, in seconds.
-DEFAULT_POKE_TIMEOUT = 20.0
+#: Longest a single poke may take before it counts as a (retryable) timeout, in seconds: under
+#: propeller's GetTask deadline (10 s by default), so the answer arrives before propeller gives up.
+DEFAULT_POKE_TIMEOUT = 8.0
 _MAX_CACHED_SENSORS = 256
 _MAX_TRACKED_ERRORS = 10_000
 
@@ -68,6 +70,77 @@ class SensorMetadata(ResourceMeta):
     poke_interval: float | None = None
     output_prefix: str = ""
     state: dict[str, Any] | None = None
+
+    @classmethod
+    def decode(cls, data: bytes) -> SensorMetadata:
+        """Decode and check resource_meta bytes; a flat, strict check, since it runs on every poll.
+
+        Raises:
+            InvalidResourceMetaError: not JSON, or fields missing, unknown or mistyped.
+        """
+        try:
+            obj = json.loads(data)
+        except (ValueError, TypeError) as exc:
+            raise InvalidResourceMetaError(f"resource_meta is not valid JSON for {cls.__name__}: {exc}") from None
+        if not isinstance(obj, dict):
+            raise InvalidResourceMetaError(f"resource_meta: expected an object for {cls.__name__}")
+        checks, required = _field_checks(cls)
+        unknown = sorted(set(obj) - set(checks))
+        if unknown:
+            raise InvalidResourceMetaError(f"resource_meta: unknown field(s) {', '.join(unknown)} for {cls.__name__}")
+        missing = sorted(required - set(obj))
+        if missing:
+            raise InvalidResourceMetaError(f"resource_meta: missing field(s) {', '.join(missing)} for {cls.__name__}")
+        for name, value in obj.items():
+            ok, expected = checks[name]
+            if not ok(value):
+                raise InvalidResourceMetaError(
+                    f"resource_meta.{name}: expected {expected}, got {type(value).__name__} {value!r:.60}"
+                )
+            if expected.startswith("a number") and isinstance(value, int):
+                obj[name] = float(value)
+        return cls(**obj)
+
+
+_Check = tuple[Callable[[Any], bool], str]
+_CHECKS: dict[type, _Check] = {
+    str: (lambda v: isinstance(v, str), "a str"),
+    int: (lambda v: type(v) is int, "an int"),
+    bool: (lambda v: type(v) is bool, "a bool"),
+    float: (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),
+    dict: (lambda v: isinstance(v, dict), "an object"),
+}
+
+
+_FIELD_CHECKS: dict[type, tuple[dict[str, _Check], frozenset[str]]] = {}
+
+
+def _or_none(ok: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda v: v is None or ok(v)
+
+
+def _field_checks(cls: type) -> tuple[dict[str, _Check], frozenset[str]]:
+    """Per field of a flat JSON dataclass: a check of its decoded value, and which fields are required."""
+    cached = _FIELD_CHECKS.get(cls)
+    if cached is not None:
+        return cached
+    hints = typing.get_type_hints(cls)
+    checks: dict[str, _Check] = {}
+    required = set()
+    for f in dataclasses.fields(cls):
+        tp, optional = hints[f.name], False
+        args = typing.get_args(tp)
+        if type(None) in args:
+            optional, (tp,) = True, [a for a in args if a is not type(None)]
+        ok, expected = _CHECKS[typing.get_origin(tp) or tp]
+        if optional:
+            checks[f.name] = (_or_none(ok), f"{expected} or null")
+        else:
+            checks[f.name] = (ok, expected)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            required.add(f.name)
+    cached = _FIELD_CHECKS[cls] = (checks, frozenset(required))
+    return cached
 
 
 class _Call:
@@ -106,6 +179,17 @@ def _json_safe(value: Any) -> bool:
     if isinstance(value, dict):
         return all(isinstance(k, str) and _json_safe(v) for k, v in value.items())
     return False
+
+
+def _struct_numbers(value: Any) -> Any:
+    """Undo protobuf Struct's float-only numbers: 3.0 -> 3 (a float field still accepts an int)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [_struct_numbers(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _struct_numbers(v) for k, v in value.items()}
+    return value
 
 
 def _format_seconds(seconds: float | None) -> str:
@@ -190,6 +274,8 @@ class SensorEngine(AsyncAgentBase):
         config = custom.get("sensor_config")
         if config is not None and not isinstance(config, dict):
             raise InvalidTaskError(f"custom.sensor_config must be an object, got {type(config).__name__}")
+        # The template's custom field travels as a protobuf Struct, where every number is a float.
+        config = _struct_numbers(config)
         meta = SensorMetadata(
             sensor_module=str(custom["sensor_module"]),
             sensor_name=str(custom["sensor_name"]),
@@ -302,6 +388,9 @@ class SensorEngine(AsyncAgentBase):
     async def get(self, resource_meta: SensorMetadata, **kwargs: Any) -> Resource:  # type: ignore[override]
         """Poke the sensor once and report RUNNING, SUCCEEDED (with outputs) or FAILED."""
         meta = resource_meta
+        if not meta.sensor_id:
+            # resource_meta written by flytekit's engine has no id: the sensor and its inputs stand in.
+            meta.sensor_id = json.dumps([meta.sensor_module, meta.sensor_name, meta.inputs], sort_keys=True)
         label = f"{meta.sensor_module}.{meta.sensor_name}"
         if meta.deadline is not None and time.time() >= meta.deadline:
             return await self._timed_out(meta, label)
@@ -319,6 +408,10 @@ class SensorEngine(AsyncAgentBase):
         else:
             fn, is_async = sensor.poke, inspect.iscoroutinefunction(sensor.poke)
         call = fn(**inputs) if is_async else run_sync(fn, **inputs)
+        if sys.version_info >= (3, 11):
+            # Unlike wait_for on 3.11, no extra task per poke.
+            async with asyncio.timeout(self.poke_timeout):
+                return await call
         return await asyncio.wait_for(call, self.poke_timeout)
 
     async def _poke_with_context(self, meta: SensorMetadata, sensor: Any) -> Any:
@@ -363,14 +456,15 @@ class SensorEngine(AsyncAgentBase):
             return Resource(phase=TaskExecution.SUCCEEDED, outputs=LiteralMap(literals={}))
         if outputs_type is not None and isinstance(result, outputs_type):
             values = {f.name: getattr(result, f.name) for f in dataclasses.fields(outputs_type)}
-            return Resource(
-                phase=TaskExecution.SUCCEEDED, outputs=await self._literals(sensor, label, values)
-            )
+            try:
+                outputs = await self._literals(sensor, label, values)
+            except InvalidTaskError as exc:  # the sensor's own bug: fail the task, not the RPC
+                return Resource(phase=TaskExecution.FAILED, message=str(exc))
+            return Resource(phase=TaskExecution.SUCCEEDED, outputs=outputs)
         expected = f"{outputs_type.__name__} or None" if outputs_type is not None else "a bool"
         return Resource(
             phase=TaskExecution.FAILED,
-            message=f"sensor {label}: poke returned {type(result).__name__} {result!r:.80}, "
-            f"expected {expected}",
+            message=f"sensor {label}: poke returned {type(result).__name__} {result!r:.80}, expected {expected}",
         )
 
     async def _literals(self, sensor: Any, label: str, values: dict[str, Any]) -> LiteralMap:
@@ -378,9 +472,7 @@ class SensorEngine(AsyncAgentBase):
         try:
             return await TypeEngine._dict_to_literal_map(ctx, values, dict(sensor.python_interface.outputs))
         except Exception as exc:
-            raise InvalidTaskError(
-                f"sensor {label}: outputs do not fit their declared types: {exc}"
-            ) from None
+            raise InvalidTaskError(f"sensor {label}: outputs do not fit their declared types: {exc}") from None
 
     async def _timed_out(self, meta: SensorMetadata, label: str) -> Resource:
         self._forget(meta.sensor_id)

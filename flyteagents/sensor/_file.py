@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
-import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,10 +16,13 @@ from fsspec.utils import get_protocol
 
 from ._base import DEFAULT_MAX_CONSECUTIVE_ERRORS, BaseSensor, _Seconds
 from ._engine import run_sync
+from ._s3 import FALLBACK, S3Head
 
 __all__ = ["FileMatch", "FileSensor", "FileSensorConfig"]
 
 _MAX_TRACKED_PATHS = 4096
+
+logger = logging.getLogger("flyteagents.sensor")
 
 
 @dataclass
@@ -61,9 +64,7 @@ class _Filesystems:
 
     def __init__(self) -> None:
         self._sync: dict[tuple[str, str], fsspec.AbstractFileSystem] = {}
-        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, str], Any]] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._async: dict[asyncio.AbstractEventLoop, dict[tuple[str, str], Any]] = {}
         self._lock = threading.Lock()
 
     async def get(self, protocol: str, options: dict[str, Any]) -> fsspec.AbstractFileSystem:
@@ -76,7 +77,7 @@ class _Filesystems:
                     fs = self._sync[key] = cls(**options)
             return fs
         loop = asyncio.get_running_loop()
-        per_loop = self._async.setdefault(loop, {})
+        per_loop = self._for_loop(loop)
         fs = per_loop.get(key)
         if fs is None:
             # Listings are cached by default; a sensor must see files that appear later.
@@ -87,6 +88,40 @@ class _Filesystems:
                 await set_session()
             per_loop[key] = fs
         return fs
+
+    def _for_loop(self, loop: asyncio.AbstractEventLoop) -> dict[tuple[str, str], Any]:
+        per_loop = self._async.get(loop)
+        if per_loop is None:
+            with self._lock:
+                # Each local run has a loop of its own: forget the clients of loops that have closed.
+                for closed in [old for old in self._async if old.is_closed()]:
+                    del self._async[closed]
+                per_loop = self._async[loop] = {}
+        return per_loop
+
+    async def aclose_loop(self) -> None:
+        """Close the clients made on the running loop (a local run calls this before its loop ends)."""
+        with self._lock:
+            per_loop = self._async.pop(asyncio.get_running_loop(), {})
+        for client in per_loop.values():
+            try:
+                if isinstance(client, S3Head):
+                    await client.aclose()
+                elif getattr(client, "_s3creator", None) is not None:  # s3fs
+                    await client._s3creator.__aexit__(None, None, None)
+            except Exception as exc:  # closing is best effort: the run's outcome stands
+                logger.debug("closing %r failed: %s", client, exc)
+
+    def s3_head(self, options: dict[str, Any]) -> S3Head | None:
+        """The one-request S3 probe for these options on the running loop, if they allow one."""
+        if not S3Head.supports(options):
+            return None
+        per_loop = self._for_loop(asyncio.get_running_loop())
+        key = ("s3-head", json.dumps(options, sort_keys=True))
+        head = per_loop.get(key)
+        if head is None:
+            head = per_loop[key] = S3Head(options)
+        return head  # type: ignore[no-any-return]
 
 
 _FILESYSTEMS = _Filesystems()
@@ -107,7 +142,10 @@ class FileSensor(BaseSensor):
             poke only records the size.
         storage_options: non-secret fsspec options (see FileSensorConfig).
         sensor_config: a whole FileSensorConfig, instead of the three options above.
-        timeout, poke_interval, soft_fail, max_consecutive_errors: as for BaseSensor.
+        timeout: as for BaseSensor.
+        poke_interval: as for BaseSensor.
+        soft_fail: as for BaseSensor.
+        max_consecutive_errors: as for BaseSensor.
 
     Example:
         >>> wait = FileSensor(name="wait_for_export", stable=True, timeout=3600, poke_interval=30)
@@ -161,6 +199,14 @@ class FileSensor(BaseSensor):
     async def _stat(self, path: str) -> dict[str, int]:
         """Size of each existing file matching ``path`` (full URLs as keys)."""
         protocol = get_protocol(path)
+        if protocol in ("s3", "s3a") and not _has_magic(path) and not path.endswith("/"):
+            # One HEAD per poke for an object key; s3fs would add a LIST whenever it is missing.
+            head = _FILESYSTEMS.s3_head(self.config.storage_options)
+            bucket, _, key = path.split("://", 1)[1].partition("/")
+            if head is not None and key:
+                size = await head.size(bucket, key)
+                if size is not FALLBACK:
+                    return {} if size is None else {f"s3://{bucket}/{key}": size}
         fs = await _FILESYSTEMS.get(protocol, self.config.storage_options)
         if _has_magic(path):
             if isinstance(fs, AsyncFileSystem) and fs.async_impl:

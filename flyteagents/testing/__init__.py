@@ -1,4 +1,4 @@
-"""Helpers for testing agents against real local services and a real agent service."""
+"""Helpers for testing agents against real local services: the agent service, moto_server."""
 
 from ._moto import MotoServer
 from ._server import AgentServer

@@ -28,7 +28,7 @@ class KafkaSensorConfig:
         value_regex: only messages whose value (UTF-8) matches this regex (``re.search``) count.
         max_messages: at most this many matching messages are returned when the sensor fires.
         max_bytes_per_poke: the most bytes one poke fetches per partition (a bounded batch).
-        request_timeout: seconds allowed for one poke's requests to the brokers.
+        request_timeout: seconds allowed for one poke's requests to the brokers (at most 8).
         security_protocol: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.
         sasl_mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
         sasl_username: the SASL user name.
@@ -71,9 +71,9 @@ class KafkaSensorConfig:
             raise ValueError(f"max_messages must be at least 1, got {self.max_messages}")
         if self.max_bytes_per_poke < 1024:
             raise ValueError(f"max_bytes_per_poke must be at least 1024, got {self.max_bytes_per_poke}")
-        if not 0 < self.request_timeout <= 15:
-            # Propeller gives GetTask a few seconds; the engine allows one poke 20 s.
-            raise ValueError(f"request_timeout must be in (0, 15] seconds, got {self.request_timeout}")
+        if not 0 < self.request_timeout <= 8:
+            # The engine allows one poke 8 s, under FlytePropeller's GetTask deadline.
+            raise ValueError(f"request_timeout must be in (0, 8] seconds, got {self.request_timeout}")
         if self.security_protocol not in _PROTOCOLS:
             raise ValueError(
                 f"security_protocol must be one of {', '.join(_PROTOCOLS)}, got {self.security_protocol!r}"
