@@ -14,15 +14,11 @@ from flyteidl.core.execution_pb2 import TaskExecution
 from flytekit.configuration import ImageConfig, SerializationSettings
 from flytekit.tools.translator import get_serializable
 
-import flyteagents.testing
 from flyteagents import AgentRegistry
 from flyteagents.sensor import SensorEngine
+from flyteagents.testing import AgentServer
 
-AgentServer = getattr(flyteagents.testing, "AgentServer", None)
-pytestmark = [
-    pytest.mark.skipif(AgentServer is None, reason="flyteagents.testing.AgentServer (the service) is not there yet"),
-    pytest.mark.asyncio(loop_scope="session"),
-]
+pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 def create_request(config: dict[str, Any], output_prefix: str = "/tmp/sqs-rpc") -> agent_pb2.CreateTaskRequest:
@@ -42,7 +38,7 @@ def get_request(meta: bytes) -> agent_pb2.GetTaskRequest:
 async def server() -> Any:
     registry = AgentRegistry()
     registry.register(SensorEngine())
-    async with AgentServer(registry) as running:  # type: ignore[misc]
+    async with AgentServer(registry) as running:
         yield running
 
 
