@@ -104,6 +104,7 @@ class Workspace:
         self.submit_count = 0
         self.ids = itertools.count(1001)
         self.host = ""
+        self.scheme = "http"
 
     # run life cycle ---------------------------------------------------------------
     def submit(self, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -204,7 +205,7 @@ class Workspace:
         run = self.runs.get(_as_int(run_id))
         if run is None:
             return 400, _error("INVALID_PARAMETER_VALUE", f"Run {run_id} does not exist.")
-        url = f"https://{self.host}/?o=1#job/{run.run_id}/run/{run.run_id}"
+        url = f"{self.scheme}://{self.host}/?o=1#job/{run.run_id}/run/{run.run_id}"
         task_state = run.state()
         task = {
             "run_id": run.task_run_id,
@@ -288,6 +289,8 @@ def _last_error(lines: list[str]) -> str | None:
 class Handler(BaseHTTPRequestHandler):
     server: JobsServer
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes: without this, Nagle + delayed ACK stall each answer 40 ms.
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet: tests read state, not logs
         pass
@@ -384,6 +387,8 @@ class JobsServer(ThreadingHTTPServer):
     """The HTTP(S) server; ``serve_in_thread`` starts it, ``close`` stops it and its runs."""
 
     daemon_threads = True
+    # socketserver's default backlog of 5 drops SYNs under a burst of new connections (1 s retransmit).
+    request_queue_size = 256
 
     def __init__(self, workspace: Workspace, port: int = 0, tls: tuple[str, str] | None = None) -> None:
         super().__init__(("127.0.0.1", port), Handler)
@@ -392,8 +397,10 @@ class JobsServer(ThreadingHTTPServer):
         if tls is not None:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             ctx.load_cert_chain(*tls)
-            self.socket = ctx.wrap_socket(self.socket, server_side=True)
+            # Handshake on first read, in the connection's thread, not serially in accept().
+            self.socket = ctx.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
             self.scheme = "https"
+        workspace.scheme = self.scheme
         workspace.host = f"127.0.0.1:{self.server_address[1]}"
         self._thread: threading.Thread | None = None
 
