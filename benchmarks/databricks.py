@@ -34,8 +34,11 @@ def make_cert(directory: Path) -> tuple[str, str]:
     """A self-signed certificate for 127.0.0.1 and its key."""
     cert, key = directory / "cert.pem", directory / "key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"]
-        + ["-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-subj", "/CN=127.0.0.1"),
+            *("-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)),
+        ],
         check=True,
         capture_output=True,
     )
@@ -149,8 +152,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cert, key = make_cert(Path(tmp))
         server = subprocess.Popen(
-            [sys.executable, str(SERVER), "--tls-cert", cert, "--tls-key", key, "--token", TOKEN]
-            + ["--no-execute", "--run-seconds", "inf"],
+            [
+                *(sys.executable, str(SERVER), "--tls-cert", cert, "--tls-key", key, "--token", TOKEN),
+                *("--no-execute", "--run-seconds", "inf"),
+            ],
             stdout=subprocess.PIPE,
             text=True,
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from collections import OrderedDict
 from datetime import timedelta
 from pathlib import Path
@@ -202,14 +203,12 @@ async def test_persistent_5xx_becomes_a_retryable_error_within_the_budget(idle: 
     await agent.delete(resource_meta=meta)
 
 
-async def test_unreachable_workspace_is_retryable() -> None:
+async def test_unreachable_workspace_is_retryable(monkeypatch: pytest.MonkeyPatch) -> None:
     agent = DatabricksAgent(
         DatabricksSettings(instance="http://127.0.0.1:9", call_timeout=0.3, request_timeout=0.1)
     )
     meta = DatabricksRunMeta(run_id=1, instance="http://127.0.0.1:9")
-    import os
-
-    os.environ.setdefault("FLYTEAGENTS_SECRET_DATABRICKS_TOKEN", TOKEN)
+    monkeypatch.setenv("FLYTEAGENTS_SECRET_DATABRICKS_TOKEN", TOKEN)
     with pytest.raises(ExternalServiceError) as info:
         await agent.get(resource_meta=meta)
     assert info.value.retryable
@@ -346,30 +345,25 @@ def recorded_spark_template() -> TaskTemplate:
     return TaskTemplate.from_flyte_idl(Parse(text, tasks_pb2.TaskTemplate()))
 
 
-async def test_flytekitplugins_spark_template_is_served(quick: Any) -> None:
+async def test_flytekitplugins_spark_template_is_served(quick: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     tmpl = recorded_spark_template()
     assert tmpl.type == "databricks"
     # The template names its own workspace; point it at the local one as an operator's override would.
     tmpl.custom["databricksInstance"] = quick.instance
     agent = DatabricksAgent()
-    import os
-
-    os.environ["FLYTEAGENTS_SECRET_TEAM_DATABRICKS_TOKEN"] = TOKEN
-    try:
-        meta = await agent.create(tmpl, "s3://b/p", int_inputs(x=3), execution("spark"))
-        assert meta.secret == "team-databricks-token"
-        payload = quick.workspace.snapshot()["runs"][str(meta.run_id)]["payload"]
-        task = payload["tasks"][0]
-        assert payload["run_name"] == "flytekit databricks task" and payload["timeout_seconds"] == 3600
-        assert task["new_cluster"]["docker_image"] == {"url": "ghcr.io/example/spark-task:1.0"}
-        assert task["new_cluster"]["spark_conf"] == {"spark.driver.memory": "1g"}
-        assert task["new_cluster"]["spark_env_vars"] == {"FROM_CONF": "1", "FLYTE_FAIL_ON_ERROR": "true"}
-        assert task["new_cluster"]["num_workers"] == 2
-        assert task["spark_python_task"]["python_file"] == "flytekitplugins/databricks/entrypoint.py"
-        assert task["spark_python_task"]["parameters"][2] == "s3://b/p/inputs.pb"
-        assert (await wait_terminal(agent, meta))[-1].phase == TaskExecution.SUCCEEDED
-    finally:
-        del os.environ["FLYTEAGENTS_SECRET_TEAM_DATABRICKS_TOKEN"]
+    monkeypatch.setenv("FLYTEAGENTS_SECRET_TEAM_DATABRICKS_TOKEN", TOKEN)
+    meta = await agent.create(tmpl, "s3://b/p", int_inputs(x=3), execution("spark"))
+    assert meta.secret == "team-databricks-token"
+    payload = quick.workspace.snapshot()["runs"][str(meta.run_id)]["payload"]
+    task = payload["tasks"][0]
+    assert payload["run_name"] == "flytekit databricks task" and payload["timeout_seconds"] == 3600
+    assert task["new_cluster"]["docker_image"] == {"url": "ghcr.io/example/spark-task:1.0"}
+    assert task["new_cluster"]["spark_conf"] == {"spark.driver.memory": "1g"}
+    assert task["new_cluster"]["spark_env_vars"] == {"FROM_CONF": "1", "FLYTE_FAIL_ON_ERROR": "true"}
+    assert task["new_cluster"]["num_workers"] == 2
+    assert task["spark_python_task"]["python_file"] == "flytekitplugins/databricks/entrypoint.py"
+    assert task["spark_python_task"]["parameters"][2] == "s3://b/p/inputs.pb"
+    assert (await wait_terminal(agent, meta))[-1].phase == TaskExecution.SUCCEEDED
 
 
 def test_live_flytekitplugins_spark_template_matches_the_recording() -> None:
@@ -381,8 +375,13 @@ def test_live_flytekitplugins_spark_template_matches_the_recording() -> None:
     )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    live = TaskTemplate.from_flyte_idl(Parse(module.template_json(), tasks_pb2.TaskTemplate()))
+    sys.modules["make_spark_template"] = module  # flytekit names tasks after their module
+    try:
+        spec.loader.exec_module(module)
+        live_json = module.template_json()
+    finally:
+        del sys.modules["make_spark_template"]
+    live = TaskTemplate.from_flyte_idl(Parse(live_json, tasks_pb2.TaskTemplate()))
     recorded = recorded_spark_template()
     assert live.type == recorded.type and live.custom == recorded.custom
     assert list(live.container.args)[:-4] == list(recorded.container.args)[:-4]
