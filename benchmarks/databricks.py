@@ -71,17 +71,13 @@ def poller(side: str, port: int, run_ids: list[int]) -> tuple[Any, list[Any]]:
         from flyteagents_databricks import DatabricksAgent, DatabricksRunMeta, DatabricksSettings
 
         agent = DatabricksAgent(DatabricksSettings(instance=f"https://127.0.0.1:{port}"))
-        metas: list[Any] = [
-            DatabricksRunMeta(run_id=r, instance=f"https://127.0.0.1:{port}") for r in run_ids
-        ]
+        metas: list[Any] = [DatabricksRunMeta(run_id=r, instance=f"https://127.0.0.1:{port}") for r in run_ids]
         return (lambda m: agent.get(resource_meta=m)), metas
     from flytekitplugins.spark.connector import DatabricksConnectorV2, DatabricksJobMetadata
 
     connector = DatabricksConnectorV2()
     metas = [
-        DatabricksJobMetadata(
-            databricks_instance=f"127.0.0.1:{port}", run_id=str(r), auth_token=TOKEN, auth_type="pat"
-        )
+        DatabricksJobMetadata(databricks_instance=f"127.0.0.1:{port}", run_id=str(r), auth_token=TOKEN, auth_type="pat")
         for r in run_ids
     ]
     return (lambda m: connector.get(m)), metas
@@ -122,9 +118,7 @@ def worker(args: argparse.Namespace) -> None:
     print(json.dumps(result))
 
 
-def run_side(
-    side: str, port: int, server_pid: int, args: argparse.Namespace, env: dict[str, str]
-) -> dict[str, Any]:
+def run_side(side: str, port: int, server_pid: int, args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--side", side, "--port", str(port)]
     cmd += ["--runs", str(args.runs), "--polls", str(args.polls), "--concurrency", str(args.concurrency)]
     before = proc_cpu(server_pid)
@@ -163,9 +157,7 @@ def main() -> None:
             assert server.stdout is not None
             port = int(server.stdout.readline().strip().split("=", 1)[1])
             env = {**os.environ, "SSL_CERT_FILE": cert, "FLYTEAGENTS_SECRET_DATABRICKS_TOKEN": TOKEN}
-            results = {
-                side: run_side(side, port, server.pid, args, env) for side in ("flytekit", "flyteagents")
-            }
+            results = {side: run_side(side, port, server.pid, args, env) for side in ("flytekit", "flyteagents")}
         finally:
             server.terminate()
             server.wait(10)

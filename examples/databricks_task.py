@@ -21,9 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flytekit import task, workflow
-
 from flyteagents_databricks import Databricks, DatabricksNotebookTask
+from flytekit import task, workflow
 
 CLUSTER = {
     "new_cluster": {

@@ -110,9 +110,7 @@ class Workspace:
     def submit(self, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         token = payload.get("idempotency_token")
         if token is not None and (not isinstance(token, str) or len(token) > 64):
-            return 400, _error(
-                "INVALID_PARAMETER_VALUE", "idempotency_token must be a string of at most 64 chars"
-            )
+            return 400, _error("INVALID_PARAMETER_VALUE", "idempotency_token must be a string of at most 64 chars")
         tasks = payload.get("tasks")
         task = tasks[0] if isinstance(tasks, list) and tasks else payload
         if not any(k in task for k in ("spark_python_task", "notebook_task")):
@@ -165,12 +163,8 @@ class Workspace:
         for spec in run.payload.get("environments") or []:
             env.update({str(k): str(v) for k, v in spec.get("spec", {}).get("environment_vars", {}).items()})
         if self.code_path:
-            env["PYTHONPATH"] = os.pathsep.join([*self.code_path, env.get("PYTHONPATH", "")]).rstrip(
-                os.pathsep
-            )
-        run.proc = subprocess.Popen(
-            [exe, *params[1:]], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-        )
+            env["PYTHONPATH"] = os.pathsep.join([*self.code_path, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        run.proc = subprocess.Popen([exe, *params[1:]], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout if timeout else None
         while run.proc.poll() is None:
             if run.cancelled.wait(0.02):
@@ -333,9 +327,7 @@ class Handler(BaseHTTPRequestHandler):
             ws.requests[key] = ws.requests.get(key, 0) + 1
         fault = ws.take_fault(path)
         if fault is not None:
-            headers = (
-                {"Retry-After": str(fault["retry_after"])} if fault.get("retry_after") is not None else None
-            )
+            headers = {"Retry-After": str(fault["retry_after"])} if fault.get("retry_after") is not None else None
             return self._send(fault["status"], _error("TEMPORARILY_UNAVAILABLE", "injected fault"), headers)
         if path == "/oidc/v1/token" and method == "POST":
             return self._token(body)
@@ -361,20 +353,12 @@ class Handler(BaseHTTPRequestHandler):
         auth = self.headers.get("Authorization", "")
         if auth.startswith("Basic "):
             client_id, _, secret = base64.b64decode(auth[6:]).decode().partition(":")
-        if (
-            form.get("grant_type") != "client_credentials"
-            or not client_id
-            or ws.oauth_clients.get(client_id) != secret
-        ):
-            return self._send(
-                401, {"error": "invalid_client", "error_description": "Client authentication failed"}
-            )
+        if form.get("grant_type") != "client_credentials" or not client_id or ws.oauth_clients.get(client_id) != secret:
+            return self._send(401, {"error": "invalid_client", "error_description": "Client authentication failed"})
         token = f"oauth-{client_id}-{os.urandom(6).hex()}"
         with ws.lock:
             ws.tokens.add(token)
-        return self._send(
-            200, {"access_token": token, "token_type": "Bearer", "expires_in": 3600, "scope": "all-apis"}
-        )
+        return self._send(200, {"access_token": token, "token_type": "Bearer", "expires_in": 3600, "scope": "all-apis"})
 
     def do_GET(self) -> None:
         self._handle("GET")
@@ -410,9 +394,7 @@ class JobsServer(ThreadingHTTPServer):
         return f"{self.scheme}://{self.workspace.host}"
 
     def serve_in_thread(self) -> JobsServer:
-        self._thread = threading.Thread(
-            target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
+        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
         return self
 
@@ -429,9 +411,7 @@ def main() -> None:
     parser.add_argument("--tls-cert")
     parser.add_argument("--tls-key")
     parser.add_argument("--no-execute", action="store_true", help="do not run spark_python_task commands")
-    parser.add_argument(
-        "--run-seconds", type=float, default=0.2, help="how long non-executed runs last (inf ok)"
-    )
+    parser.add_argument("--run-seconds", type=float, default=0.2, help="how long non-executed runs last (inf ok)")
     parser.add_argument("--code-path", action="append", default=[], help="put on PYTHONPATH of executed runs")
     args = parser.parse_args()
     ws = Workspace(

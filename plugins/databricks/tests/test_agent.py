@@ -31,9 +31,7 @@ from flyteagents import ExternalServiceError, InvalidResourceMetaError, InvalidT
 
 HERE = Path(__file__).parent
 TOKEN = "dapi-test-0123456789abcdef"
-SETTINGS = SerializationSettings(
-    ImageConfig(default_image=Image(name="default", fqn="ghcr.io/example/task", tag="7"))
-)
+SETTINGS = SerializationSettings(ImageConfig(default_image=Image(name="default", fqn="ghcr.io/example/task", tag="7")))
 
 
 def template_of(task: Any) -> TaskTemplate:
@@ -61,9 +59,7 @@ def int_inputs(**values: Any) -> LiteralMap:
     return LiteralMap({k: Literal(scalar=Scalar(primitive=Primitive(integer=v))) for k, v in values.items()})
 
 
-async def wait_terminal(
-    agent: DatabricksAgent, meta: DatabricksRunMeta, timeout: float = 10.0
-) -> list[Resource]:
+async def wait_terminal(agent: DatabricksAgent, meta: DatabricksRunMeta, timeout: float = 10.0) -> list[Resource]:
     seen = []
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -204,9 +200,7 @@ async def test_persistent_5xx_becomes_a_retryable_error_within_the_budget(idle: 
 
 
 async def test_unreachable_workspace_is_retryable(monkeypatch: pytest.MonkeyPatch) -> None:
-    agent = DatabricksAgent(
-        DatabricksSettings(instance="http://127.0.0.1:9", call_timeout=0.3, request_timeout=0.1)
-    )
+    agent = DatabricksAgent(DatabricksSettings(instance="http://127.0.0.1:9", call_timeout=0.3, request_timeout=0.1))
     meta = DatabricksRunMeta(run_id=1, instance="http://127.0.0.1:9")
     monkeypatch.setenv("FLYTEAGENTS_SECRET_DATABRICKS_TOKEN", TOKEN)
     with pytest.raises(ExternalServiceError) as info:
@@ -214,9 +208,7 @@ async def test_unreachable_workspace_is_retryable(monkeypatch: pytest.MonkeyPatc
     assert info.value.retryable
 
 
-async def test_token_stays_out_of_resource_meta_and_errors(
-    idle: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_token_stays_out_of_resource_meta_and_errors(idle: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     agent = DatabricksAgent()
     meta = await agent.create(template_of(double), "/tmp/out/g", int_inputs(x=1), execution("secret"))
     encoded = meta.encode()
@@ -239,15 +231,11 @@ async def test_token_stays_out_of_resource_meta_and_errors(
     await agent.delete(resource_meta=meta)
 
 
-async def test_secret_by_name_from_a_mounted_file(
-    idle: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+async def test_secret_by_name_from_a_mounted_file(idle: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("FLYTEAGENTS_SECRET_DATABRICKS_TOKEN")
     monkeypatch.setenv("FLYTEAGENTS_SECRETS_DIR", str(tmp_path))
     (tmp_path / "team-token").write_text(TOKEN + "\n")
-    agent = DatabricksAgent(
-        DatabricksSettings(instance=idle.instance, credentials=Credentials("pat", "team-token"))
-    )
+    agent = DatabricksAgent(DatabricksSettings(instance=idle.instance, credentials=Credentials("pat", "team-token")))
     meta = await agent.create(template_of(double), "/tmp/out/h", int_inputs(x=1), execution("file"))
     assert meta.secret == "team-token"
     assert (await agent.get(resource_meta=meta)).phase in (TaskExecution.QUEUED, TaskExecution.RUNNING)
@@ -261,9 +249,7 @@ async def test_secret_by_name_from_a_mounted_file(
 async def test_oauth_m2m_client_credentials(make_server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     srv = make_server(execute=False, run_seconds=0.05, oauth_clients={"sp-42": "oauth-secret-value"})
     monkeypatch.setenv("FLYTEAGENTS_SECRET_DBX_OAUTH", "oauth-secret-value")
-    settings = DatabricksSettings(
-        instance=srv.instance, credentials=Credentials("oauth_m2m", "dbx-oauth", "sp-42")
-    )
+    settings = DatabricksSettings(instance=srv.instance, credentials=Credentials("oauth_m2m", "dbx-oauth", "sp-42"))
     agent = DatabricksAgent(settings)
     meta = await agent.create(template_of(double), "/tmp/out/i", int_inputs(x=1), execution("oauth"))
     assert (meta.auth_type, meta.secret, meta.client_id) == ("oauth_m2m", "dbx-oauth", "sp-42")
@@ -370,9 +356,7 @@ def test_live_flytekitplugins_spark_template_matches_the_recording() -> None:
     pytest.importorskip("flytekitplugins.spark")
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location(
-        "make_spark_template", HERE / "data" / "make_spark_template.py"
-    )
+    spec = importlib.util.spec_from_file_location("make_spark_template", HERE / "data" / "make_spark_template.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules["make_spark_template"] = module  # flytekit names tasks after their module

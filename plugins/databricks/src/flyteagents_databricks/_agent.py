@@ -81,9 +81,7 @@ class DatabricksAgent(AsyncAgentBase):
 
     name = "Databricks Agent"
 
-    def __init__(
-        self, settings: DatabricksSettings | None = None, task_type_name: str = "databricks"
-    ) -> None:
+    def __init__(self, settings: DatabricksSettings | None = None, task_type_name: str = "databricks") -> None:
         super().__init__(task_type_name=task_type_name, metadata_type=DatabricksRunMeta)
         self.settings = settings or DatabricksSettings.from_env()
         self.pool = ClientPool(
@@ -157,10 +155,7 @@ class DatabricksAgent(AsyncAgentBase):
             message = f"Databricks run {meta.run_id} ended {state_name}" + "".join(
                 f": {part}" for part in (message, detail) if part
             )
-        url = (
-            run.get("run_page_url")
-            or f"{meta.instance}/#job/{run.get('job_id', meta.run_id)}/run/{meta.run_id}"
-        )
+        url = run.get("run_page_url") or f"{meta.instance}/#job/{run.get('job_id', meta.run_id)}/run/{meta.run_id}"
         info = {
             "run_id": meta.run_id,
             "life_cycle_state": state.get("life_cycle_state"),
@@ -182,9 +177,7 @@ class DatabricksAgent(AsyncAgentBase):
                 try:
                     output = await client.get_output(task["run_id"])
                 except DatabricksAPIError as exc:
-                    logger.warning(
-                        "could not read the output of Databricks task run %s: %s", task["run_id"], exc
-                    )
+                    logger.warning("could not read the output of Databricks task run %s: %s", task["run_id"], exc)
                     return None
                 error = output.get("error")
                 return str(error) if error else None

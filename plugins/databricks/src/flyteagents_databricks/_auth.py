@@ -123,9 +123,7 @@ class OAuthTokenCache:
                 status = resp.status
                 body = await resp.json(content_type=None) if status == 200 else {}
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
-            raise ExternalServiceError(
-                f"Databricks OAuth token endpoint failed: {type(exc).__name__}"
-            ) from None
+            raise ExternalServiceError(f"Databricks OAuth token endpoint failed: {type(exc).__name__}") from None
         if status != 200:
             retryable = status == 429 or status >= 500
             raise ExternalServiceError(
@@ -134,9 +132,7 @@ class OAuthTokenCache:
             )
         token = body.get("access_token") if isinstance(body, dict) else None
         if not isinstance(token, str) or not token:
-            raise ExternalServiceError(
-                "Databricks OAuth token endpoint returned no access_token", retryable=False
-            )
+            raise ExternalServiceError("Databricks OAuth token endpoint returned no access_token", retryable=False)
         expires_in = float(body.get("expires_in", 3600))
         self._tokens[key] = (token, time.monotonic() + max(expires_in - self.REFRESH_MARGIN, 1.0))
         return token

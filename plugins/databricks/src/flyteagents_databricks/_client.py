@@ -198,9 +198,7 @@ class ClientPool:
     def __init__(self, max_clients: int = 16, **client_kwargs: Any) -> None:
         self.max_clients = max_clients
         self.client_kwargs = client_kwargs
-        self._by_loop: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, OrderedDict[tuple[str, str], JobsClient]
-        ]
+        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, OrderedDict[tuple[str, str], JobsClient]]
         self._by_loop = weakref.WeakKeyDictionary()
         self._closing: set[asyncio.Task[None]] = set()
         self._guards: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncGenerator[None, None]]

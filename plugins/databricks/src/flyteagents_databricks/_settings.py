@@ -68,15 +68,13 @@ class DatabricksSettings:
         if auth_type == "oauth_m2m":
             creds = Credentials(
                 "oauth_m2m",
-                _env("FLYTEAGENTS_DATABRICKS_OAUTH_SECRET", default=DEFAULT_OAUTH_SECRET)
-                or DEFAULT_OAUTH_SECRET,
+                _env("FLYTEAGENTS_DATABRICKS_OAUTH_SECRET", default=DEFAULT_OAUTH_SECRET) or DEFAULT_OAUTH_SECRET,
                 _env("DATABRICKS_CLIENT_ID"),
             )
         else:
             creds = Credentials(
                 auth_type,
-                _env("FLYTEAGENTS_DATABRICKS_TOKEN_SECRET", default=DEFAULT_TOKEN_SECRET)
-                or DEFAULT_TOKEN_SECRET,
+                _env("FLYTEAGENTS_DATABRICKS_TOKEN_SECRET", default=DEFAULT_TOKEN_SECRET) or DEFAULT_TOKEN_SECRET,
             )
         instance = _env("FLYTEAGENTS_DATABRICKS_INSTANCE", "FLYTE_DATABRICKS_INSTANCE")
         return cls(
@@ -101,15 +99,11 @@ class DatabricksSettings:
         default = self.credentials
         auth_type = custom.get("databricksAuthType") or default.auth_type
         if auth_type not in AUTH_TYPES:
-            raise InvalidTaskError(
-                f"Databricks auth type {auth_type!r} is not one of {', '.join(AUTH_TYPES)}"
-            )
+            raise InvalidTaskError(f"Databricks auth type {auth_type!r} is not one of {', '.join(AUTH_TYPES)}")
         if auth_type == "oauth_m2m":
             client_id = custom.get("databricksClientId") or default.client_id
             if not client_id:
-                raise InvalidTaskError(
-                    "OAuth M2M needs a client id: set databricks_client_id or DATABRICKS_CLIENT_ID"
-                )
+                raise InvalidTaskError("OAuth M2M needs a client id: set databricks_client_id or DATABRICKS_CLIENT_ID")
             base_secret = default.secret if default.auth_type == "oauth_m2m" else DEFAULT_OAUTH_SECRET
             creds = Credentials("oauth_m2m", custom.get("databricksOauthSecret") or base_secret, client_id)
         else:

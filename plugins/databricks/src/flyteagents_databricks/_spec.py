@@ -86,9 +86,7 @@ def notebook_parameters(inputs: LiteralMap | None) -> dict[str, str]:
     for name, literal in (inputs.literals if inputs else {}).items():
         primitive = literal.scalar.primitive if literal.scalar else None
         if primitive is None:
-            raise InvalidTaskError(
-                f"notebook input {name!r} is not a primitive value; notebook parameters are strings"
-            )
+            raise InvalidTaskError(f"notebook input {name!r} is not a primitive value; notebook parameters are strings")
         value = primitive.value
         params[name] = str(value).lower() if isinstance(value, bool) else str(value)
     return params
@@ -179,8 +177,7 @@ def build_submit_request(
         assert container is not None
         git_source = git_source or default_git_source or DEFAULT_GIT_SOURCE
         task["spark_python_task"] = {
-            "python_file": python_file
-            or (DEFAULT_SERVERLESS_PYTHON_FILE if serverless else DEFAULT_PYTHON_FILE),
+            "python_file": python_file or (DEFAULT_SERVERLESS_PYTHON_FILE if serverless else DEFAULT_PYTHON_FILE),
             "source": "GIT",
             "parameters": _render(list(container.args), output_prefix),
         }
