@@ -1,13 +1,17 @@
-"""Databricks tasks in workflows run locally end to end: the server executes each run's entrypoint."""
+"""Databricks tasks run locally end to end, in-process and through the agent service: the local
+Jobs API server executes each run's entrypoint, so outputs really flow."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
-from databricks_test_workflows import failing, pipeline
+from databricks_test_workflows import double, failing, pipeline
+from flyteagents_databricks import DatabricksAgent
 
-from flyteagents import TaskFailedError
+from flyteagents import AgentRegistry, TaskFailedError
+from flyteagents.testing import AgentServer
 
 
 def test_workflow_outputs_flow_between_databricks_runs(server: Any, local_agent: Any) -> None:
@@ -35,3 +39,16 @@ def test_failed_run_message_reaches_the_user(server: Any, local_agent: Any) -> N
     text = str(info.value)
     assert "FAILED" in text
     assert "cannot handle x=7" in text
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_task_runs_through_the_agent_service(server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    registry = AgentRegistry()
+    registry.register(DatabricksAgent())
+    async with AgentServer(registry) as service:
+        monkeypatch.setenv("FLYTEAGENTS_ENDPOINT", service.address)
+        # The local run blocks its thread; the service answers on this loop meanwhile.
+        result = await asyncio.to_thread(double, x=21)
+    assert result == 42
+    (run,) = server.workspace.snapshot()["runs"].values()
+    assert run["history"][-1] == "TERMINATED:SUCCESS"
