@@ -1,14 +1,23 @@
-"""GetTask polls of Databricks runs: flyteagents' DatabricksAgent next to flytekit's Databricks connector.
+"""GetTask polls of RUNNING Databricks runs: flyteagents' service vs flytekit's Databricks connector.
 
     uv pip install -e 'plugins/databricks[bench]'     # flytekitplugins-spark, the anchor
-    python benchmarks/databricks.py [--runs 20] [--polls 400] [--concurrency 20]
+    .venv/bin/python benchmarks/databricks.py [--polls 400] [--concurrency 20]
 
-Both poll the same runs on the same local Jobs API 2.1 server (plugins/databricks/tests/
-jobs_server.py, in its own process), served over TLS with a fresh self-signed certificate
-trusted through ``SSL_CERT_FILE``, because flytekit's connector only speaks https. Each side
-runs in its own process; per poll it reports the agent process's CPU time and the latency
-p50/p99, polling one run at a time and ``--concurrency`` runs at once (a FlytePropeller resync).
-The Jobs API server's own CPU per poll is shown too. The figures are printed, never asserted.
+Starts the local Jobs API 2.1 server (plugins/databricks/tests/jobs_server.py) in its own
+process, over TLS with a fresh self-signed certificate trusted through ``SSL_CERT_FILE``
+(flytekit's connector only speaks https), its runs staying RUNNING. Then each agent service
+in its own process: ``flyteagents serve`` with flyteagents-databricks, and ``pyflyte serve
+connector`` with flytekitplugins-spark. Both get the same task template (recorded from
+flytekitplugins-spark's DatabricksV2, tests/data), the same token and environment. Each side
+creates ``--concurrency`` runs with CreateTask, then GetTask polls them over a real gRPC
+channel with the flyteidl stubs, as FlytePropeller does: one poll at a time, then
+``--concurrency`` at once. Reports each service process's own CPU per poll (from /proc, so the
+load generator does not count), the Jobs API server's CPU per poll, and p50/p99 latency, side by
+side. Floor: flyteagents at least 3x less service CPU per poll. Figures are printed, never asserted.
+
+A second table takes the gRPC service away: each side's agent object (DatabricksAgent,
+flytekit's DatabricksConnectorV2) is called directly in its own process, one ``get`` at a time
+and ``--concurrency`` at once, so the figures compare the two agents alone.
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ import argparse
 import asyncio
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -25,9 +35,29 @@ import time
 from pathlib import Path
 from typing import Any
 
+import grpc
+from flyteidl.admin import agent_pb2
+from flyteidl.core import tasks_pb2
+from flyteidl.core.execution_pb2 import TaskExecution
+from flyteidl.service import agent_pb2_grpc
+from google.protobuf.json_format import Parse
+
 ROOT = Path(__file__).resolve().parent.parent
-SERVER = ROOT / "plugins" / "databricks" / "tests" / "jobs_server.py"
+TESTS = ROOT / "plugins" / "databricks" / "tests"
 TOKEN = "dapi-bench-token"
+CATEGORY = agent_pb2.TaskCategory(name="databricks", version=0)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) a process has used, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def make_cert(directory: Path) -> tuple[str, str]:
@@ -35,8 +65,7 @@ def make_cert(directory: Path) -> tuple[str, str]:
     cert, key = directory / "cert.pem", directory / "key.pem"
     subprocess.run(
         [
-            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
-            *("-subj", "/CN=127.0.0.1"),
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"),
             *("-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)),
         ],
         check=True,
@@ -45,143 +74,276 @@ def make_cert(directory: Path) -> tuple[str, str]:
     return str(cert), str(key)
 
 
-def proc_cpu(pid: int) -> float:
-    """CPU seconds (user + system) a process has used, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def template(instance: str) -> tasks_pb2.TaskTemplate:
+    """flytekitplugins-spark's recorded DatabricksV2 template, pointed at the local workspace."""
+    tmpl = Parse((TESTS / "data" / "spark_databricks_template.json").read_text(), tasks_pb2.TaskTemplate())
+    tmpl.custom["databricksInstance"] = instance
+    return tmpl
 
 
-async def submit_runs(port: int, n: int) -> list[int]:
-    from flyteagents_databricks import JobsClient
+class Process:
+    """A server in its own process, its output in a log file."""
 
-    client = JobsClient(f"https://127.0.0.1:{port}", TOKEN)
-    task = {"task_key": "t", "existing_cluster_id": "c", "notebook_task": {"notebook_path": "/bench"}}
-    try:
-        ids = [await client.submit({"run_name": f"bench-{i}", "tasks": [task]}) for i in range(n)]
-    finally:
-        await client.aclose()
-    # Let the runs reach RUNNING: flytekit's connector raises on QUEUED (convert_to_flyte_phase).
-    await asyncio.sleep(0.5)
-    return ids
+    def __init__(self, name: str, argv: list[str], env: dict[str, str]) -> None:
+        self.name = name
+        self.log = tempfile.NamedTemporaryFile(prefix=f"bench-{name}-", suffix=".log", delete=False)
+        self.proc = subprocess.Popen(argv, env=env, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
+
+    def tail(self) -> str:
+        return Path(self.log.name).read_text()[-2000:]
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
 
-def poller(side: str, port: int, run_ids: list[int]) -> tuple[Any, list[Any]]:
-    """The poll function and the per-run metadata for one side."""
+async def wait_ready(server: Process, port: int, timeout: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            raise RuntimeError(f"{server.name} exited: {server.tail()}")
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+                await asyncio.wait_for(ch.channel_ready(), 1.0)
+                return
+        except (asyncio.TimeoutError, grpc.RpcError):
+            await asyncio.sleep(0.2)
+    raise RuntimeError(f"{server.name} did not start: {server.tail()}")
+
+
+async def measure(
+    server: Process, port: int, jobs_pid: int, tmpl: tasks_pb2.TaskTemplate, polls: int, concurrency: int
+) -> dict[str, Any]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = agent_pb2_grpc.AsyncAgentServiceStub(channel)
+        requests = []
+        for _ in range(concurrency):
+            created = await stub.CreateTask(
+                agent_pb2.CreateTaskRequest(template=tmpl, output_prefix="s3://b/o"), timeout=60
+            )
+            requests.append(
+                agent_pb2.GetTaskRequest(
+                    task_type="databricks", task_category=CATEGORY, resource_meta=created.resource_meta
+                )
+            )
+        for request in requests:  # until RUNNING: flytekit's connector fails GetTask on a QUEUED run
+            for _ in range(100):
+                try:
+                    if (await stub.GetTask(request, timeout=30)).resource.phase == TaskExecution.RUNNING:
+                        break
+                except grpc.aio.AioRpcError:
+                    pass
+                await asyncio.sleep(0.05)
+        out: dict[str, Any] = {"resource_meta_has_token": TOKEN.encode() in requests[0].resource_meta}
+        for mode, width in (("one at a time", 1), (f"{concurrency} at once", concurrency)):
+            latencies: list[float] = []
+            count = 0
+
+            async def worker(i: int, latencies: list[float] = latencies) -> None:
+                nonlocal count
+                while count < polls:
+                    count += 1
+                    start = time.perf_counter()
+                    response = await stub.GetTask(requests[(count + i) % len(requests)], timeout=30)
+                    latencies.append(time.perf_counter() - start)
+                    assert response.resource.phase == TaskExecution.RUNNING, response.resource
+
+            cpu0, jobs0, wall0 = cpu_seconds(server.proc.pid), cpu_seconds(jobs_pid), time.perf_counter()
+            await asyncio.gather(*(worker(i) for i in range(width)))
+            cpu1, jobs1, wall1 = cpu_seconds(server.proc.pid), cpu_seconds(jobs_pid), time.perf_counter()
+            latencies.sort()
+            out[mode] = {
+                "service CPU ms/poll": (cpu1 - cpu0) / len(latencies) * 1e3,
+                "Jobs API CPU ms/poll": (jobs1 - jobs0) / len(latencies) * 1e3,
+                "p50 ms": statistics.median(latencies) * 1e3,
+                "p99 ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1e3,
+                "polls/s": len(latencies) / (wall1 - wall0),
+            }
+        for request in requests:
+            delete = agent_pb2.DeleteTaskRequest(
+                task_type="databricks", task_category=CATEGORY, resource_meta=request.resource_meta
+            )
+            await stub.DeleteTask(delete, timeout=30)
+    return out
+
+
+def in_process_poller(side: str, instance: str, run_ids: list[int]) -> tuple[Any, list[Any]]:
+    """The agent's own ``get`` and per-run metadata, for the in-process comparison."""
     if side == "flyteagents":
         from flyteagents_databricks import DatabricksAgent, DatabricksRunMeta, DatabricksSettings
 
-        agent = DatabricksAgent(DatabricksSettings(instance=f"https://127.0.0.1:{port}"))
-        metas: list[Any] = [DatabricksRunMeta(run_id=r, instance=f"https://127.0.0.1:{port}") for r in run_ids]
+        agent = DatabricksAgent(DatabricksSettings(instance=f"https://{instance}"))
+        metas: list[Any] = [DatabricksRunMeta(run_id=r, instance=f"https://{instance}") for r in run_ids]
         return (lambda m: agent.get(resource_meta=m)), metas
     from flytekitplugins.spark.connector import DatabricksConnectorV2, DatabricksJobMetadata
 
     connector = DatabricksConnectorV2()
     metas = [
-        DatabricksJobMetadata(databricks_instance=f"127.0.0.1:{port}", run_id=str(r), auth_token=TOKEN, auth_type="pat")
+        DatabricksJobMetadata(databricks_instance=instance, run_id=str(r), auth_token=TOKEN, auth_type="pat")
         for r in run_ids
     ]
     return (lambda m: connector.get(m)), metas
 
 
-async def measure(side: str, port: int, runs: int, polls: int, concurrency: int) -> dict[str, Any]:
-    run_ids = await submit_runs(port, runs)
-    poll, metas = poller(side, port, run_ids)
-    phases = {(await poll(m)).phase for m in metas}  # warm-up, and both sides must see the same runs
-    out: dict[str, Any] = {"phases": sorted(phases)}
+async def in_process(side: str, instance: str, polls: int, concurrency: int) -> dict[str, Any]:
+    """Worker: poll ``concurrency`` RUNNING runs with the agent object itself; CPU of this process."""
+    from flyteagents_databricks import JobsClient
 
-    async def timed(meta: Any, latencies: list[float]) -> None:
-        start = time.perf_counter()
+    client = JobsClient(f"https://{instance}", TOKEN)
+    task = {"task_key": "t", "existing_cluster_id": "c", "notebook_task": {"notebook_path": "/bench"}}
+    try:
+        run_ids = [await client.submit({"run_name": f"bench-{i}", "tasks": [task]}) for i in range(concurrency)]
+    finally:
+        await client.aclose()
+    await asyncio.sleep(0.5)  # until RUNNING: flytekit's connector raises on QUEUED
+    poll, metas = in_process_poller(side, instance, run_ids)
+    for meta in metas:
         await poll(meta)
-        latencies.append(time.perf_counter() - start)
-
-    for mode, width in (("sequential", 1), ("concurrent", concurrency)):
+    out: dict[str, Any] = {}
+    for mode, width in (("one at a time", 1), (f"{concurrency} at once", concurrency)):
         latencies: list[float] = []
+
+        async def timed(meta: Any, latencies: list[float] = latencies) -> None:
+            start = time.perf_counter()
+            await poll(meta)
+            latencies.append(time.perf_counter() - start)
+
         cpu0, wall0 = time.process_time(), time.perf_counter()
-        done = 0
-        while done < polls:
-            batch = [metas[(done + i) % len(metas)] for i in range(min(width, polls - done))]
-            await asyncio.gather(*(timed(m, latencies) for m in batch))
-            done += len(batch)
+        while len(latencies) < polls:
+            await asyncio.gather(*(timed(metas[(len(latencies) + i) % len(metas)]) for i in range(width)))
         cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
         latencies.sort()
         out[mode] = {
-            "cpu_ms_per_poll": 1000 * cpu / polls,
-            "p50_ms": 1000 * statistics.median(latencies),
-            "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
-            "polls_per_s": polls / wall,
+            "agent CPU ms/poll": cpu / len(latencies) * 1e3,
+            "p50 ms": statistics.median(latencies) * 1e3,
+            "p99 ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1e3,
+            "polls/s": len(latencies) / wall,
         }
     return out
 
 
-def worker(args: argparse.Namespace) -> None:
-    result = asyncio.run(measure(args.side, args.port, args.runs, args.polls, args.concurrency))
-    print(json.dumps(result))
+def print_table(title: str, results: dict[str, Any], modes: list[str], keys: list[str]) -> None:
+    fk, fa = results["flytekit"], results["flyteagents"]
+    print(title)
+    print(f"{'':36}{'flytekit connector':>20}{'flyteagents':>13}{'ratio':>9}")
+    for mode in modes:
+        for key in keys:
+            a, b = fk[mode][key], fa[mode][key]
+            ratio = b / a if key == "polls/s" else a / b
+            print(f"{mode + ', ' + key:36}{a:>20.2f}{b:>13.2f}{ratio:>8.1f}x")
 
 
-def run_side(side: str, port: int, server_pid: int, args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
-    cmd = [sys.executable, __file__, "--side", side, "--port", str(port)]
-    cmd += ["--runs", str(args.runs), "--polls", str(args.polls), "--concurrency", str(args.concurrency)]
-    before = proc_cpu(server_pid)
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-    server_cpu = proc_cpu(server_pid) - before
-    if done.returncode != 0:
-        raise SystemExit(f"{side} worker failed:\n{done.stderr[-3000:]}")
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    # Two modes of `polls` each, plus the warm-up poll per run.
-    result["server_cpu_ms_per_poll"] = 1000 * server_cpu / (2 * args.polls + args.runs)
-    return result
-
-
-def main() -> None:
+async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=20)
-    parser.add_argument("--polls", type=int, default=400)
-    parser.add_argument("--concurrency", type=int, default=20)
-    parser.add_argument("--side", choices=("flyteagents", "flytekit"), help=argparse.SUPPRESS)
-    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--polls", type=int, default=400, help="GetTask calls per mode")
+    parser.add_argument("--concurrency", type=int, default=20, help="runs, and polls in flight in the second mode")
+    parser.add_argument("--in-process", choices=("flyteagents", "flytekit"), help=argparse.SUPPRESS)
+    parser.add_argument("--instance", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.side:
-        return worker(args)
+    if args.in_process:
+        print(json.dumps(await in_process(args.in_process, args.instance, args.polls, args.concurrency)))
+        return
+    bin_dir = Path(sys.executable).parent
 
     with tempfile.TemporaryDirectory() as tmp:
         cert, key = make_cert(Path(tmp))
-        server = subprocess.Popen(
+        env = {
+            **os.environ,
+            "SSL_CERT_FILE": cert,
+            "_FSEC_FLYTE_DATABRICKS_ACCESS_TOKEN": TOKEN,  # flytekit's connector's PAT (a flytekit secret)
+            "FLYTEAGENTS_SECRET_TEAM_DATABRICKS_TOKEN": TOKEN,  # the template's token secret, for flyteagents
+            "FLYTEAGENTS_LOG_LEVEL": "WARNING",
+        }
+        jobs = subprocess.Popen(  # noqa: ASYNC220 (start-up, before anything is measured)
             [
-                *(sys.executable, str(SERVER), "--tls-cert", cert, "--tls-key", key, "--token", TOKEN),
-                *("--no-execute", "--run-seconds", "inf"),
+                *(sys.executable, str(TESTS / "jobs_server.py"), "--tls-cert", cert, "--tls-key", key),
+                *("--token", TOKEN, "--no-execute", "--run-seconds", "inf"),
             ],
             stdout=subprocess.PIPE,
             text=True,
         )
+        servers: list[tuple[Process, int]] = []
+        results: dict[str, Any] = {}
         try:
-            assert server.stdout is not None
-            port = int(server.stdout.readline().strip().split("=", 1)[1])
-            env = {**os.environ, "SSL_CERT_FILE": cert, "FLYTEAGENTS_SECRET_DATABRICKS_TOKEN": TOKEN}
-            results = {side: run_side(side, port, server.pid, args, env) for side in ("flytekit", "flyteagents")}
+            assert jobs.stdout is not None
+            instance = f"127.0.0.1:{int(jobs.stdout.readline().strip().split('=', 1)[1])}"
+            tmpl = template(instance)
+            fk_port, fa_port = free_port(), free_port()
+            servers = [
+                (
+                    Process(
+                        "flytekit",
+                        [
+                            str(bin_dir / "pyflyte"),
+                            "serve",
+                            "connector",
+                            "--port",
+                            str(fk_port),
+                            "--prometheus_port",
+                            "0",
+                        ],
+                        env,
+                    ),
+                    fk_port,
+                ),
+                (
+                    Process(
+                        "flyteagents",
+                        [
+                            *(str(bin_dir / "flyteagents"), "serve", "--port", str(fa_port)),
+                            *("--metrics-port", "-1", "--log-level", "WARNING"),
+                        ],
+                        env,
+                    ),
+                    fa_port,
+                ),
+            ]
+            for server, port in servers:
+                await wait_ready(server, port)
+            for server, port in servers:
+                results[server.name] = await measure(server, port, jobs.pid, tmpl, args.polls, args.concurrency)
+            for server, _ in servers:
+                server.stop()
+            servers = []
+            alone: dict[str, Any] = {}
+            for side in ("flytekit", "flyteagents"):
+                argv = [sys.executable, __file__, "--in-process", side, "--instance", instance]
+                argv += ["--polls", str(args.polls), "--concurrency", str(args.concurrency)]
+                done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)  # noqa: ASYNC221
+                if done.returncode != 0:
+                    raise RuntimeError(f"{side} in-process worker failed:\n{done.stderr[-3000:]}")
+                alone[side] = json.loads(done.stdout.strip().splitlines()[-1])
         finally:
-            server.terminate()
-            server.wait(10)
+            for server, _ in servers:
+                server.stop()
+            jobs.terminate()
+            jobs.wait(10)
 
-    print(f"GetTask polls on {args.runs} RUNNING Databricks runs over TLS, {args.polls} polls per mode")
-    print(f"{'':24}{'flytekit connector':>20}{'flyteagents':>14}{'ratio':>9}")
-    rows = [
-        ("sequential", "cpu_ms_per_poll", "agent CPU ms/poll"),
-        ("sequential", "p50_ms", "p50 ms"),
-        ("sequential", "p99_ms", "p99 ms"),
-        ("concurrent", "cpu_ms_per_poll", f"agent CPU ms/poll x{args.concurrency}"),
-        ("concurrent", "p50_ms", f"p50 ms x{args.concurrency}"),
-        ("concurrent", "p99_ms", f"p99 ms x{args.concurrency}"),
-        ("concurrent", "polls_per_s", f"polls/s x{args.concurrency}"),
-    ]
-    fk, fa = results["flytekit"], results["flyteagents"]
-    for mode, key, label in rows:
-        a, b = fk[mode][key], fa[mode][key]
-        ratio = a / b if key != "polls_per_s" else b / a
-        print(f"{label:24}{a:>20.2f}{b:>14.2f}{ratio:>8.1f}x")
-    a, b = fk["server_cpu_ms_per_poll"], fa["server_cpu_ms_per_poll"]
-    print(f"{'Jobs API server CPU ms/poll':24}{a:>17.2f}{b:>14.2f}{a / b:>8.1f}x")
-    print(f"phases seen: flytekit {fk['phases']}, flyteagents {fa['phases']}")
+    modes = ["one at a time", f"{args.concurrency} at once"]
+    print_table(
+        f"GetTask on RUNNING Databricks runs over TLS, {args.polls} polls per mode, through each agent service",
+        results,
+        modes,
+        ["service CPU ms/poll", "Jobs API CPU ms/poll", "p50 ms", "p99 ms", "polls/s"],
+    )
+    fk_token, fa_token = (
+        results["flytekit"]["resource_meta_has_token"],
+        results["flyteagents"]["resource_meta_has_token"],
+    )
+    print(f"token in resource_meta: flytekit {fk_token}, flyteagents {fa_token}")
+    print()
+    print_table(
+        "The agents alone, called in-process (no gRPC service)",
+        alone,
+        modes,
+        ["agent CPU ms/poll", "p50 ms", "p99 ms", "polls/s"],
+    )
+    print(json.dumps({"service": results, "in_process": alone}))
 
 
 if __name__ == "__main__":
-    main()
+    asyncio.run(main())

@@ -21,8 +21,10 @@ DEFAULT_TOKEN_SECRET = "databricks-token"
 #: Where mounted secrets live: ``<dir>/<name>`` is a file, or a directory holding ``token``.
 SECRETS_DIR_ENV = "FLYTEAGENTS_SECRETS_DIR"
 _DEFAULT_SECRETS_DIR = "/etc/secrets"
-#: flytekit's Databricks connector reads its PAT from this variable; honoured for the default secret.
-LEGACY_TOKEN_ENV = "FLYTE_DATABRICKS_ACCESS_TOKEN"
+#: flytekit's Databricks connector reads its PAT as the flytekit secret FLYTE_DATABRICKS_ACCESS_TOKEN
+#: (environment variable ``_FSEC_FLYTE_DATABRICKS_ACCESS_TOKEN``); both forms are honoured for the
+#: default secret, so a connector deployment's configuration keeps working.
+LEGACY_TOKEN_ENVS = ("FLYTE_DATABRICKS_ACCESS_TOKEN", "_FSEC_FLYTE_DATABRICKS_ACCESS_TOKEN")
 
 
 def _env_name(name: str) -> str:
@@ -35,7 +37,8 @@ def resolve_secret(name: str) -> str:
     Looked up, in order, in the environment variable ``FLYTEAGENTS_SECRET_<NAME>`` (name
     upper-cased, other characters as ``_``), then the file ``$FLYTEAGENTS_SECRETS_DIR/<name>``
     (default ``/etc/secrets``; a directory there is read as ``<name>/token``), then, for the
-    default token secret only, ``FLYTE_DATABRICKS_ACCESS_TOKEN``.
+    default token secret only, ``FLYTE_DATABRICKS_ACCESS_TOKEN`` or ``_FSEC_FLYTE_DATABRICKS_ACCESS_TOKEN``
+    (flytekit's connector's setting).
 
     Raises:
         ExternalServiceError: not retryable; no such secret. The message names the
@@ -54,8 +57,10 @@ def resolve_secret(name: str) -> str:
         value = ""
     if value:
         return value
-    if name == DEFAULT_TOKEN_SECRET and os.environ.get(LEGACY_TOKEN_ENV):
-        return os.environ[LEGACY_TOKEN_ENV].strip()
+    if name == DEFAULT_TOKEN_SECRET:
+        for env in LEGACY_TOKEN_ENVS:
+            if os.environ.get(env):
+                return os.environ[env].strip()
     raise ExternalServiceError(
         f"Databricks credential secret {name!r} not found: set {_env_name(name)} or mount it at {path}",
         retryable=False,

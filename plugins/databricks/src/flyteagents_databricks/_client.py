@@ -134,13 +134,11 @@ class JobsClient:
             attempt += 1
             remaining = deadline - loop.time()
             retry_after: str | None = None
+            # The session's timeout is request_timeout; only a call's last attempts need a shorter one.
+            timeout = None if remaining >= self.request_timeout else aiohttp.ClientTimeout(total=max(remaining, 0.05))
             try:
                 async with self._session.request(
-                    method,
-                    url,
-                    params=params,
-                    json=json_body,
-                    timeout=aiohttp.ClientTimeout(total=max(min(self.request_timeout, remaining), 0.05)),
+                    method, url, params=params, json=json_body, **({"timeout": timeout} if timeout else {})
                 ) as resp:
                     status = resp.status
                     raw = await resp.read()
