@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import os
 import re
@@ -67,6 +68,7 @@ def resolve_secret(name: str) -> str:
     )
 
 
+@functools.lru_cache(maxsize=256)
 def fingerprint(secret: str) -> str:
     """A short, one-way digest of a secret, safe to use as a cache key or to log."""
     return hashlib.sha256(secret.encode()).hexdigest()[:16]

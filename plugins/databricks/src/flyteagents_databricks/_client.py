@@ -101,11 +101,11 @@ class JobsClient:
 
     async def get_run(self, run_id: int) -> dict[str, Any]:
         """``runs/get``: the run's state, tasks and page URL."""
-        return await self.call("GET", "/runs/get", params={"run_id": str(run_id)})
+        return await self.call("GET", f"/runs/get?run_id={int(run_id)}")
 
     async def get_output(self, task_run_id: int) -> dict[str, Any]:
         """``runs/get-output`` of one task run: its ``error`` and ``error_trace`` if it failed."""
-        return await self.call("GET", "/runs/get-output", params={"run_id": str(task_run_id)})
+        return await self.call("GET", f"/runs/get-output?run_id={int(task_run_id)}")
 
     async def cancel_run(self, run_id: int) -> None:
         """``runs/cancel``: ask the run to stop; cancelling a finished run is a no-op."""
@@ -128,7 +128,7 @@ class JobsClient:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.call_timeout
         url = f"{self.base_url}{API}{path}"
-        op = path.lstrip("/")
+        op = path.lstrip("/").split("?", 1)[0]
         attempt = 0
         while True:
             attempt += 1
