@@ -369,3 +369,12 @@ def test_live_flytekitplugins_spark_template_matches_the_recording() -> None:
     recorded = recorded_spark_template()
     assert live.type == recorded.type and live.custom == recorded.custom
     assert list(live.container.args)[:-4] == list(recorded.container.args)[:-4]
+
+
+async def test_submit_without_an_idempotency_token_is_not_retried(idle: Any) -> None:
+    agent = DatabricksAgent()
+    idle.workspace.faults.append({"path": "runs/submit", "status": 503, "count": 1})
+    with pytest.raises(ExternalServiceError) as info:
+        await agent.create(template_of(double), "/tmp/out/n", int_inputs(x=1), None)
+    assert info.value.retryable
+    assert idle.workspace.snapshot()["requests"]["POST /api/2.1/jobs/runs/submit"] == 1

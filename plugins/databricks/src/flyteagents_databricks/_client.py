@@ -87,8 +87,12 @@ class JobsClient:
         await self._session.close()
 
     async def submit(self, payload: dict[str, Any]) -> int:
-        """``runs/submit``: start a one-time run and return its ``run_id``."""
-        body = await self.call("POST", "/runs/submit", json_body=payload)
+        """``runs/submit``: start a one-time run and return its ``run_id``.
+
+        Retried only when the payload has an ``idempotency_token``: without one, a retry after
+        a lost answer could start a second run.
+        """
+        body = await self.call("POST", "/runs/submit", json_body=payload, retry="idempotency_token" in payload)
         run_id = body.get("run_id")
         if not isinstance(run_id, int):
             raise DatabricksAPIError(
@@ -118,8 +122,9 @@ class JobsClient:
         *,
         params: dict[str, str] | None = None,
         json_body: dict[str, Any] | None = None,
+        retry: bool = True,
     ) -> dict[str, Any]:
-        """Make one Jobs API call, retrying transient failures within ``call_timeout``.
+        """Make one Jobs API call, retrying transient failures within ``call_timeout`` (unless ``retry`` is False).
 
         Raises:
             DatabricksAPIError: a non-retryable answer (4xx but 429), or transient failures
@@ -157,7 +162,7 @@ class JobsClient:
                         f"Databricks {op} failed: {failure}", status=status, error_code=code, retryable=False
                     )
             delay = _backoff(attempt, retry_after)
-            if loop.time() + delay >= deadline:
+            if not retry or loop.time() + delay >= deadline:
                 raise DatabricksAPIError(
                     f"Databricks {op} failed after {attempt} attempt(s) in {self.call_timeout:g}s: {failure}",
                     status=status,
