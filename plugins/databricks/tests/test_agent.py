@@ -257,6 +257,16 @@ async def test_oauth_m2m_client_credentials(make_server: Any, monkeypatch: pytes
     assert (await wait_terminal(agent, meta))[-1].phase == TaskExecution.SUCCEEDED
     # One token fetched and reused across calls.
     assert srv.workspace.snapshot()["requests"]["POST /oidc/v1/token"] == 1
+    # The workspace revokes it: the next call fetches a new token once and goes on.
+    srv.workspace.tokens = {t for t in srv.workspace.tokens if not t.startswith("oauth-")}
+    assert (await agent.get(resource_meta=meta)).phase == TaskExecution.SUCCEEDED
+    assert srv.workspace.snapshot()["requests"]["POST /oidc/v1/token"] == 2
+    # A wrong client secret is refused without retrying, and never echoed.
+    monkeypatch.setenv("FLYTEAGENTS_SECRET_DBX_OAUTH", "not-the-secret")
+    srv.workspace.tokens = {t for t in srv.workspace.tokens if not t.startswith("oauth-")}
+    with pytest.raises(ExternalServiceError) as info:
+        await agent.get(resource_meta=meta)
+    assert not info.value.retryable and "not-the-secret" not in str(info.value)
 
 
 async def test_one_pooled_client_per_workspace_and_token(idle: Any, monkeypatch: pytest.MonkeyPatch) -> None:

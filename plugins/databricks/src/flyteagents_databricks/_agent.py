@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from flyteidl.core.execution_pb2 import TaskExecution, TaskLog
 from flytekit.models.literals import LiteralMap
@@ -20,6 +21,8 @@ from ._spec import build_submit_request, idempotency_token
 __all__ = ["DatabricksAgent", "DatabricksRunMeta", "run_phase"]
 
 logger = logging.getLogger("flyteagents.databricks")
+
+_T = TypeVar("_T")
 
 #: Errors Databricks answers for a run id it does not know.
 _NO_SUCH_RUN = frozenset({"INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST"})
@@ -105,6 +108,20 @@ class DatabricksAgent(AsyncAgentBase):
             token = resolve_secret(creds.secret)
         return await self.pool.client(base_url, token)
 
+    async def _call(
+        self, base_url: str, creds: Credentials, op: Callable[[JobsClient], Awaitable[_T]]
+    ) -> tuple[_T, JobsClient]:
+        """Run ``op`` with the pooled client; an OAuth token the workspace refuses (401/403) is fetched anew once."""
+        client = await self._client(base_url, creds)
+        try:
+            return await op(client), client
+        except DatabricksAPIError as exc:
+            if exc.status not in (401, 403) or creds.auth_type != "oauth_m2m" or creds.client_id is None:
+                raise
+        self._oauth.invalidate(base_url, creds.client_id, resolve_secret(creds.secret))
+        client = await self._client(base_url, creds)
+        return await op(client), client
+
     async def create(  # type: ignore[override]
         self,
         task_template: TaskTemplate,
@@ -120,9 +137,8 @@ class DatabricksAgent(AsyncAgentBase):
         request = build_submit_request(
             task_template, output_prefix, token, inputs=inputs, default_git_source=self.settings.git_source
         )
-        client = await self._client(base_url, creds)
         try:
-            run_id = await client.submit(request)
+            run_id, _ = await self._call(base_url, creds, lambda c: c.submit(request))
         except DatabricksAPIError as exc:
             if exc.status == 400:
                 raise InvalidTaskError(f"Databricks rejected the run: {exc}") from None
@@ -139,9 +155,10 @@ class DatabricksAgent(AsyncAgentBase):
     async def get(self, resource_meta: DatabricksRunMeta, **kwargs: Any) -> Resource:  # type: ignore[override]
         """The run's phase, its state message, and a link to its run page."""
         meta = resource_meta
-        client = await self._client(normalize_instance(meta.instance), _credentials(meta))
         try:
-            run = await client.get_run(meta.run_id)
+            run, client = await self._call(
+                normalize_instance(meta.instance), _credentials(meta), lambda c: c.get_run(meta.run_id)
+            )
         except DatabricksAPIError as exc:
             if exc.status in (400, 404) and exc.error_code in _NO_SUCH_RUN:
                 return Resource(phase=TaskExecution.FAILED, message=f"Databricks run {meta.run_id}: {exc}")
@@ -186,9 +203,8 @@ class DatabricksAgent(AsyncAgentBase):
     async def delete(self, resource_meta: DatabricksRunMeta, **kwargs: Any) -> None:  # type: ignore[override]
         """Cancel the run; a run that is gone or finished is left alone."""
         meta = resource_meta
-        client = await self._client(normalize_instance(meta.instance), _credentials(meta))
         try:
-            await client.cancel_run(meta.run_id)
+            await self._call(normalize_instance(meta.instance), _credentials(meta), lambda c: c.cancel_run(meta.run_id))
         except DatabricksAPIError as exc:
             if exc.status in (400, 404) and exc.error_code in _NO_SUCH_RUN:
                 return

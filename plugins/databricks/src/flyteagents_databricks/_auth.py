@@ -102,6 +102,10 @@ class OAuthTokenCache:
         # the cache to one event loop.
         self._tokens: dict[tuple[str, str, str], tuple[str, float]] = {}
 
+    def invalidate(self, base_url: str, client_id: str, client_secret: str) -> None:
+        """Forget the client's cached token (the workspace refused it)."""
+        self._tokens.pop((base_url, client_id, fingerprint(client_secret)), None)
+
     async def token(
         self,
         session: aiohttp.ClientSession,
