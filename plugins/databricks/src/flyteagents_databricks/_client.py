@@ -190,12 +190,52 @@ def _backoff(attempt: int, retry_after: str | None) -> float:
     return base * (0.5 + random.random() / 2)
 
 
+class _LoopClients:
+    """Every open JobsClient of each event loop, closed when that loop shuts down.
+
+    Local runs use a loop per task, and a pool may be dropped before its loop ends: the
+    clients are held here, per loop, by an async generator suspended for the loop's
+    lifetime, which the loop's ``shutdown_asyncgens`` (run by ``asyncio.run`` and by
+    flyteagents' local runner) resumes to close them.
+    """
+
+    _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, set[JobsClient]] = weakref.WeakKeyDictionary()
+    _guards: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncGenerator[None, None]] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    @classmethod
+    async def add(cls, client: JobsClient) -> None:
+        loop = asyncio.get_running_loop()
+        clients = cls._clients.get(loop)
+        if clients is None:
+            clients = cls._clients[loop] = set()
+            guard = cls._guard(clients)
+            await guard.__anext__()
+            cls._guards[loop] = guard
+        clients.add(client)
+
+    @classmethod
+    def discard(cls, client: JobsClient) -> None:
+        cls._clients.get(asyncio.get_running_loop(), set()).discard(client)
+
+    @staticmethod
+    async def _guard(clients: set[JobsClient]) -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            pending = list(clients)
+            clients.clear()
+            await asyncio.gather(*(c.aclose() for c in pending), return_exceptions=True)
+
+
 class ClientPool:
     """One JobsClient per (event loop, workspace, credential), reused across calls.
 
     The credential is keyed by a one-way fingerprint of the token, never the token itself.
     At most ``max_clients`` per loop are kept; beyond that the least recently used one (a
-    rotated token's, typically) is closed.
+    rotated token's, typically) is closed. Clients still open when their loop shuts down
+    are closed then.
     """
 
     def __init__(self, max_clients: int = 16, **client_kwargs: Any) -> None:
@@ -204,19 +244,6 @@ class ClientPool:
         self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, OrderedDict[tuple[str, str], JobsClient]]
         self._by_loop = weakref.WeakKeyDictionary()
         self._closing: set[asyncio.Task[None]] = set()
-        self._guards: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncGenerator[None, None]]
-        self._guards = weakref.WeakKeyDictionary()
-
-    @staticmethod
-    async def _guard(clients: OrderedDict[tuple[str, str], JobsClient]) -> AsyncGenerator[None, None]:
-        """Suspended for the loop's lifetime; the loop's ``shutdown_asyncgens`` (run by
-        ``asyncio.run`` and flyteagents' local runner) resumes it to close the clients."""
-        try:
-            yield
-        finally:
-            pending = list(clients.values())
-            clients.clear()
-            await asyncio.gather(*(c.aclose() for c in pending), return_exceptions=True)
 
     async def client(self, base_url: str, token: str | None) -> JobsClient:
         """The pooled client for this workspace and token (None: unauthenticated) on the running loop."""
@@ -224,18 +251,16 @@ class ClientPool:
         clients = self._by_loop.get(loop)
         if clients is None:
             clients = self._by_loop[loop] = OrderedDict()
-            # Local runs use a loop per task: close its clients when the loop shuts down.
-            guard = self._guard(clients)
-            await guard.__anext__()
-            self._guards[loop] = guard
         key = (base_url, fingerprint(token) if token is not None else "")
         found = clients.get(key)
         if found is not None and not found.closed:
             clients.move_to_end(key)
             return found
         client = clients[key] = JobsClient(base_url, token, **self.client_kwargs)
+        await _LoopClients.add(client)
         while len(clients) > self.max_clients:
             _, old = clients.popitem(last=False)
+            _LoopClients.discard(old)
             closing = loop.create_task(old.aclose())
             self._closing.add(closing)
             closing.add_done_callback(self._closing.discard)
@@ -248,4 +273,6 @@ class ClientPool:
     async def aclose(self) -> None:
         """Close the running loop's clients."""
         clients = self._by_loop.pop(asyncio.get_running_loop(), OrderedDict())
+        for client in clients.values():
+            _LoopClients.discard(client)
         await asyncio.gather(*(c.aclose() for c in clients.values()))
