@@ -47,9 +47,7 @@ class Summary:
 
 
 def jobs_dir() -> Path:
-    path = Path(
-        os.environ.get("FLYTEAGENTS_EXAMPLE_JOBS", Path(tempfile.gettempdir()) / "flyteagents-example-jobs")
-    )
+    path = Path(os.environ.get("FLYTEAGENTS_EXAMPLE_JOBS", Path(tempfile.gettempdir()) / "flyteagents-example-jobs"))
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -76,9 +74,7 @@ class ReportAgent(AsyncAgentBase):
         path = jobs_dir() / f"{job_id}.json"
         if not path.exists():
             ctx = FlyteContextManager.current_context()
-            values = TypeEngine.literal_map_to_kwargs(
-                ctx, inputs, literal_types=task_template.interface.inputs
-            )
+            values = TypeEngine.literal_map_to_kwargs(ctx, inputs, literal_types=task_template.interface.inputs)
             job = {
                 "started": time.time(),
                 "duration": task_template.custom["duration"],
@@ -153,9 +149,7 @@ class ReportTask(AsyncAgentExecutorMixin, PythonTask):
             task_config=None,
             interface=Interface(
                 inputs=kwtypes(n=int, word=str),
-                outputs=kwtypes(
-                    count=int, greeting=str, squares=list[int], summary=Summary, report=FlyteFile
-                ),
+                outputs=kwtypes(count=int, greeting=str, squares=list[int], summary=Summary, report=FlyteFile),
             ),
             **kwargs,
         )
