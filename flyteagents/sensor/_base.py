@@ -9,6 +9,8 @@ import datetime
 import importlib
 import inspect
 import json
+import os
+import sys
 import types
 import typing
 from collections.abc import Callable
@@ -110,9 +112,27 @@ def _whole_numbers_as_int(value: Any) -> Any:
     return value
 
 
+def module_of(obj: Any) -> str:
+    """The module another process imports ``obj`` from; a script run as ``__main__`` goes by its file name."""
+    module: str = obj.__module__
+    if module == "__main__":
+        main_file = getattr(sys.modules["__main__"], "__file__", None)
+        if main_file:
+            return os.path.splitext(os.path.basename(main_file))[0]
+    return module
+
+
+def _import_module(name: str) -> Any:
+    """Import ``name``; the script running as ``__main__`` is found under its file name, not run twice."""
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    if name not in sys.modules and main_file and os.path.splitext(os.path.basename(main_file))[0] == name:
+        return sys.modules["__main__"]
+    return importlib.import_module(name)
+
+
 def type_path(tp: Any) -> str:
     """``"module:QualName"`` for a class or function, the form ``import_object`` takes."""
-    return f"{tp.__module__}:{tp.__qualname__}"
+    return f"{module_of(tp)}:{tp.__qualname__}"
 
 
 def import_object(path: str, what: str) -> Any:
@@ -125,7 +145,7 @@ def import_object(path: str, what: str) -> Any:
     if not sep:
         module_name, _, attr = path.rpartition(".")
     try:
-        obj: Any = importlib.import_module(module_name)
+        obj: Any = _import_module(module_name)
         for part in attr.split("."):
             obj = getattr(obj, part)
     except (ImportError, AttributeError, ValueError) as exc:
@@ -319,7 +339,7 @@ class BaseSensor(AsyncAgentExecutorMixin, PythonTask):  # type: ignore[misc]
 
     def sensor_location(self) -> tuple[str, str]:
         """(module, name) the engine imports to find this sensor: its class by default."""
-        return type(self).__module__, type(self).__qualname__
+        return module_of(type(self)), type(self).__qualname__
 
     @classmethod
     def for_engine(cls, name: str, config: Any) -> BaseSensor:

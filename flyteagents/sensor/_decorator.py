@@ -8,7 +8,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any, overload
 
-from ._base import DEFAULT_MAX_CONSECUTIVE_ERRORS, BaseSensor, _Seconds, poke_signature
+from ._base import DEFAULT_MAX_CONSECUTIVE_ERRORS, BaseSensor, _Seconds, module_of, poke_signature
 
 __all__ = ["FunctionSensor", "sensor"]
 
@@ -22,7 +22,7 @@ class FunctionSensor(BaseSensor):
     def __init__(self, fn: Callable[..., Any], name: str | None = None, **kwargs: Any) -> None:
         self._fn = fn
         self._wants_config = CONFIG_PARAMETER in inspect.signature(fn).parameters
-        super().__init__(name=name or f"{fn.__module__}.{fn.__qualname__}", **kwargs)
+        super().__init__(name=name or f"{module_of(fn)}.{fn.__qualname__}", **kwargs)
         self._options = kwargs
 
     def _declared_io(self) -> tuple[collections.OrderedDict[str, Any], type | None]:
@@ -46,7 +46,7 @@ class FunctionSensor(BaseSensor):
 
     def sensor_location(self) -> tuple[str, str]:
         """The decorated function's module and name, where this sensor object now lives."""
-        return self._fn.__module__, self._fn.__qualname__
+        return module_of(self._fn), self._fn.__qualname__
 
     def with_config(self, config: Any) -> BaseSensor:
         """The same function with another config (itself when the config is the same)."""
