@@ -139,9 +139,11 @@ class BigQueryEmulator:
         pem = key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         ).decode()
-        public = key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        ).decode()
+        public = (
+            key.public_key()
+            .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+            .decode()
+        )
         key_id = uuid.uuid4().hex
         with self._lock:
             self.public_keys[key_id] = public
@@ -323,7 +325,11 @@ class BigQueryEmulator:
                 return
             dest = qconf.get("destinationTable")
             if dest is None:
-                dest = {"projectId": job.project, "datasetId": "_flyteagents_anon", "tableId": f"anon_{uuid.uuid4().hex}"}
+                dest = {
+                    "projectId": job.project,
+                    "datasetId": "_flyteagents_anon",
+                    "tableId": f"anon_{uuid.uuid4().hex}",
+                }
             dataset, table = _ident(dest["datasetId"]), _ident(dest["tableId"])
             target = f'"{dataset}"."{table}"'
             cur.execute(f'CREATE SCHEMA IF NOT EXISTS "{dataset}"')
@@ -344,15 +350,25 @@ class BigQueryEmulator:
                         "bytesBilledLimitExceeded",
                         f"Query exceeded limit for bytes billed: {int(limit)}. {nbytes} or higher required.",
                     )
-                if exists and write == "WRITE_EMPTY" and cur.execute(f"SELECT count(*) FROM {target}").fetchone()[0]:
-                    raise ApiError(409, "duplicate", f"Already Exists: Table {dest['projectId']}:{dataset}.{table}")
+                if (
+                    exists
+                    and write == "WRITE_EMPTY"
+                    and cur.execute(f"SELECT count(*) FROM {target}").fetchone()[0]
+                ):
+                    raise ApiError(
+                        409, "duplicate", f"Already Exists: Table {dest['projectId']}:{dataset}.{table}"
+                    )
                 if exists and write == "WRITE_APPEND":
                     cur.execute(f"INSERT INTO {target} SELECT * FROM {scratch}")
                 else:
                     cur.execute(f"CREATE OR REPLACE TABLE {target} AS SELECT * FROM {scratch}")
             finally:
                 cur.execute(f"DROP TABLE IF EXISTS {scratch}")
-            job.destination = {"projectId": dest.get("projectId", job.project), "datasetId": dataset, "tableId": table}
+            job.destination = {
+                "projectId": dest.get("projectId", job.project),
+                "datasetId": dataset,
+                "tableId": table,
+            }
             self._record_stats(job, nbytes, "SELECT")
         finally:
             cur.close()
@@ -403,7 +419,11 @@ class BigQueryEmulator:
             return {"kind": "bigquery#getQueryResultsResponse", "jobReference": ref, "jobComplete": False}
         if job.error is not None:
             raise ApiError(400, job.error["reason"], job.error["message"])
-        out: dict[str, Any] = {"kind": "bigquery#getQueryResultsResponse", "jobReference": ref, "jobComplete": True}
+        out: dict[str, Any] = {
+            "kind": "bigquery#getQueryResultsResponse",
+            "jobReference": ref,
+            "jobComplete": True,
+        }
         if job.destination is None:
             return {**out, "totalRows": "0", "schema": {"fields": []}}
         table = self._table(project, job.destination["datasetId"], job.destination["tableId"])
@@ -417,7 +437,10 @@ class BigQueryEmulator:
         try:
             if not self._table_exists(cur, dataset, table):
                 raise ApiError(404, "notFound", f"Not found: Table {dataset}.{table}")
-            return [_field(name, typ) for name, typ, *_ in cur.execute(f'DESCRIBE "{dataset}"."{table}"').fetchall()]
+            return [
+                _field(name, typ)
+                for name, typ, *_ in cur.execute(f'DESCRIBE "{dataset}"."{table}"').fetchall()
+            ]
         finally:
             cur.close()
 
@@ -460,7 +483,9 @@ class BigQueryEmulator:
             cur.close()
         out: dict[str, Any] = {"kind": "bigquery#tableDataList", "totalRows": str(total)}
         if fields and limit:
-            out["rows"] = [{"f": [_cell(v, f, int64_ts) for v, f in zip(row, fields)]} for row in rows]
+            out["rows"] = [
+                {"f": [_cell(v, f, int64_ts) for v, f in zip(row, fields, strict=True)]} for row in rows
+            ]
         if start + len(rows) < total and limit:
             out["pageToken"] = str(start + len(rows))
         return out
@@ -517,7 +542,12 @@ def translate_sql(sql: str) -> str:
             return ".".join(f'"{p}"' for p in parts)
         return tok
 
-    return _TOKENS.sub(sub, sql)
+    sql = _TOKENS.sub(sub, sql)
+    # `x IN UNNEST(@array)` has no DuckDB spelling; list_contains does the same.
+    return _IN_UNNEST.sub(lambda m: f"list_contains({m.group(2)}, {m.group(1)})", sql)
+
+
+_IN_UNNEST = re.compile(r"([\w.\"]+)\s+IN\s+UNNEST\s*\(\s*(\$\w+)\s*\)", re.IGNORECASE)
 
 
 def _returns_rows(sql: str) -> bool:

@@ -12,7 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from bq_emulator import BigQueryEmulator  # noqa: E402
+from bq_emulator import BigQueryEmulator
 
 PROJECT = "test-project"
 

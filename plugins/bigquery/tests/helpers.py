@@ -28,7 +28,9 @@ def execution(name: str, node: str = "n0", retry: int = 0) -> TaskExecutionMetad
     return TaskExecutionMetadata(
         task_execution_id=ids.TaskExecutionIdentifier(
             task_id=ids.Identifier(ids.ResourceType.TASK, "p", "development", "bq_task", "v1"),
-            node_execution_id=ids.NodeExecutionIdentifier(node, ids.WorkflowExecutionIdentifier("p", "development", name)),
+            node_execution_id=ids.NodeExecutionIdentifier(
+                node, ids.WorkflowExecutionIdentifier("p", "development", name)
+            ),
             retry_attempt=retry,
         ),
         namespace="p-development",

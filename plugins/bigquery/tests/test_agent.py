@@ -8,13 +8,13 @@ from collections import Counter
 
 import pandas as pd
 import pytest
+from flyteagents_bigquery import BigQueryAgent, BigQueryConfig, BigQueryJob, BigQueryTask, ClientCache
 from flyteidl.core.execution_pb2 import TaskExecution
 from flytekit import kwtypes
 from google.cloud import bigquery
 from helpers import execution, inputs_of, template_of
 
 from flyteagents import AgentRunner, ExternalServiceError, InvalidTaskError, Resource, is_terminal_phase
-from flyteagents_bigquery import BigQueryAgent, BigQueryConfig, BigQueryJob, BigQueryTask, ClientCache
 
 PROJECT = "test-project"
 
@@ -52,7 +52,10 @@ def read(emulator, uri: str) -> pd.DataFrame:
 
 
 def test_job_goes_pending_running_done_with_results_info_and_link(agent, emulator):
-    t = task("SELECT city, count(*) AS n FROM demo.trips WHERE miles >= @min GROUP BY city ORDER BY city", min=float)
+    t = task(
+        "SELECT city, count(*) AS n FROM demo.trips WHERE miles >= @min GROUP BY city ORDER BY city",
+        min=float,
+    )
     meta = agent.create(template_of(t), "/tmp/out", inputs_of(t, min=15.0), execution("run1"))
     seen = poll(agent, meta)
     assert [r.phase_name for r in seen] == ["QUEUED", "RUNNING", "SUCCEEDED"]
@@ -61,7 +64,7 @@ def test_job_goes_pending_running_done_with_results_info_and_link(agent, emulato
     assert uri.startswith(f"bq://{PROJECT}:")
     rows = read(emulator, uri)
     expected = Counter(f"city{i % 3}" for i in range(20) if i * 1.5 >= 15.0)
-    assert dict(zip(rows["city"], rows["n"])) == expected
+    assert dict(zip(rows["city"], rows["n"], strict=True)) == expected
     assert done.custom_info["total_bytes_processed"] > 0
     assert done.custom_info["slot_millis"] >= 1
     assert done.log_links[0].name == "BigQuery Console"
@@ -213,12 +216,12 @@ def test_template_without_project_or_with_unsupported_input_is_invalid(agent):
         task_config=FlytekitConfig(ProjectID=PROJECT),
         inputs=kwtypes(d=dict),
     )
-    with pytest.raises(InvalidTaskError, match="input 'd' has type .* cannot be a query parameter"):
+    with pytest.raises(InvalidTaskError, match=r"input 'd' has type .* cannot be a query parameter"):
         agent.create(template_of(fk), "/tmp/out", inputs_of(fk, d={"a": 1}), execution("dict-input"))
 
 
 def test_bigquery_task_rejects_unsupported_input_types():
-    with pytest.raises(TypeError, match="input 'd'.*cannot be a BigQuery query parameter"):
+    with pytest.raises(TypeError, match=r"input 'd'.*cannot be a BigQuery query parameter"):
         task("SELECT @d", d=dict)
     with pytest.raises(TypeError, match="input 'm'"):
         task("SELECT @m", m=list[list[int]])

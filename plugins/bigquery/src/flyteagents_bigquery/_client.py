@@ -41,7 +41,8 @@ def read_secret(name: str) -> str:
     except Exception as exc:
         # The exception names the secret, never its value.
         raise ExternalServiceError(
-            f"credentials secret {name!r} is not available to the agent: {type(exc).__name__}", retryable=False
+            f"credentials secret {name!r} is not available to the agent: {type(exc).__name__}",
+            retryable=False,
         ) from None
 
 

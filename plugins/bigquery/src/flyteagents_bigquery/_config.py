@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,19 +69,21 @@ class BigQueryConfig:
         self.parameter_types = {k: v.upper() for k, v in (parameter_types or {}).items()}
         unknown = {k: v for k, v in self.parameter_types.items() if v not in _BIGQUERY_TYPES}
         if unknown:
-            raise ValueError(f"unknown BigQuery parameter types {unknown}; use one of {sorted(_BIGQUERY_TYPES)}")
+            raise ValueError(
+                f"unknown BigQuery parameter types {unknown}; use one of {sorted(_BIGQUERY_TYPES)}"
+            )
 
     # flytekitplugins-bigquery's attribute names, for code written against it.
     @property
-    def ProjectID(self) -> str:  # noqa: N802
+    def ProjectID(self) -> str:
         return self.project
 
     @property
-    def Location(self) -> str | None:  # noqa: N802
+    def Location(self) -> str | None:
         return self.location
 
     @property
-    def QueryJobConfig(self) -> bigquery.QueryJobConfig | None:  # noqa: N802
+    def QueryJobConfig(self) -> bigquery.QueryJobConfig | None:
         return self.query_job_config
 
 
@@ -138,11 +141,15 @@ def parse_custom(custom: dict[str, Any] | None) -> JobSpec:
     if not isinstance(configuration, dict):
         raise InvalidTaskError("the task template's job configuration must be an object")
     try:
-        job_config = bigquery.QueryJobConfig.from_api_repr({**configuration, "query": query})
+        job_config = typing.cast(
+            bigquery.QueryJobConfig, bigquery.QueryJobConfig.from_api_repr({**configuration, "query": query})
+        )
     except Exception as exc:
         raise InvalidTaskError(f"the task template's QueryJobConfig cannot be read: {exc}") from None
     parameter_types = extension.get("parameterTypes") or {}
     secret = extension.get("credentialsSecret")
     if not isinstance(parameter_types, dict) or (secret is not None and not isinstance(secret, str)):
         raise InvalidTaskError("the task template's parameterTypes or credentialsSecret has the wrong type")
-    return JobSpec(project, location, job_config, secret, {str(k): str(v) for k, v in parameter_types.items()})
+    return JobSpec(
+        project, location, job_config, secret, {str(k): str(v) for k, v in parameter_types.items()}
+    )

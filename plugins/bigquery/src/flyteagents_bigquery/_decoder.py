@@ -86,9 +86,14 @@ class BigQueryToPandasDecoder(StructuredDatasetDecoder):
         super().__init__(pd.DataFrame, PROTOCOL, supported_format="")
 
     def decode(
-        self, ctx: FlyteContext, flyte_value: literals.StructuredDataset, current_task_metadata: StructuredDatasetMetadata
+        self,
+        ctx: FlyteContext,
+        flyte_value: literals.StructuredDataset,
+        current_task_metadata: StructuredDatasetMetadata,
     ) -> pd.DataFrame:
-        return _rows(flyte_value, current_task_metadata).to_dataframe(create_bqstorage_client=_use_storage_api())
+        # Through Arrow, as the client's own to_dataframe is deprecated in favour of pandas-gbq.
+        table = _rows(flyte_value, current_task_metadata).to_arrow(create_bqstorage_client=_use_storage_api())
+        return table.to_pandas()
 
 
 class BigQueryToArrowDecoder(StructuredDatasetDecoder):
@@ -98,7 +103,10 @@ class BigQueryToArrowDecoder(StructuredDatasetDecoder):
         super().__init__(pa.Table, PROTOCOL, supported_format="")
 
     def decode(
-        self, ctx: FlyteContext, flyte_value: literals.StructuredDataset, current_task_metadata: StructuredDatasetMetadata
+        self,
+        ctx: FlyteContext,
+        flyte_value: literals.StructuredDataset,
+        current_task_metadata: StructuredDatasetMetadata,
     ) -> pa.Table:
         return _rows(flyte_value, current_task_metadata).to_arrow(create_bqstorage_client=_use_storage_api())
 

@@ -83,7 +83,9 @@ def query_parameters(
         value = _value(name, literal)
         if is_array:
             items = [] if value is None else value
-            params.append(bigquery.ArrayQueryParameter(name, bq_type, [_cast(name, bq_type, v) for v in items]))
+            params.append(
+                bigquery.ArrayQueryParameter(name, bq_type, [_cast(name, bq_type, v) for v in items])
+            )
         else:
             params.append(bigquery.ScalarQueryParameter(name, bq_type, _cast(name, bq_type, value)))
     return params
@@ -102,7 +104,9 @@ def _type_of(name: str, lt: LiteralType) -> tuple[str, bool]:
         return _SIMPLE[lt.simple], False
     elif lt.blob is not None and lt.blob.format == _PICKLE_FORMAT and _pickled_class(lt) == "<class 'bytes'>":
         return "BYTES", False
-    raise InvalidTaskError(f"input {name!r} has type {_describe(lt)}, which cannot be a query parameter; use {SUPPORTED}")
+    raise InvalidTaskError(
+        f"input {name!r} has type {_describe(lt)}, which cannot be a query parameter; use {SUPPORTED}"
+    )
 
 
 def _pickled_class(lt: LiteralType) -> str | None:
@@ -168,7 +172,7 @@ def _cast(name: str, bq_type: str, value: Any) -> Any:
             return utc.replace(tzinfo=None)
         if bq_type == "TIMESTAMP":
             return utc if utc.tzinfo else utc.replace(tzinfo=datetime.timezone.utc)
-    ok = {
+    accepted: dict[str, type | tuple[type, ...]] = {
         "INT64": int,
         "FLOAT64": (int, float),
         "NUMERIC": (int, float),
@@ -176,7 +180,10 @@ def _cast(name: str, bq_type: str, value: Any) -> Any:
         "STRING": str,
         "BOOL": bool,
         "BYTES": bytes,
-    }.get(bq_type)
+    }
+    ok = accepted.get(bq_type)
     if ok is None or not isinstance(value, ok):
-        raise InvalidTaskError(f"input {name!r}: a {type(value).__name__} value cannot be a {bq_type} parameter")
+        raise InvalidTaskError(
+            f"input {name!r}: a {type(value).__name__} value cannot be a {bq_type} parameter"
+        )
     return value

@@ -64,7 +64,9 @@ class BigQueryTask(AsyncAgentExecutorMixin, SQLTask[BigQueryConfig]):
             if bq_type == "DATE":  # date and datetime share one Flyte literal type
                 parameter_types[input_name] = bq_type
         self._inferred_types = parameter_types
-        outputs = {RESULTS: output_structured_dataset_type} if output_structured_dataset_type is not None else None
+        outputs = (
+            {RESULTS: output_structured_dataset_type} if output_structured_dataset_type is not None else None
+        )
         super().__init__(
             name=name,
             query_template=query_template,
@@ -102,10 +104,11 @@ class BigQueryTask(AsyncAgentExecutorMixin, SQLTask[BigQueryConfig]):
 
 def _ensure_agent() -> None:
     """Make the installed BigQuery agent available to local runs of the task."""
+    # Typed as Any: mypy cannot follow AgentRegistry's class-or-instance methods here.
+    registry: Any = AgentRegistry.default()
     try:
-        AgentRegistry.get_agent(TASK_TYPE)
+        registry.get_agent(TASK_TYPE)
     except AgentNotFoundError:
         from ._agent import BigQueryAgent
 
-        AgentRegistry.register(BigQueryAgent())
-
+        registry.register(BigQueryAgent())
