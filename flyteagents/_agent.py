@@ -31,9 +31,7 @@ class AgentBase:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        cls.async_methods = frozenset(
-            m for m in _AGENT_METHODS if inspect.iscoroutinefunction(getattr(cls, m, None))
-        )
+        cls.async_methods = frozenset(m for m in _AGENT_METHODS if inspect.iscoroutinefunction(getattr(cls, m, None)))
 
     def __init__(self, task_type_name: str, task_type_version: int = 0, **kwargs: Any) -> None:
         self._task_category = TaskCategory(name=task_type_name, version=task_type_version)
@@ -140,4 +138,3 @@ class SyncAgentBase(AgentBase):
     ) -> Resource:
         """Run the task and return its final Resource."""
         raise NotImplementedError
-

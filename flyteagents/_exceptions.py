@@ -1,15 +1,15 @@
 """The exceptions flyteagents raises, rooted at AgentError.
 
-    AgentError
-    ├── AgentNotFoundError          no agent serves a task category    -> NOT_FOUND
-    ├── InvalidTaskError            undecodable template / inputs      -> INVALID_ARGUMENT
-    │   └── InvalidResourceMetaError  undecodable resource_meta        -> INVALID_ARGUMENT
-    ├── DuplicateAgentError         a category registered twice
-    ├── UnsupportedOperationError   sync call to an async agent, ...   -> FAILED_PRECONDITION
-    ├── AgentTimeoutError           a task ran past its timeout        -> DEADLINE_EXCEEDED
-    ├── ExternalServiceError        the external system failed         -> UNAVAILABLE (retryable)
-    └── TaskFailedError             the job ended FAILED or ABORTED (local runs)
-        └── RetryableTaskFailedError  the job ended RETRYABLE_FAILED (local runs)
+AgentError
+├── AgentNotFoundError          no agent serves a task category    -> NOT_FOUND
+├── InvalidTaskError            undecodable template / inputs      -> INVALID_ARGUMENT
+│   └── InvalidResourceMetaError  undecodable resource_meta        -> INVALID_ARGUMENT
+├── DuplicateAgentError         a category registered twice
+├── UnsupportedOperationError   sync call to an async agent, ...   -> FAILED_PRECONDITION
+├── AgentTimeoutError           a task ran past its timeout        -> DEADLINE_EXCEEDED
+├── ExternalServiceError        the external system failed         -> UNAVAILABLE (retryable)
+└── TaskFailedError             the job ended FAILED or ABORTED (local runs)
+    └── RetryableTaskFailedError  the job ended RETRYABLE_FAILED (local runs)
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import sys
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any, Protocol, TypeVar
@@ -144,7 +144,7 @@ def run_coroutine(coro: Coroutine[Any, Any, _T]) -> _T:
         pass
     else:
         with ThreadPoolExecutor(1, thread_name_prefix="flyteagents-local") as pool:
-            return pool.submit(run_coroutine, coro).result()
+            return pool.submit(run_coroutine, coro).result()  # type: ignore[arg-type]
 
     loop = asyncio.new_event_loop()
     task = loop.create_task(coro)
@@ -215,6 +215,14 @@ def _max_poll_interval(task: Any) -> float:
     return float(value) if value else _DEFAULT_MAX_POLL_INTERVAL
 
 
+def poll_intervals(max_interval: float) -> Iterator[float]:
+    """The waits between two ``get`` calls: short at first so fast jobs finish fast, growing to a cap."""
+    interval = _FIRST_POLL_INTERVAL
+    while True:
+        yield min(interval, max_interval)
+        interval *= _POLL_GROWTH
+
+
 async def _run_async_job(
     backend: _Backend,
     task_name: str,
@@ -231,15 +239,14 @@ async def _run_async_job(
     reporter = _Reporter(task_name)
     finished = False
     try:
-        interval = _FIRST_POLL_INTERVAL
-        while True:
+        for interval in poll_intervals(max_interval):
             resource = await _bounded(backend.get(handle), deadline, task_name, timeout)
             reporter.update(resource)
             if is_terminal_phase(resource.phase):
                 finished = True
                 return resource
             await _bounded(asyncio.sleep(interval), deadline, task_name, timeout)
-            interval = min(interval * _POLL_GROWTH, max_interval)
+        raise AssertionError("unreachable: poll_intervals is endless")
     finally:
         reporter.close()
         if not finished:
@@ -287,6 +294,13 @@ def _local_execution_metadata(task_name: str) -> TaskExecutionMetadata:
     )
 
 
+def _default_images() -> ImageConfig:
+    try:
+        return ImageConfig.auto_default_image()
+    except ValueError:  # flytekit has no default image for this Python version (3.13 on flytekit 1.16)
+        return ImageConfig.auto(img_name="cr.flyte.org/flyteorg/flytekit:py3.12-latest")
+
+
 class _LocalRun:
     """One local execution of an agent task: its template, inputs and outputs."""
 
@@ -295,7 +309,7 @@ class _LocalRun:
 
         self.task = task
         self.ctx = FlyteContextManager.current_context()
-        settings = self.ctx.serialization_settings or SerializationSettings(ImageConfig.auto_default_image())
+        settings = self.ctx.serialization_settings or SerializationSettings(_default_images())
         self.template: TaskTemplate = get_serializable(OrderedDict(), settings, task).template
         self.output_prefix = self.ctx.file_access.get_random_remote_directory()
         self.inputs = TypeEngine.dict_to_literal_map(self.ctx, inputs, task.get_input_types())
@@ -401,4 +415,3 @@ class SyncAgentExecutorMixin:
             return resource
 
         return run.outputs(run_coroutine(do()))
-

@@ -98,25 +98,25 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
         return _convert_dataclass(value, tp, where)
     if origin in (list, tuple, typing.Sequence) or tp in (list, tuple):
         if not isinstance(value, list):
-            raise _wrong_type(where, "a list", value)
+            raise _wrong_type(where, "list", value)
         args = typing.get_args(tp)
         item_type = args[0] if args else Any
         items = [_convert(v, item_type, f"{where}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if (origin or tp) is tuple else items
     if origin in (dict, typing.Mapping) or tp is dict:
         if not isinstance(value, dict):
-            raise _wrong_type(where, "an object", value)
+            raise _wrong_type(where, "object", value)
         args = typing.get_args(tp)
         value_type = args[1] if args else Any
         return {k: _convert(v, value_type, f"{where}.{k}") for k, v in value.items()}
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-        raise _wrong_type(where, "a number", value)
+        raise _wrong_type(where, "number", value)
     if tp in (int, str, bool):
         if type(value) is tp:
             return value
-        raise _wrong_type(where, f"a {tp.__name__}", value)
+        raise _wrong_type(where, tp.__name__, value)
     if origin is typing.Literal:
         if value in typing.get_args(tp):
             return value
@@ -126,7 +126,7 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
 
 def _convert_dataclass(value: Any, cls: type, where: str) -> Any:
     if not isinstance(value, dict):
-        raise _wrong_type(where, f"an object for {cls.__name__}", value)
+        raise _wrong_type(where, f"object for {cls.__name__}", value)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(value) - set(fields))
@@ -161,7 +161,7 @@ class Resource:
         custom_info: JSON-safe details shown to users (bytes processed, cluster id, ...).
     """
 
-    phase: TaskExecution.Phase.ValueType
+    phase: int
     message: str | None = None
     log_links: list[TaskLog] | None = None
     outputs: LiteralMap | dict[str, Any] | None = None

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TypeAlias
+
 from flyteidl.core.execution_pb2 import TaskExecution
 
 __all__ = ["TERMINAL_PHASES", "is_terminal_phase", "to_phase"]
 
-Phase = TaskExecution.Phase.ValueType
+#: A ``TaskExecution.Phase`` value (an int at run time).
+Phase: TypeAlias = int
 
 TERMINAL_PHASES: frozenset[Phase] = frozenset(
     {TaskExecution.SUCCEEDED, TaskExecution.FAILED, TaskExecution.ABORTED, TaskExecution.RETRYABLE_FAILED}

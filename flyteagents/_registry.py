@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import threading
 from collections.abc import Callable, Mapping
 from importlib.metadata import EntryPoint, entry_points
 from types import MappingProxyType
-from typing import Any, Generic, TypeVar, overload
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
 
 from flyteidl.admin.agent_pb2 import Agent
 from flyteidl.admin.agent_pb2 import TaskCategory as TaskCategoryProto
@@ -22,28 +23,23 @@ ENTRY_POINT_GROUP = "flyteagents.agents"
 
 logger = logging.getLogger("flyteagents")
 
-_T = TypeVar("_T")
+_P = ParamSpec("_P")
 _R = TypeVar("_R")
 
 
-class _defaultable(Generic[_T, _R]):
+class _defaultable(Generic[_P, _R]):
     """A method that, called on the class, acts on the class's default instance.
 
     This keeps flytekit's ``AgentRegistry.register(MyAgent())`` working while servers
     and tests use registries of their own.
     """
 
-    def __init__(self, fn: Callable[..., _R]) -> None:
+    def __init__(self, fn: Callable[Concatenate[AgentRegistry, _P], _R]) -> None:
         self.fn = fn
         self.__doc__ = fn.__doc__
 
-    @overload
-    def __get__(self, obj: None, owner: type[_T]) -> Callable[..., _R]: ...
-    @overload
-    def __get__(self, obj: _T, owner: type[_T]) -> Callable[..., _R]: ...
-    def __get__(self, obj: Any, owner: Any) -> Callable[..., _R]:
-        target = obj if obj is not None else owner.default()
-        return self.fn.__get__(target, owner)  # type: ignore[no-any-return]
+    def __get__(self, obj: AgentRegistry | None, owner: type[AgentRegistry]) -> Callable[_P, _R]:
+        return functools.partial(self.fn, obj if obj is not None else owner.default())
 
 
 class AgentRegistry:

@@ -1,0 +1,73 @@
+"""ResourceMeta encodes to JSON and decodes strictly."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from flyteagents import InvalidResourceMetaError, ResourceMeta, TaskCategory
+from flyteagents._models import MAX_RESOURCE_META_BYTES
+
+
+@dataclass
+class Cluster:
+    name: str
+    size: int
+
+
+@dataclass
+class JobMeta(ResourceMeta):
+    job_id: str
+    attempt: int
+    ratio: float = 1.0
+    tags: list[str] = field(default_factory=list)
+    cluster: Cluster | None = None
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+def test_round_trip_keeps_every_field() -> None:
+    meta = JobMeta(job_id="j-1", attempt=2, ratio=0.5, tags=["a"], cluster=Cluster("c", 3), extra={"x": 1})
+    data = meta.encode()
+    assert data.startswith(b"{") and b"j-1" in data
+    assert JobMeta.decode(data) == meta
+
+
+def test_defaults_fill_missing_optional_fields() -> None:
+    assert JobMeta.decode(b'{"job_id":"j","attempt":0}') == JobMeta(job_id="j", attempt=0)
+
+
+def test_integer_is_accepted_for_float() -> None:
+    assert JobMeta.decode(b'{"job_id":"j","attempt":0,"ratio":2}').ratio == 2.0
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"not json", "resource_meta is not valid JSON for JobMeta"),
+        (b"\xff\xfe", "resource_meta is not valid JSON for JobMeta"),
+        (b"[1, 2]", "expected object for JobMeta, got list"),
+        (b'{"attempt": 1}', "missing field(s) job_id for JobMeta"),
+        (b'{"job_id": "j", "attempt": 1, "token": "x"}', "unknown field(s) token for JobMeta"),
+        (b'{"job_id": 5, "attempt": 1}', "resource_meta.job_id: expected str, got int 5"),
+        (b'{"job_id": "j", "attempt": true}', "resource_meta.attempt: expected int, got bool True"),
+        (b'{"job_id": "j", "attempt": 1, "tags": "a"}', "resource_meta.tags: expected list, got str"),
+        (b'{"job_id": "j", "attempt": 1, "cluster": {"name": "c"}}', "missing field(s) size for Cluster"),
+        (b'{"job_id": "j", "attempt": 1, "extra": {"x": "1"}}', "resource_meta.extra.x: expected int"),
+    ],
+)
+def test_bad_bytes_raise_a_clear_error(data: bytes, message: str) -> None:
+    with pytest.raises(InvalidResourceMetaError) as info:
+        JobMeta.decode(data)
+    assert message in str(info.value)
+
+
+def test_oversized_meta_is_refused_at_encode() -> None:
+    meta = JobMeta(job_id="x" * MAX_RESOURCE_META_BYTES, attempt=0)
+    with pytest.raises(ValueError, match="over the 65536 byte limit"):
+        meta.encode()
+
+
+def test_task_category_is_hashable_and_printable() -> None:
+    assert {TaskCategory("bq"): 1}[TaskCategory("bq", 0)] == 1
+    assert str(TaskCategory("bq", 2)) == "bq_v2"
