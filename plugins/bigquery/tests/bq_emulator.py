@@ -350,14 +350,8 @@ class BigQueryEmulator:
                         "bytesBilledLimitExceeded",
                         f"Query exceeded limit for bytes billed: {int(limit)}. {nbytes} or higher required.",
                     )
-                if (
-                    exists
-                    and write == "WRITE_EMPTY"
-                    and cur.execute(f"SELECT count(*) FROM {target}").fetchone()[0]
-                ):
-                    raise ApiError(
-                        409, "duplicate", f"Already Exists: Table {dest['projectId']}:{dataset}.{table}"
-                    )
+                if exists and write == "WRITE_EMPTY" and cur.execute(f"SELECT count(*) FROM {target}").fetchone()[0]:
+                    raise ApiError(409, "duplicate", f"Already Exists: Table {dest['projectId']}:{dataset}.{table}")
                 if exists and write == "WRITE_APPEND":
                     cur.execute(f"INSERT INTO {target} SELECT * FROM {scratch}")
                 else:
@@ -437,10 +431,7 @@ class BigQueryEmulator:
         try:
             if not self._table_exists(cur, dataset, table):
                 raise ApiError(404, "notFound", f"Not found: Table {dataset}.{table}")
-            return [
-                _field(name, typ)
-                for name, typ, *_ in cur.execute(f'DESCRIBE "{dataset}"."{table}"').fetchall()
-            ]
+            return [_field(name, typ) for name, typ, *_ in cur.execute(f'DESCRIBE "{dataset}"."{table}"').fetchall()]
         finally:
             cur.close()
 
@@ -476,16 +467,12 @@ class BigQueryEmulator:
         try:
             total = cur.execute(f'SELECT count(*) FROM "{dataset}"."{table}"').fetchone()[0]
             cols = ", ".join(f'"{f["name"]}"' for f in fields) or "1"
-            rows = cur.execute(
-                f'SELECT {cols} FROM "{dataset}"."{table}" LIMIT {limit} OFFSET {start}'
-            ).fetchall()
+            rows = cur.execute(f'SELECT {cols} FROM "{dataset}"."{table}" LIMIT {limit} OFFSET {start}').fetchall()
         finally:
             cur.close()
         out: dict[str, Any] = {"kind": "bigquery#tableDataList", "totalRows": str(total)}
         if fields and limit:
-            out["rows"] = [
-                {"f": [_cell(v, f, int64_ts) for v, f in zip(row, fields, strict=True)]} for row in rows
-            ]
+            out["rows"] = [{"f": [_cell(v, f, int64_ts) for v, f in zip(row, fields, strict=True)]} for row in rows]
         if start + len(rows) < total and limit:
             out["pageToken"] = str(start + len(rows))
         return out

@@ -73,8 +73,7 @@ def job_id_for(meta: TaskExecutionMetadata | None) -> str:
     ex = node.execution_id
     task = tid.task_id
     full = "/".join(
-        str(p)
-        for p in (ex.project, ex.domain, ex.name, node.node_id, task.name, task.version, tid.retry_attempt)
+        str(p) for p in (ex.project, ex.domain, ex.name, node.node_id, task.name, task.version, tid.retry_attempt)
     )
     digest = hashlib.sha256(full.encode()).hexdigest()[:16]
     readable = re.sub(r"[^A-Za-z0-9_-]", "_", f"{ex.name}_{node.node_id}_{tid.retry_attempt}")[:200]
@@ -131,9 +130,7 @@ class BigQueryAgent(AsyncAgentBase):
         params = query_parameters(inputs, input_types, spec.parameter_types)
         taken = {p.name for p in job_config.query_parameters} & {p.name for p in params}
         if taken:
-            raise InvalidTaskError(
-                f"query parameters {sorted(taken)} are set both by inputs and QueryJobConfig"
-            )
+            raise InvalidTaskError(f"query parameters {sorted(taken)} are set both by inputs and QueryJobConfig")
         job_config.query_parameters = [*job_config.query_parameters, *params]
         job_id = job_id_for(task_execution_metadata)
         client = self.clients.get(spec.project, spec.credentials_secret)
@@ -156,9 +153,7 @@ class BigQueryAgent(AsyncAgentBase):
         except gexc.BadRequest as exc:
             raise InvalidTaskError(f"BigQuery rejected the query job: {_brief(exc)}") from None
         except gexc.GoogleAPICallError as exc:
-            raise ExternalServiceError(
-                f"BigQuery refused job {job_id}: {_brief(exc)}", retryable=False
-            ) from None
+            raise ExternalServiceError(f"BigQuery refused job {job_id}: {_brief(exc)}", retryable=False) from None
         has_results = bool(interface and interface.outputs and RESULTS in interface.outputs)
         return BigQueryJob(
             job_id=job_id,
@@ -194,9 +189,7 @@ class BigQueryAgent(AsyncAgentBase):
                 log_links=links,
             )
         except gexc.GoogleAPICallError as exc:
-            raise ExternalServiceError(
-                f"BigQuery refused to report the job: {_brief(exc)}", retryable=False
-            ) from None
+            raise ExternalServiceError(f"BigQuery refused to report the job: {_brief(exc)}", retryable=False) from None
         if not isinstance(job, bigquery.QueryJob):
             return Resource(
                 phase=TaskExecution.FAILED,
@@ -242,9 +235,7 @@ class BigQueryAgent(AsyncAgentBase):
         except gexc.NotFound:
             return
         except _TRANSIENT as exc:
-            raise ExternalServiceError(
-                f"BigQuery did not cancel job {resource_meta.job_id}: {_brief(exc)}"
-            ) from None
+            raise ExternalServiceError(f"BigQuery did not cancel job {resource_meta.job_id}: {_brief(exc)}") from None
         except gexc.GoogleAPICallError as exc:
             raise ExternalServiceError(
                 f"BigQuery refused to cancel job {resource_meta.job_id}: {_brief(exc)}", retryable=False

@@ -118,9 +118,7 @@ class ClientCache:
         # credentials' universe matches googleapis.com when no endpoint is given.
         endpoint = self.api_endpoint or os.environ.get("BIGQUERY_EMULATOR_HOST")
         options: dict[str, Any] = {"api_endpoint": endpoint} if endpoint else {}
-        return bigquery.Client(
-            project=project, credentials=credentials, _http=session, client_options=options or None
-        )
+        return bigquery.Client(project=project, credentials=credentials, _http=session, client_options=options or None)
 
 
 def _credentials(secret_value: str | None) -> Credentials:

@@ -69,9 +69,7 @@ class BigQueryConfig:
         self.parameter_types = {k: v.upper() for k, v in (parameter_types or {}).items()}
         unknown = {k: v for k, v in self.parameter_types.items() if v not in _BIGQUERY_TYPES}
         if unknown:
-            raise ValueError(
-                f"unknown BigQuery parameter types {unknown}; use one of {sorted(_BIGQUERY_TYPES)}"
-            )
+            raise ValueError(f"unknown BigQuery parameter types {unknown}; use one of {sorted(_BIGQUERY_TYPES)}")
 
     # flytekitplugins-bigquery's attribute names, for code written against it.
     @property
@@ -150,6 +148,4 @@ def parse_custom(custom: dict[str, Any] | None) -> JobSpec:
     secret = extension.get("credentialsSecret")
     if not isinstance(parameter_types, dict) or (secret is not None and not isinstance(secret, str)):
         raise InvalidTaskError("the task template's parameterTypes or credentialsSecret has the wrong type")
-    return JobSpec(
-        project, location, job_config, secret, {str(k): str(v) for k, v in parameter_types.items()}
-    )
+    return JobSpec(project, location, job_config, secret, {str(k): str(v) for k, v in parameter_types.items()})

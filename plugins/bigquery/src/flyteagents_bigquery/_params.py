@@ -83,9 +83,7 @@ def query_parameters(
         value = _value(name, literal)
         if is_array:
             items = [] if value is None else value
-            params.append(
-                bigquery.ArrayQueryParameter(name, bq_type, [_cast(name, bq_type, v) for v in items])
-            )
+            params.append(bigquery.ArrayQueryParameter(name, bq_type, [_cast(name, bq_type, v) for v in items]))
         else:
             params.append(bigquery.ScalarQueryParameter(name, bq_type, _cast(name, bq_type, value)))
     return params
@@ -183,7 +181,5 @@ def _cast(name: str, bq_type: str, value: Any) -> Any:
     }
     ok = accepted.get(bq_type)
     if ok is None or not isinstance(value, ok):
-        raise InvalidTaskError(
-            f"input {name!r}: a {type(value).__name__} value cannot be a {bq_type} parameter"
-        )
+        raise InvalidTaskError(f"input {name!r}: a {type(value).__name__} value cannot be a {bq_type} parameter")
     return value

@@ -64,9 +64,7 @@ class BigQueryTask(AsyncAgentExecutorMixin, SQLTask[BigQueryConfig]):
             if bq_type == "DATE":  # date and datetime share one Flyte literal type
                 parameter_types[input_name] = bq_type
         self._inferred_types = parameter_types
-        outputs = (
-            {RESULTS: output_structured_dataset_type} if output_structured_dataset_type is not None else None
-        )
+        outputs = {RESULTS: output_structured_dataset_type} if output_structured_dataset_type is not None else None
         super().__init__(
             name=name,
             query_template=query_template,
