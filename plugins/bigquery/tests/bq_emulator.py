@@ -298,7 +298,7 @@ class BigQueryEmulator:
         start = time.perf_counter()
         job.statistics.setdefault("startTime", str(_now_ms()))
         try:
-            if qconf.get("useLegacySql"):
+            if qconf.get("useLegacySql", True):  # the REST default is legacy SQL
                 raise ApiError(400, "invalidQuery", "Legacy SQL is not supported by this server")
             self._execute(job, qconf)
         except ApiError as exc:
