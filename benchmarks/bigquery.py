@@ -94,14 +94,18 @@ class Server:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited: {Path(self.log.name).read_text()[-2000:]}")
+                raise RuntimeError(f"{self.name} exited: {self.tail()}")
             try:
                 async with grpc.aio.insecure_channel(f"127.0.0.1:{self.port}") as ch:
                     await asyncio.wait_for(ch.channel_ready(), 1.0)
                     return
             except (asyncio.TimeoutError, grpc.RpcError):
                 await asyncio.sleep(0.2)
-        raise RuntimeError(f"{self.name} did not start: {Path(self.log.name).read_text()[-2000:]}")
+        raise RuntimeError(f"{self.name} did not start: {self.tail()}")
+
+    def tail(self) -> str:
+        """The end of the server's log."""
+        return Path(self.log.name).read_text()[-2000:]
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -177,8 +181,7 @@ async def main() -> None:
         Server("flyteagents", [str(bin_dir / "flyteagents"), "serve", "--port", str(fa_port)], fa_port, env),
         Server(
             "flytekit",
-            [str(bin_dir / "pyflyte"), "serve", "connector", "--port", str(fk_port)]
-            + ["--prometheus_port", str(free_port())],
+            [str(bin_dir / "pyflyte"), "serve", "connector", "--port", str(fk_port), "--prometheus_port", "0"],
             fk_port,
             env,
         ),
