@@ -131,11 +131,13 @@ def parse_custom(custom: dict[str, Any] | None) -> JobSpec:
     location = custom.get("Location") or None
     if location is not None and not isinstance(location, str):
         raise InvalidTaskError(f"the BigQuery task's Location must be a string, got {location!r:.40}")
-    extension = custom.get(_EXTENSION_KEY) or {}
+    extension = custom.get(_EXTENSION_KEY)
+    extension = {} if extension is None else extension
     if not isinstance(extension, dict):
         raise InvalidTaskError(f"the task template's {_EXTENSION_KEY!r} section must be an object")
     query = {k: v for k, v in custom.items() if k not in (*_FLYTEKIT_KEYS, _EXTENSION_KEY)}
-    configuration = extension.get("configuration") or {}
+    configuration = extension.get("configuration")
+    configuration = {} if configuration is None else configuration
     if not isinstance(configuration, dict):
         raise InvalidTaskError("the task template's job configuration must be an object")
     try:
