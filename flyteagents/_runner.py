@@ -6,6 +6,7 @@ import asyncio
 import contextvars
 import functools
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -50,6 +51,17 @@ class AgentRunner:
         try:
             return await asyncio.get_running_loop().run_in_executor(
                 self._executor, functools.partial(ctx.run, fn, **kwargs)
+            )
+        finally:
+            self._busy -= 1
+
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run the plain function ``fn(*args)`` on this runner's thread pool (say, to drain a generator)."""
+        ctx = contextvars.copy_context()
+        self._busy += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._executor, functools.partial(ctx.run, fn, *args)
             )
         finally:
             self._busy -= 1

@@ -1,0 +1,305 @@
+"""The agent service under load: flyteagents serve vs flytekit's connector service vs a bare grpc.aio server.
+
+    .venv/bin/python benchmarks/service.py [--requests N] [--concurrency C]
+
+Starts three servers as separate processes on loopback, each serving an equivalent
+trivial agent (an async one whose create returns a job id and whose get answers RUNNING,
+and a sync one echoing its inputs as outputs):
+
+- ``flyteagents serve``
+- flytekit's ``pyflyte serve connector``
+- a bare grpc.aio server answering constants (the ceiling: what gRPC itself costs)
+
+and drives each with the same propeller-shaped requests: CreateTask, GetTask and
+ExecuteTaskSync (header, inputs, close, one answer). For each it prints requests/s, p50
+and p99 latency, and the server process's own CPU time per request, read from
+/proc/<pid>/stat (so it does not depend on the load generator sharing the machine).
+
+Floors: flyteagents' CPU per request within 1.15x the bare server's on all three calls,
+and at most 0.7x flytekit's on CreateTask and ExecuteTaskSync.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import grpc
+from flyteidl.admin import agent_pb2
+from flyteidl.core import execution_pb2, identifier_pb2, interface_pb2, literals_pb2, tasks_pb2, types_pb2
+from flyteidl.service import agent_pb2_grpc
+
+HERE = Path(__file__).resolve().parent
+VENV_BIN = Path(sys.executable).parent
+ASYNC_TYPE = "bench_async"
+SYNC_TYPE = "bench_echo"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+# Requests, as propeller builds them.
+
+
+def _template(task_type: str) -> tasks_pb2.TaskTemplate:
+    string = types_pb2.LiteralType(simple=types_pb2.STRING)
+    variables = interface_pb2.VariableMap(variables={"text": interface_pb2.Variable(type=string)})
+    tpl = tasks_pb2.TaskTemplate(
+        id=identifier_pb2.Identifier(
+            resource_type=identifier_pb2.TASK, project="p", domain="d", name="bench.task", version="v1"
+        ),
+        type=task_type,
+        metadata=tasks_pb2.TaskMetadata(runtime=tasks_pb2.RuntimeMetadata(type=tasks_pb2.RuntimeMetadata.FLYTE_SDK)),
+        interface=interface_pb2.TypedInterface(inputs=variables, outputs=variables),
+    )
+    tpl.custom.update({"query": "SELECT 1", "region": "us"})
+    return tpl
+
+
+def _inputs() -> literals_pb2.LiteralMap:
+    text = literals_pb2.Literal(scalar=literals_pb2.Scalar(primitive=literals_pb2.Primitive(string_value="hello")))
+    return literals_pb2.LiteralMap(literals={"text": text})
+
+
+def _metadata() -> agent_pb2.TaskExecutionMetadata:
+    return agent_pb2.TaskExecutionMetadata(
+        task_execution_id=identifier_pb2.TaskExecutionIdentifier(
+            task_id=identifier_pb2.Identifier(resource_type=identifier_pb2.TASK, project="p", domain="d", name="t"),
+            node_execution_id=identifier_pb2.NodeExecutionIdentifier(
+                node_id="n0", execution_id=identifier_pb2.WorkflowExecutionIdentifier(project="p", domain="d", name="e")
+            ),
+        ),
+        namespace="p-d",
+        k8s_service_account="default",
+    )
+
+
+CREATE = agent_pb2.CreateTaskRequest(
+    template=_template(ASYNC_TYPE),
+    output_prefix="s3://bucket/out",
+    inputs=_inputs(),
+    task_execution_metadata=_metadata(),
+)
+GET = agent_pb2.GetTaskRequest(
+    task_type=ASYNC_TYPE, task_category=agent_pb2.TaskCategory(name=ASYNC_TYPE), resource_meta=b'{"job_id":"job-1"}'
+)
+SYNC_HEADER = agent_pb2.ExecuteTaskSyncRequest(
+    header=agent_pb2.CreateRequestHeader(
+        template=_template(SYNC_TYPE), output_prefix="s3://bucket/out", task_execution_metadata=_metadata()
+    )
+)
+SYNC_INPUTS = agent_pb2.ExecuteTaskSyncRequest(inputs=_inputs())
+
+
+# The bare ceiling: the same services answering constants.
+
+
+class _BareAsync(agent_pb2_grpc.AsyncAgentServiceServicer):
+    create = agent_pb2.CreateTaskResponse(resource_meta=b'{"job_id":"job-1"}')
+    get = agent_pb2.GetTaskResponse(resource=agent_pb2.Resource(phase=execution_pb2.TaskExecution.RUNNING))
+
+    async def CreateTask(self, request, context):
+        return self.create
+
+    async def GetTask(self, request, context):
+        return self.get
+
+
+class _BareSync(agent_pb2_grpc.SyncAgentServiceServicer):
+    answer = agent_pb2.ExecuteTaskSyncResponse(
+        header=agent_pb2.ExecuteTaskSyncResponseHeader(
+            resource=agent_pb2.Resource(phase=execution_pb2.TaskExecution.SUCCEEDED, outputs=_inputs())
+        )
+    )
+
+    async def ExecuteTaskSync(self, request_iterator, context):
+        async for _ in request_iterator:
+            pass
+        yield self.answer
+
+
+async def _bare_server(port: int) -> None:
+    server = grpc.aio.server()
+    agent_pb2_grpc.add_AsyncAgentServiceServicer_to_server(_BareAsync(), server)
+    agent_pb2_grpc.add_SyncAgentServiceServicer_to_server(_BareSync(), server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    print(f"bare serving on 127.0.0.1:{port}", flush=True)
+    await server.wait_for_termination()
+
+
+# Servers as processes.
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _start(name: str, port: int) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if name == "flyteagents":
+        env["BENCH_FRAMEWORK"] = "flyteagents"
+        cmd = [str(VENV_BIN / "flyteagents"), "serve", "--host", "127.0.0.1", "--port", str(port)]
+        cmd += ["--metrics-port", "-1", "--modules", "service_agents", "--log-level", "WARNING"]
+    elif name == "flytekit":
+        env["BENCH_FRAMEWORK"] = "flytekit"
+        cmd = [str(VENV_BIN / "pyflyte"), "serve", "connector", "--port", str(port)]
+        cmd += ["--prometheus_port", str(_free_port()), "--modules", "service_agents"]
+    else:
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--bare-server", str(port)]
+    return subprocess.Popen(
+        cmd, cwd=HERE, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+
+
+async def _wait_ready(channel: grpc.aio.Channel, proc: subprocess.Popen, name: str) -> None:
+    stub = agent_pb2_grpc.AsyncAgentServiceStub(channel)
+    deadline = time.monotonic() + 60
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} server exited with {proc.returncode}")
+        try:
+            await stub.GetTask(GET, timeout=1)
+            return
+        except grpc.aio.AioRpcError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+
+
+# Load.
+
+
+async def _load(call: Callable[[], Awaitable[object]], requests: int, concurrency: int) -> list[float]:
+    latencies: list[float] = []
+    remaining = requests
+
+    async def worker() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            start = time.perf_counter()
+            await call()
+            latencies.append(time.perf_counter() - start)
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies
+
+
+def _calls(channel: grpc.aio.Channel) -> dict[str, Callable[[], Awaitable[object]]]:
+    async_stub = agent_pb2_grpc.AsyncAgentServiceStub(channel)
+    sync_stub = agent_pb2_grpc.SyncAgentServiceStub(channel)
+
+    async def create() -> object:
+        return await async_stub.CreateTask(CREATE)
+
+    async def get() -> object:
+        return await async_stub.GetTask(GET)
+
+    async def execute() -> object:
+        call = sync_stub.ExecuteTaskSync()
+        await call.write(SYNC_HEADER)
+        await call.write(SYNC_INPUTS)
+        await call.done_writing()
+        response = await call.read()
+        assert response.header.resource.phase == execution_pb2.TaskExecution.SUCCEEDED
+        return response
+
+    return {"CreateTask": create, "GetTask": get, "ExecuteTaskSync": execute}
+
+
+async def _measure(name: str, requests: int, concurrency: int) -> dict[str, dict[str, float]]:
+    port = _free_port()
+    proc = _start(name, port)
+    results: dict[str, dict[str, float]] = {}
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            await _wait_ready(channel, proc, name)
+            for op, call in _calls(channel).items():
+                await _load(call, max(requests // 10, 50), concurrency)  # warm up
+                cpu0, t0 = _cpu_seconds(proc.pid), time.perf_counter()
+                latencies = await _load(call, requests, concurrency)
+                wall, cpu = time.perf_counter() - t0, _cpu_seconds(proc.pid) - cpu0
+                latencies.sort()
+                results[op] = {
+                    "rps": requests / wall,
+                    "p50_ms": statistics.median(latencies) * 1e3,
+                    "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1e3,
+                    "cpu_us": cpu / requests * 1e6,
+                }
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return results
+
+
+def _report(all_results: dict[str, dict[str, dict[str, float]]], requests: int, concurrency: int) -> bool:
+    print(f"\n{requests} requests per call, {concurrency} concurrent, one channel; CPU = server process only\n")
+    header = f"{'call':<16} {'server':<12} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/req':>11}"
+    print(header)
+    print("-" * len(header))
+    ok = True
+    for op in ("CreateTask", "GetTask", "ExecuteTaskSync"):
+        for name in ("flyteagents", "flytekit", "bare"):
+            r = all_results[name][op]
+            print(f"{op:<16} {name:<12} {r['rps']:>9.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['cpu_us']:>11.0f}")
+        fa, fk, bare = (all_results[n][op]["cpu_us"] for n in ("flyteagents", "flytekit", "bare"))
+        vs_bare, vs_fk = fa / bare, fa / fk
+        floor_bare = vs_bare <= 1.15
+        floor_fk = op == "GetTask" or vs_fk <= 0.7
+        ok &= floor_bare and floor_fk
+        print(
+            f"{'':<16} flyteagents/bare = {vs_bare:.2f}x (floor 1.15x: {'ok' if floor_bare else 'MISSED'}), "
+            f"flyteagents/flytekit = {vs_fk:.2f}x"
+            + ("" if op == "GetTask" else f" (floor 0.7x: {'ok' if floor_fk else 'MISSED'})")
+        )
+        print()
+    return ok
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=3000, help="requests per call and server")
+    parser.add_argument("--concurrency", type=int, default=8, help="calls in flight at once")
+    parser.add_argument("--servers", default="flyteagents,flytekit,bare", help=argparse.SUPPRESS)
+    parser.add_argument("--bare-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.bare_server:
+        asyncio.run(_bare_server(args.bare_server))
+        return
+    results = {}
+    for name in args.servers.split(","):
+        print(f"measuring {name} ...", flush=True)
+        results[name] = asyncio.run(_measure(name, args.requests, args.concurrency))
+    if set(results) == {"flyteagents", "flytekit", "bare"}:
+        ok = _report(results, args.requests, args.concurrency)
+        print("all floors hold" if ok else "some floors MISSED")
+    else:
+        for name, ops in results.items():
+            for op, r in ops.items():
+                print(
+                    f"{op:<16} {name:<12} {r['rps']:>9.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['cpu_us']:>11.0f}"
+                )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""The trivial agents benchmarks/service.py serves, written for flyteagents and for flytekit.
+
+``flyteagents serve --modules service_agents`` and ``pyflyte serve connector --modules
+service_agents`` both import this module (from the benchmarks directory); each registers
+only the agents of the framework it is served by, chosen by BENCH_FRAMEWORK.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from flyteidl.core.execution_pb2 import TaskExecution
+
+ASYNC_TYPE = "bench_async"
+SYNC_TYPE = "bench_echo"
+
+if os.environ.get("BENCH_FRAMEWORK") == "flytekit":
+    from flytekit.extend.backend.base_connector import (
+        AsyncConnectorBase,
+        ConnectorRegistry,
+        Resource,
+        ResourceMeta,
+        SyncConnectorBase,
+    )
+
+    @dataclass
+    class FkMeta(ResourceMeta):
+        job_id: str
+
+    class FkAsync(AsyncConnectorBase):
+        name = "Bench Async"
+
+        def __init__(self) -> None:
+            super().__init__(task_type_name=ASYNC_TYPE, metadata_type=FkMeta)
+
+        async def create(self, task_template, inputs=None, **kwargs: Any) -> FkMeta:
+            return FkMeta(job_id="job-1")
+
+        async def get(self, resource_meta: FkMeta, **kwargs: Any) -> Resource:
+            return Resource(phase=TaskExecution.RUNNING)
+
+        async def delete(self, resource_meta: FkMeta, **kwargs: Any) -> None:
+            return None
+
+    class FkEcho(SyncConnectorBase):
+        name = "Bench Echo"
+
+        def __init__(self) -> None:
+            super().__init__(task_type_name=SYNC_TYPE)
+
+        async def do(self, task_template, output_prefix, inputs=None, **kwargs: Any) -> Resource:
+            return Resource(phase=TaskExecution.SUCCEEDED, outputs=inputs)
+
+    ConnectorRegistry.register(FkAsync())
+    ConnectorRegistry.register(FkEcho())
+else:
+    import flyteagents as fa
+
+    @dataclass
+    class FaMeta(fa.ResourceMeta):
+        job_id: str
+
+    class FaAsync(fa.AsyncAgentBase):
+        name = "Bench Async"
+
+        def __init__(self) -> None:
+            super().__init__(task_type_name=ASYNC_TYPE, metadata_type=FaMeta)
+
+        async def create(self, task_template, output_prefix, inputs=None, **kwargs: Any) -> FaMeta:
+            return FaMeta(job_id="job-1")
+
+        async def get(self, resource_meta: FaMeta, **kwargs: Any) -> fa.Resource:
+            return fa.Resource(phase=TaskExecution.RUNNING)
+
+        async def delete(self, resource_meta: FaMeta, **kwargs: Any) -> None:
+            return None
+
+    class FaEcho(fa.SyncAgentBase):
+        name = "Bench Echo"
+
+        def __init__(self) -> None:
+            super().__init__(task_type_name=SYNC_TYPE)
+
+        async def do(self, task_template, output_prefix, inputs=None, **kwargs: Any) -> fa.Resource:
+            return fa.Resource(phase=TaskExecution.SUCCEEDED, outputs=inputs)
+
+    fa.AgentRegistry.register(FaAsync(), override=True)
+    fa.AgentRegistry.register(FaEcho(), override=True)

@@ -1,0 +1,182 @@
+"""``flyteagents serve`` and ``flyteagents agents``."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import click
+from flyteidl.admin.agent_pb2 import Agent
+
+__all__ = ["cli", "main"]
+
+_ENV = "FLYTEAGENTS_"
+
+
+def _read(path: str | None) -> bytes | None:
+    return Path(path).read_bytes() if path else None
+
+
+def _modules(values: Sequence[str]) -> list[str]:
+    """``--modules a,b --modules c`` (or FLYTEAGENTS_MODULES="a,b c") -> [a, b, c]."""
+    return [m for value in values for m in value.replace(",", " ").split() if m]
+
+
+def print_agents(agents: Sequence[Agent], title: str) -> None:
+    """Print agents as a table: name, task categories, sync or async."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("Agent", style="cyan", no_wrap=True)
+    table.add_column("Task types (version)", style="cyan")
+    table.add_column("Sync", style="green")
+    for agent in agents:
+        categories = ", ".join(f"{c.name} ({c.version})" for c in agent.supported_task_categories)
+        table.add_row(agent.name, categories or ", ".join(agent.supported_task_types), str(agent.is_sync))
+    Console(width=max(100, Console().width)).print(table)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="flyteagents")
+def cli() -> None:
+    """Run Flyte tasks on agents."""
+
+
+@cli.command()
+@click.option("--host", default="0.0.0.0", show_default=True, envvar=f"{_ENV}HOST", help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, envvar=f"{_ENV}PORT", help="gRPC port (0: any free port).")
+@click.option(
+    "--metrics-port",
+    default=9090,
+    show_default=True,
+    envvar=f"{_ENV}METRICS_PORT",
+    help="Prometheus metrics port (0: any free port, -1: no metrics server).",
+)
+@click.option(
+    "--tls-cert",
+    envvar=f"{_ENV}TLS_CERT",
+    type=click.Path(exists=True, dir_okay=False),
+    help="PEM server certificate.",
+)
+@click.option(
+    "--tls-key",
+    envvar=f"{_ENV}TLS_KEY",
+    type=click.Path(exists=True, dir_okay=False),
+    help="PEM server private key.",
+)
+@click.option(
+    "--tls-client-ca",
+    envvar=f"{_ENV}TLS_CLIENT_CA",
+    type=click.Path(exists=True, dir_okay=False),
+    help="PEM CA that client certificates must be signed by (mutual TLS).",
+)
+@click.option(
+    "--sync-workers",
+    type=click.IntRange(min=1),
+    envvar=f"{_ENV}SYNC_WORKERS",
+    help="Threads running agent methods written as plain functions [default: 4 per core, 8-64].",
+)
+@click.option(
+    "--grace-period",
+    default=25.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    envvar=f"{_ENV}GRACE_PERIOD",
+    help="Seconds in-flight calls get to finish after SIGTERM.",
+)
+@click.option(
+    "--modules",
+    multiple=True,
+    envvar=f"{_ENV}MODULES",
+    help="Comma-separated modules to import that register agents (besides installed plugins).",
+)
+@click.option("--log-level", default="INFO", show_default=True, envvar=f"{_ENV}LOG_LEVEL", help="Logging level.")
+def serve(
+    host: str,
+    port: int,
+    metrics_port: int,
+    tls_cert: str | None,
+    tls_key: str | None,
+    tls_client_ca: str | None,
+    sync_workers: int | None,
+    grace_period: float,
+    modules: Sequence[str],
+    log_level: str,
+) -> None:
+    """Serve the installed agents to FlytePropeller over gRPC."""
+    from flyteagents import AgentRegistry
+    from flyteagents.server import ServeConfig, configure_logging
+    from flyteagents.server import serve as run_server
+
+    if bool(tls_cert) != bool(tls_key):
+        raise click.UsageError("--tls-cert and --tls-key go together")
+    if tls_client_ca and not tls_cert:
+        raise click.UsageError("--tls-client-ca needs --tls-cert and --tls-key")
+    configure_logging(log_level.upper())
+    # Like `pyflyte serve`, let --modules name modules in the working directory.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    registry = AgentRegistry.default()
+    failures = registry.load_plugins()
+    for module in _modules(modules):
+        try:
+            importlib.import_module(module)
+        except Exception as exc:
+            raise click.ClickException(f"cannot import agent module {module!r}: {type(exc).__name__}: {exc}") from exc
+    agents = registry.list_agents()
+    print_agents(agents, "flyteagents: registered agents")
+    for name, error in failures.items():
+        click.secho(f"plugin {name!r} failed to load: {error}", fg="red", err=True)
+    if not agents:
+        click.secho("no agents registered: install a plugin or pass --modules", fg="yellow", err=True)
+    config = ServeConfig(
+        host=host,
+        port=port,
+        metrics_port=None if metrics_port < 0 else metrics_port,
+        tls_cert=_read(tls_cert),
+        tls_key=_read(tls_key),
+        tls_client_ca=_read(tls_client_ca),
+        sync_workers=sync_workers,
+        grace_period=grace_period,
+    )
+    sys.exit(asyncio.run(run_server(registry, config)))
+
+
+@cli.command()
+@click.option("--endpoint", required=True, envvar=f"{_ENV}ENDPOINT", help="HOST:PORT of a running agent service.")
+@click.option(
+    "--tls-ca",
+    envvar=f"{_ENV}TLS_CA",
+    type=click.Path(exists=True, dir_okay=False),
+    help="PEM CA to trust (TLS).",
+)
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="PEM client certificate (mutual TLS).")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="PEM client key (mutual TLS).")
+@click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait for the answer.")
+def agents(endpoint: str, tls_ca: str | None, tls_cert: str | None, tls_key: str | None, timeout: float) -> None:
+    """List the agents a running service serves (its ListAgents answer)."""
+    import grpc
+
+    from flyteagents.client import AgentClient, channel_credentials
+
+    credentials = channel_credentials(_read(tls_ca), _read(tls_cert), _read(tls_key)) if tls_ca else None
+
+    async def list_agents() -> list[Agent]:
+        async with AgentClient(endpoint, credentials=credentials, timeout=timeout) as client:
+            return await client.list_agents()
+
+    try:
+        found = asyncio.run(list_agents())
+    except grpc.aio.AioRpcError as exc:
+        raise click.ClickException(f"{endpoint}: {exc.code().name}: {exc.details()}") from None
+    print_agents(found, f"agents served at {endpoint}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the ``flyteagents`` console script."""
+    cli.main(args=list(argv) if argv is not None else None, prog_name="flyteagents")

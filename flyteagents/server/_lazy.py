@@ -1,0 +1,78 @@
+"""flytekit models built from their protos only when an agent first reads them.
+
+The service hands agents flytekit models (TaskTemplate, LiteralMap, TaskExecutionMetadata),
+but converting a template costs far more than the whole gRPC call. These lazy subclasses
+hold the proto and convert it, once, on the first attribute an agent reads, so an agent
+pays only for what it uses. They are real instances of the model classes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from flytekit.models.literals import LiteralMap
+from flytekit.models.task import TaskExecutionMetadata, TaskTemplate
+
+from .._exceptions import InvalidTaskError
+
+__all__ = ["lazy_model", "unconverted_proto"]
+
+_M = TypeVar("_M")
+_PB = "_flyteagents_pb"
+
+
+class _Lazy:
+    _model: type
+    _what: str
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called for attributes the instance lacks: before conversion, all of them.
+        state = self.__dict__
+        pb = state.pop(_PB, None)
+        if pb is None or name.startswith("__"):
+            raise AttributeError(name)
+        try:
+            model = self._model.from_flyte_idl(pb)  # type: ignore[attr-defined]
+        except Exception as exc:
+            raise InvalidTaskError(f"the {self._what} cannot be read: {exc}") from exc
+        state.update(model.__dict__)
+        return getattr(self, name)
+
+    def to_flyte_idl(self) -> Any:
+        pb = self.__dict__.get(_PB)
+        return pb if pb is not None else self._model.to_flyte_idl(self)  # type: ignore[attr-defined]
+
+
+class _LazyTaskTemplate(_Lazy, TaskTemplate):
+    _model = TaskTemplate
+    _what = "task template"
+
+
+class _LazyLiteralMap(_Lazy, LiteralMap):
+    _model = LiteralMap
+    _what = "task inputs"
+
+
+class _LazyTaskExecutionMetadata(_Lazy, TaskExecutionMetadata):
+    _model = TaskExecutionMetadata
+    _what = "task execution metadata"
+
+
+_LAZY: dict[type, type] = {
+    TaskTemplate: _LazyTaskTemplate,
+    LiteralMap: _LazyLiteralMap,
+    TaskExecutionMetadata: _LazyTaskExecutionMetadata,
+}
+
+
+def lazy_model(model: type[_M], pb: Any) -> _M:
+    """An instance of ``model`` (TaskTemplate, LiteralMap or TaskExecutionMetadata) built from ``pb`` on first use."""
+    cls = _LAZY[model]
+    obj = cls.__new__(cls)
+    obj.__dict__[_PB] = pb
+    return obj  # type: ignore[no-any-return]
+
+
+def unconverted_proto(obj: Any) -> Any:
+    """The proto behind a lazy model nobody has read yet (so it can be sent back as is), else None."""
+    return obj.__dict__.get(_PB) if isinstance(obj, _Lazy) else None

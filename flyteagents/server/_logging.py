@@ -1,0 +1,47 @@
+"""Log lines that name the task they concern: a context variable and a logging filter."""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import sys
+from typing import Any
+
+__all__ = ["TaskLogFilter", "configure_logging", "current_task", "describe_task"]
+
+#: What the running RPC concerns: a task execution id proto, or resource_meta bytes. Kept raw
+#: so a call pays for formatting only when a line is actually logged.
+current_task: contextvars.ContextVar[Any] = contextvars.ContextVar("flyteagents_task", default=None)
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [task=%(task)s] %(message)s"
+
+
+def describe_task(value: Any) -> str:
+    """A short, secret-free name for what ``current_task`` holds."""
+    if value is None:
+        return "-"
+    if isinstance(value, bytes):
+        # resource_meta is small JSON with job identifiers only (never secrets, by contract).
+        text = value[:120].decode("utf-8", "replace")
+        return f"resource_meta:{text}" + ("..." if len(value) > 120 else "")
+    ex = value.node_execution_id.execution_id
+    return f"{ex.project}/{ex.domain}/{ex.name}/{value.node_execution_id.node_id}/{value.retry_attempt}"
+
+
+class TaskLogFilter(logging.Filter):
+    """Adds ``record.task``: the task execution id (or resource_meta) of the RPC being served."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "task"):
+            record.task = describe_task(current_task.get())
+        return True
+
+
+def configure_logging(level: str | int = "INFO") -> None:
+    """Send logs to stderr, each line naming the task it concerns (for ``flyteagents serve``)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.addFilter(TaskLogFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)

@@ -1,0 +1,445 @@
+"""The gRPC servicers: flyteidl's AsyncAgentService, SyncAgentService and AgentMetadataService."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import Any
+
+import grpc
+from flyteidl.admin import agent_pb2
+from flyteidl.core import execution_pb2, literals_pb2, tasks_pb2
+from flyteidl.service import agent_pb2_grpc
+from flytekit.models.literals import LiteralMap
+from flytekit.models.task import TaskExecutionMetadata, TaskTemplate
+
+from .._agent import AgentBase, AsyncAgentBase, SyncAgentBase
+from .._exceptions import (
+    InvalidResourceMetaError,
+    InvalidTaskError,
+    RetryableTaskFailedError,
+    TaskFailedError,
+    UnsupportedOperationError,
+)
+from .._models import Resource, ResourceMeta
+from .._registry import AgentRegistry
+from .._runner import AgentRunner
+from ._errors import UnimplementedError, status_for
+from ._lazy import lazy_model, unconverted_proto
+from ._logging import current_task
+from ._metrics import ServiceMetrics
+from ._outputs import outputs_to_proto
+
+__all__ = ["AgentMetadataServicer", "AgentService", "AsyncAgentServicer", "SyncAgentServicer"]
+
+logger = logging.getLogger("flyteagents.server")
+
+_FAILED = execution_pb2.TaskExecution.FAILED
+_RETRYABLE_FAILED = execution_pb2.TaskExecution.RETRYABLE_FAILED
+_UNKNOWN = "unknown"  # the task_type label of calls whose agent was not found (bounds label cardinality)
+_OK = grpc.StatusCode.OK.name
+_INTERNAL = grpc.StatusCode.INTERNAL
+_QUIET_CODES = frozenset({grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT})
+
+
+class AgentService:
+    """What the three servicers share: the registry, the runner that calls agents, the metrics.
+
+    Args:
+        registry: the agents to serve.
+        runner: calls agent methods; plain-function methods run on its thread pool.
+        metrics: where calls are counted; a new ServiceMetrics when None.
+    """
+
+    def __init__(self, registry: AgentRegistry, runner: AgentRunner, metrics: ServiceMetrics | None = None) -> None:
+        self.registry = registry
+        self.runner = runner
+        self.metrics = metrics if metrics is not None else ServiceMetrics(runner)
+
+    def call(self, context: grpc.aio.ServicerContext, operation: str) -> _Call:
+        """A context manager around one RPC: metrics, and exceptions turned into a gRPC status."""
+        return _Call(self.metrics, context, operation)
+
+    def agent(self, task_type: str, version: int) -> AgentBase:
+        """The agent for a category; AgentNotFoundError (NOT_FOUND) when none serves it."""
+        if not task_type:
+            raise InvalidTaskError("the request names no task category (task_category or task_type)")
+        return self.registry.get_agent(task_type, version)
+
+    def async_agent(self, request: Any, call: _Call) -> tuple[AsyncAgentBase, ResourceMeta]:
+        """The async agent a Get/Delete/Metrics/Logs request is for, and its decoded resource_meta."""
+        category = request.task_category
+        if category.name:
+            agent = self.agent(category.name, category.version)
+        else:  # the deprecated task_type field, sent by older propellers
+            agent = self.agent(request.task_type, 0)
+        if not isinstance(agent, AsyncAgentBase):
+            raise UnsupportedOperationError(
+                f"agent {agent.name!r} for {agent.task_category} is a sync agent: use ExecuteTaskSync"
+            )
+        call.task_type = agent.task_category.name
+        current_task.set(request.resource_meta)
+        try:
+            meta = agent.metadata_type.decode(request.resource_meta)
+        except InvalidResourceMetaError:
+            raise
+        except Exception as exc:  # a metadata type with its own decode
+            raise InvalidResourceMetaError(f"resource_meta cannot be decoded: {exc}") from exc
+        return agent, meta
+
+    def task_kwargs(
+        self,
+        template_pb: tasks_pb2.TaskTemplate,
+        output_prefix: str,
+        inputs_pb: literals_pb2.LiteralMap | None,
+        meta_pb: agent_pb2.TaskExecutionMetadata | None,
+    ) -> dict[str, Any]:
+        """The flytekit models an agent's create/do takes, converted once from the request's protos."""
+        if inputs_pb is not None and template_pb.HasField("interface"):
+            _check_inputs(template_pb, inputs_pb)
+        # Converted on the agent's first read, once: agents pay only for what they use.
+        template = lazy_model(TaskTemplate, template_pb)
+        inputs = lazy_model(LiteralMap, inputs_pb) if inputs_pb is not None else None
+        meta = lazy_model(TaskExecutionMetadata, meta_pb) if meta_pb is not None else None
+        return {
+            "task_template": template,
+            "output_prefix": output_prefix,
+            "inputs": inputs,
+            "task_execution_metadata": meta,
+        }
+
+    async def resource_to_proto(
+        self, resource: Any, agent: AgentBase, outputs_interface: Mapping[str, Any] | None = None
+    ) -> agent_pb2.Resource:
+        """The wire form of an agent's Resource; outputs given as Python values are converted."""
+        if not isinstance(resource, Resource):
+            raise TypeError(f"agent {agent.name!r} returned {type(resource).__name__}, not a Resource")
+        pb = agent_pb2.Resource(phase=resource.phase, message=resource.message or "")
+        if resource.log_links:
+            pb.log_links.extend(
+                link if isinstance(link, execution_pb2.TaskLog) else link.to_flyte_idl() for link in resource.log_links
+            )
+        outputs = resource.outputs
+        if outputs is not None:
+            if isinstance(outputs, literals_pb2.LiteralMap):
+                pb.outputs.CopyFrom(outputs)
+            elif isinstance(outputs, LiteralMap):
+                pb.outputs.CopyFrom(unconverted_proto(outputs) or outputs.to_flyte_idl())
+            else:
+                pb.outputs.CopyFrom(await outputs_to_proto(outputs, outputs_interface))
+        if resource.custom_info:
+            try:
+                pb.custom_info.update(resource.custom_info)
+            except (ValueError, TypeError):
+                pb.custom_info.update(json.loads(json.dumps(resource.custom_info, default=str)))
+        if resource.phase == _FAILED or resource.phase == _RETRYABLE_FAILED:
+            _set_agent_error(pb, resource.phase)
+        return pb
+
+
+def _set_agent_error(pb: agent_pb2.Resource, phase: int) -> None:
+    """Tell propeller whether a failed job may be retried (agent_error.kind)."""
+    if phase == _RETRYABLE_FAILED:
+        pb.agent_error.code = "AgentJobRetryableFailure"
+        pb.agent_error.kind = agent_pb2.AgentError.RECOVERABLE
+    else:
+        pb.agent_error.code = "AgentJobFailed"
+        pb.agent_error.kind = agent_pb2.AgentError.NON_RECOVERABLE
+    pb.agent_error.origin = execution_pb2.ExecutionError.USER
+
+
+def _failed_resource(exc: TaskFailedError) -> Resource:
+    """A job or user error raised by an agent, reported as the FAILED (or RETRYABLE_FAILED) phase."""
+    phase = _RETRYABLE_FAILED if isinstance(exc, RetryableTaskFailedError) else _FAILED
+    return Resource(phase=phase, message=str(exc))
+
+
+def _check_inputs(template_pb: tasks_pb2.TaskTemplate, inputs_pb: literals_pb2.LiteralMap) -> None:
+    declared = template_pb.interface.inputs.variables
+    given = inputs_pb.literals
+    unknown = [name for name in given if name not in declared]
+    missing = [name for name in declared if name not in given]
+    if unknown or missing:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(sorted(missing))}")
+        if unknown:
+            parts.append(f"not declared: {', '.join(sorted(unknown))}")
+        raise InvalidTaskError(f"the inputs do not match the task's interface ({'; '.join(parts)})")
+
+
+def _encode_meta(meta: Any, agent: AgentBase) -> bytes:
+    if isinstance(meta, ResourceMeta):
+        return meta.encode()
+    if isinstance(meta, bytes):
+        return meta
+    raise TypeError(f"agent {agent.name!r} create returned {type(meta).__name__}, not a ResourceMeta")
+
+
+class _Call:
+    """One RPC: in-flight gauge, latency, count by code, and its exception turned into a status.
+
+    Used as ``with service.call(context, "get") as call:``; an exception leaving the block
+    sets the RPC's code and details from the one table in ``_errors`` and is suppressed, so
+    the handler returns nothing and gRPC sends the status. Tracebacks only go to the log.
+    """
+
+    __slots__ = ("context", "gauge", "metrics", "operation", "start", "task_type")
+
+    def __init__(self, metrics: ServiceMetrics, context: grpc.aio.ServicerContext, operation: str) -> None:
+        self.metrics = metrics
+        self.context = context
+        self.operation = operation
+        self.task_type = _UNKNOWN
+        self.gauge = metrics.in_flight_gauge(operation)
+
+    def __enter__(self) -> _Call:
+        self.gauge.inc()
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        elapsed = time.perf_counter() - self.start
+        self.gauge.dec()
+        if exc is None:
+            self.metrics.observe(self.task_type, self.operation, _OK, elapsed)
+            return False
+        if not isinstance(exc, Exception):  # cancelled by the client, or the server stopping
+            self.metrics.observe(self.task_type, self.operation, grpc.StatusCode.CANCELLED.name, elapsed)
+            return False
+        code, details = status_for(exc)
+        if code is _INTERNAL:
+            logger.error("%s for %s failed", self.operation, self.task_type, exc_info=exc)
+        elif code in _QUIET_CODES:
+            logger.warning("%s for %s: %s %s", self.operation, self.task_type, code.name, details)
+        else:
+            logger.warning("%s for %s: %s %s", self.operation, self.task_type, code.name, details, exc_info=exc)
+        self.context.set_code(code)
+        self.context.set_details(details)
+        self.metrics.observe(self.task_type, self.operation, code.name, elapsed)
+        return True
+
+
+class AsyncAgentServicer(agent_pb2_grpc.AsyncAgentServiceServicer):
+    """flyteidl.service.AsyncAgentService: create, poll and delete jobs of async agents."""
+
+    def __init__(self, service: AgentService) -> None:
+        self.service = service
+
+    async def CreateTask(
+        self, request: agent_pb2.CreateTaskRequest, context: grpc.aio.ServicerContext
+    ) -> agent_pb2.CreateTaskResponse | None:
+        service = self.service
+        with service.call(context, "create") as call:
+            if not request.HasField("template"):
+                raise InvalidTaskError("CreateTask needs a task template")
+            template = request.template
+            agent = service.agent(template.type, template.task_type_version)
+            if not isinstance(agent, AsyncAgentBase):
+                raise UnsupportedOperationError(
+                    f"agent {agent.name!r} for {agent.task_category} is a sync agent: use ExecuteTaskSync"
+                )
+            call.task_type = template.type
+            meta_pb = request.task_execution_metadata if request.HasField("task_execution_metadata") else None
+            if meta_pb is not None:
+                current_task.set(meta_pb.task_execution_id)
+            kwargs = service.task_kwargs(
+                template,
+                request.output_prefix,
+                request.inputs if request.HasField("inputs") else None,
+                meta_pb,
+            )
+            meta = await service.runner.call(agent, "create", **kwargs)
+            resource_meta = _encode_meta(meta, agent)
+            logger.debug("created %s job", template.type)
+            return agent_pb2.CreateTaskResponse(resource_meta=resource_meta)
+        return None
+
+    async def GetTask(
+        self, request: agent_pb2.GetTaskRequest, context: grpc.aio.ServicerContext
+    ) -> agent_pb2.GetTaskResponse | None:
+        service = self.service
+        with service.call(context, "get") as call:
+            agent, meta = service.async_agent(request, call)
+            try:
+                resource = await service.runner.call(agent, "get", resource_meta=meta)
+            except TaskFailedError as exc:
+                resource = _failed_resource(exc)
+            pb = await service.resource_to_proto(resource, agent)
+            return agent_pb2.GetTaskResponse(resource=pb)
+        return None
+
+    async def DeleteTask(
+        self, request: agent_pb2.DeleteTaskRequest, context: grpc.aio.ServicerContext
+    ) -> agent_pb2.DeleteTaskResponse | None:
+        service = self.service
+        with service.call(context, "delete") as call:
+            agent, meta = service.async_agent(request, call)
+            await service.runner.call(agent, "delete", resource_meta=meta)
+            logger.info("deleted %s job", call.task_type)
+            return agent_pb2.DeleteTaskResponse()
+        return None
+
+    async def GetTaskMetrics(
+        self, request: agent_pb2.GetTaskMetricsRequest, context: grpc.aio.ServicerContext
+    ) -> agent_pb2.GetTaskMetricsResponse | None:
+        service = self.service
+        with service.call(context, "get_metrics") as call:
+            agent, meta = service.async_agent(request, call)
+            if not agent.implements("get_metrics"):
+                raise UnimplementedError(f"agent {agent.name!r} does not report task metrics")
+            result = await service.runner.call(
+                agent,
+                "get_metrics",
+                resource_meta=meta,
+                queries=list(request.queries),
+                start_time=request.start_time,
+                end_time=request.end_time,
+                step=request.step,
+            )
+            if not isinstance(result, agent_pb2.GetTaskMetricsResponse):
+                raise TypeError(f"agent {agent.name!r} get_metrics returned {type(result).__name__}")
+            return result
+        return None
+
+    async def GetTaskLogs(
+        self, request: agent_pb2.GetTaskLogsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[agent_pb2.GetTaskLogsResponse]:
+        service = self.service
+        with service.call(context, "get_logs") as call:
+            agent, meta = service.async_agent(request, call)
+            if not agent.implements("get_logs"):
+                raise UnimplementedError(f"agent {agent.name!r} does not serve task logs")
+            result = await service.runner.call(
+                agent, "get_logs", resource_meta=meta, lines=request.lines, token=request.token
+            )
+            header_sent = False
+            async for msg in _log_messages(result, service.runner):
+                if not header_sent:
+                    header_sent = True
+                    if msg.WhichOneof("part") != "header":
+                        yield agent_pb2.GetTaskLogsResponse(
+                            header=agent_pb2.GetTaskLogsResponseHeader(token=request.token)
+                        )
+                yield msg
+            if not header_sent:
+                yield agent_pb2.GetTaskLogsResponse(header=agent_pb2.GetTaskLogsResponseHeader(token=request.token))
+
+
+async def _log_messages(result: Any, runner: AgentRunner) -> AsyncIterator[agent_pb2.GetTaskLogsResponse]:
+    """Whatever an agent's get_logs returned, as GetTaskLogsResponse messages."""
+    if result is None:
+        return
+    if isinstance(result, (str, agent_pb2.GetTaskLogsResponse, agent_pb2.GetTaskLogsResponseBody)):
+        yield _log_message(result)
+        return
+    if isinstance(result, (list, tuple)):
+        if result and all(isinstance(item, str) for item in result):
+            yield _log_message(list(result))
+        else:
+            for item in result:
+                yield _log_message(item)
+        return
+    if hasattr(result, "__aiter__"):
+        async for item in result:
+            yield _log_message(item)
+        return
+    if inspect.isgenerator(result) or hasattr(result, "__next__"):
+        sentinel = object()
+        while True:  # a plain generator may block: advance it on the runner's threads
+            item = await runner.run(next, result, sentinel)
+            if item is sentinel:
+                return
+            yield _log_message(item)
+    raise TypeError(f"get_logs returned {type(result).__name__}: return log lines or GetTaskLogsResponse messages")
+
+
+def _log_message(item: Any) -> agent_pb2.GetTaskLogsResponse:
+    if isinstance(item, agent_pb2.GetTaskLogsResponse):
+        return item
+    if isinstance(item, agent_pb2.GetTaskLogsResponseBody):
+        return agent_pb2.GetTaskLogsResponse(body=item)
+    if isinstance(item, str):
+        return agent_pb2.GetTaskLogsResponse(body=agent_pb2.GetTaskLogsResponseBody(results=[item]))
+    if isinstance(item, Iterable):
+        lines = list(item)
+        if all(isinstance(line, str) for line in lines):
+            return agent_pb2.GetTaskLogsResponse(body=agent_pb2.GetTaskLogsResponseBody(results=lines))
+    raise TypeError(f"get_logs produced {type(item).__name__}: yield log lines or GetTaskLogsResponse messages")
+
+
+class SyncAgentServicer(agent_pb2_grpc.SyncAgentServiceServicer):
+    """flyteidl.service.SyncAgentService: ExecuteTaskSync for sync agents."""
+
+    def __init__(self, service: AgentService) -> None:
+        self.service = service
+
+    async def ExecuteTaskSync(
+        self,
+        request_iterator: AsyncIterator[agent_pb2.ExecuteTaskSyncRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[agent_pb2.ExecuteTaskSyncResponse]:
+        # Propeller sends the header, then the inputs, closes its side and reads exactly one answer.
+        service = self.service
+        with service.call(context, "do") as call:
+            first = await _next_message(request_iterator)
+            if first is None or first.WhichOneof("part") != "header":
+                raise InvalidTaskError("the first ExecuteTaskSync message must carry the header")
+            header = first.header
+            if not header.HasField("template"):
+                raise InvalidTaskError("the ExecuteTaskSync header carries no task template")
+            template = header.template
+            agent = service.agent(template.type, template.task_type_version)
+            if not isinstance(agent, SyncAgentBase):
+                raise UnsupportedOperationError(
+                    f"agent {agent.name!r} for {agent.task_category} is an async agent: use CreateTask"
+                )
+            call.task_type = template.type
+            meta_pb = header.task_execution_metadata if header.HasField("task_execution_metadata") else None
+            if meta_pb is not None:
+                current_task.set(meta_pb.task_execution_id)
+            second = await _next_message(request_iterator)
+            inputs_pb = None
+            if second is not None:
+                part = second.WhichOneof("part")
+                if part == "header":
+                    raise InvalidTaskError("ExecuteTaskSync got a second header where the inputs belong")
+                inputs_pb = second.inputs if part == "inputs" else None
+            kwargs = service.task_kwargs(template, header.output_prefix, inputs_pb, meta_pb)
+            try:
+                resource = await service.runner.call(agent, "do", **kwargs)
+            except TaskFailedError as exc:
+                resource = _failed_resource(exc)
+            pb = await service.resource_to_proto(resource, agent, template.interface.outputs.variables)
+            yield agent_pb2.ExecuteTaskSyncResponse(header=agent_pb2.ExecuteTaskSyncResponseHeader(resource=pb))
+
+
+async def _next_message(it: AsyncIterator[Any]) -> Any:
+    try:
+        return await it.__anext__()
+    except StopAsyncIteration:
+        return None
+
+
+class AgentMetadataServicer(agent_pb2_grpc.AgentMetadataServiceServicer):
+    """flyteidl.service.AgentMetadataService: which task categories this service serves."""
+
+    def __init__(self, service: AgentService) -> None:
+        self.service = service
+
+    async def ListAgents(
+        self, request: agent_pb2.ListAgentsRequest, context: grpc.aio.ServicerContext
+    ) -> agent_pb2.ListAgentsResponse | None:
+        with self.service.call(context, "list_agents"):
+            return agent_pb2.ListAgentsResponse(agents=self.service.registry.list_agents())
+        return None
+
+    async def GetAgent(
+        self, request: agent_pb2.GetAgentRequest, context: grpc.aio.ServicerContext
+    ) -> agent_pb2.GetAgentResponse | None:
+        with self.service.call(context, "get_agent"):
+            return agent_pb2.GetAgentResponse(agent=self.service.registry.get_agent_metadata(request.name))
+        return None
