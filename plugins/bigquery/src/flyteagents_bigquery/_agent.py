@@ -105,7 +105,7 @@ class BigQueryAgent(AsyncAgentBase):
     name: ClassVar[str] = "BigQuery Agent"
 
     def __init__(
-        self, clients: ClientCache | None = None, timeout: float = 10.0, create_retry_deadline: float = 20.0
+        self, clients: ClientCache | None = None, timeout: float = 10.0, create_retry_deadline: float = 10.0
     ) -> None:
         super().__init__(task_type_name=TASK_TYPE, metadata_type=BigQueryJob)
         self.clients = clients or ClientCache()
