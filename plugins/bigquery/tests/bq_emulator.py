@@ -17,6 +17,7 @@ import base64
 import datetime as dt
 import json
 import re
+import socket
 import threading
 import time
 import uuid
@@ -93,6 +94,7 @@ class BigQueryEmulator:
         self.tokens: set[str] = set()
         self.public_keys: dict[str, str] = {}
         self._faults: list[Fault] = []
+        self._connections: set[socket.socket] = set()
         self._lock = threading.RLock()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -174,10 +176,21 @@ class BigQueryEmulator:
         return self
 
     def stop(self) -> None:
-        """Stop serving and close the database."""
+        """Stop serving, end kept-alive connections and close the database."""
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
+            # Handler threads wait on kept-alive connections: end them so none outlives the server.
+            with self._lock:
+                connections = list(self._connections)
+            for conn in connections:
+                try:
+                    conn.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            deadline = time.monotonic() + 5
+            while self._connections and time.monotonic() < deadline:
+                time.sleep(0.01)
         if self._thread is not None:
             self._thread.join(5)
         self.db.close()
@@ -484,6 +497,18 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         pass
+
+    def setup(self) -> None:
+        super().setup()
+        with self.server_state._lock:
+            self.server_state._connections.add(self.connection)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            with self.server_state._lock:
+                self.server_state._connections.discard(self.connection)
 
     def _serve(self, method: str) -> None:
         split = urlsplit(self.path)
