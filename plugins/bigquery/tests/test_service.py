@@ -31,7 +31,7 @@ async def server(emulator):
         yield srv
 
 
-def test_the_plugin_is_found_through_its_entry_point():
+async def test_the_plugin_is_found_through_its_entry_point():
     registry = AgentRegistry()
     found = registry.discover()  # as `flyteagents serve` does
     assert found["bigquery_query_job_task"] == "flyteagents_bigquery._agent:BigQueryAgent"
