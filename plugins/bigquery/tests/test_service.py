@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import grpc
@@ -138,3 +139,21 @@ async def test_undecodable_resource_meta_is_invalid_argument(server):
             agent_pb2.GetTaskRequest(task_category=CATEGORY, resource_meta=b'{"job_id": 1}'), timeout=10
         )
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_a_local_workflow_runs_through_the_service_with_flyteagents_endpoint(server, emulator, monkeypatch):
+    from test_workflow import city_report
+
+    def served(operation: str) -> float:
+        labels = {"task_type": "bigquery_query_job_task", "operation": operation, "code": "OK"}
+        return server.metrics.registry.get_sample_value("flyteagents_requests_total", labels) or 0.0
+
+    creates, gets, inserts = served("create"), served("get"), emulator.count("POST", "/jobs")
+    monkeypatch.setenv("FLYTEAGENTS_ENDPOINT", server.address)
+    # In a thread, as `python wf.py` would run it, so this loop keeps serving.
+    top, miles = await asyncio.to_thread(city_report, min_miles=15.0, cities=["city1"])
+    ids = [i for i in range(20) if i * 1.5 >= 15.0 and i % 3 == 1]
+    assert (top, miles) == ("city1", pytest.approx(sum(i * 1.5 for i in ids)))
+    assert emulator.count("POST", "/jobs") - inserts == 1
+    assert served("create") - creates == 1  # the service, not this process, ran the agent
+    assert served("get") - gets >= 3  # QUEUED, RUNNING, SUCCEEDED
