@@ -18,6 +18,7 @@ import datetime as dt
 import json
 import re
 import socket
+import tempfile
 import threading
 import time
 import uuid
@@ -663,11 +664,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=9050)
     parser.add_argument("--setup", help="SQL file to run first (create schemas and tables)")
+    parser.add_argument("--project", default="example-project", help="project of the printed credentials")
     args = parser.parse_args()
-    emulator = BigQueryEmulator(require_auth=False).start(args.port)
+    emulator = BigQueryEmulator().start(args.port)
     if args.setup:
         emulator.sql(Path(args.setup).read_text())
+    key = Path(tempfile.mkdtemp(prefix="bq-emulator-")) / "service-account.json"
+    key.write_text(json.dumps(emulator.service_account_info(args.project)))
     print(f"export BIGQUERY_EMULATOR_HOST={emulator.url}", flush=True)
+    print(f"export GOOGLE_APPLICATION_CREDENTIALS={key}", flush=True)
     try:
         threading.Event().wait()
     except KeyboardInterrupt:
