@@ -157,3 +157,16 @@ async def test_a_local_workflow_runs_through_the_service_with_flyteagents_endpoi
     assert emulator.count("POST", "/jobs") - inserts == 1
     assert served("create") - creates == 1  # the service, not this process, ran the agent
     assert served("get") - gets >= 3  # QUEUED, RUNNING, SUCCEEDED
+
+
+async def test_concurrent_tasks_share_one_client(server):
+    agent = server.registry.get_agent("bigquery_query_job_task")
+    t = bq_task("SELECT @n * 2 AS doubled", n=int)
+    before = agent.clients.created
+    created = await asyncio.gather(
+        *(server.async_stub.CreateTask(create_request(t, f"svc-many-{i}", n=i), timeout=30) for i in range(12))
+    )
+    finals = await asyncio.gather(*(poll(server, c.resource_meta) for c in created))
+    assert all(seen[-1].phase == TaskExecution.SUCCEEDED for seen in finals)
+    assert len({c.resource_meta for c in created}) == 12
+    assert agent.clients.created - before <= 1  # one client per (project, credentials), whatever the load
