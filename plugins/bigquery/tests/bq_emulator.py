@@ -74,6 +74,7 @@ class Fault:
     path_contains: str
     status: int
     times: int
+    reason: str | None = None
 
 
 class BigQueryEmulator:
@@ -114,10 +115,12 @@ class BigQueryEmulator:
         with self._lock:
             self.db.execute(statement)
 
-    def fail_next(self, method: str, path_contains: str, status: int = 503, times: int = 1) -> None:
-        """Answer the next ``times`` matching requests with an HTTP error ``status``."""
+    def fail_next(
+        self, method: str, path_contains: str, status: int = 503, times: int = 1, reason: str | None = None
+    ) -> None:
+        """Answer the next ``times`` matching requests with an HTTP error ``status`` (and ``reason``)."""
         with self._lock:
-            self._faults.append(Fault(method, path_contains, status, times))
+            self._faults.append(Fault(method, path_contains, status, times, reason))
 
     def count(self, method: str, path_contains: str = "") -> int:
         """How many requests with ``method`` and a path containing ``path_contains`` arrived."""
@@ -210,7 +213,7 @@ class BigQueryEmulator:
             for fault in self._faults:
                 if fault.times > 0 and fault.method == method and fault.path_contains in path:
                     fault.times -= 1
-                    reason = "rateLimitExceeded" if fault.status == 429 else "backendError"
+                    reason = fault.reason or ("rateLimitExceeded" if fault.status == 429 else "backendError")
                     raise ApiError(fault.status, reason, f"injected fault {fault.status}")
         if path == "/token" and method == "POST":
             return self._token(body)

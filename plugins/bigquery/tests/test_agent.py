@@ -124,6 +124,19 @@ def test_5xx_and_429_on_get_keep_the_task_running_then_it_succeeds(agent, emulat
     assert poll(agent, meta)[-1].phase == TaskExecution.SUCCEEDED
 
 
+def test_403_rate_limit_on_get_keeps_polling_but_403_access_denied_is_an_error(agent, emulator):
+    t = task("SELECT 7 AS seven")
+    meta = agent.create(template_of(t), "/tmp/out", None, execution("forbidden-get"))
+    emulator.fail_next("GET", f"/jobs/{meta.job_id}", status=403, reason="rateLimitExceeded")
+    limited = agent.get(meta)
+    assert limited.phase == TaskExecution.RUNNING and "403" in limited.message
+    emulator.fail_next("GET", f"/jobs/{meta.job_id}", status=403, reason="accessDenied")
+    with pytest.raises(ExternalServiceError) as info:
+        agent.get(meta)
+    assert not info.value.retryable and "403" in str(info.value)
+    assert poll(agent, meta)[-1].phase == TaskExecution.SUCCEEDED
+
+
 def test_503_on_create_is_retried_and_makes_one_job(agent, emulator):
     t = task("SELECT 2 AS two")
     emulator.fail_next("POST", f"/projects/{PROJECT}/jobs", status=503, times=1)

@@ -9,6 +9,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import google.auth.exceptions
 import requests
 from flyteidl.core.execution_pb2 import TaskExecution, TaskLog
 from flytekit.models import literals
@@ -37,16 +38,46 @@ TASK_TYPE = "bigquery_query_job_task"
 RESULTS = "results"
 logger = logging.getLogger("flyteagents.bigquery")
 
-#: Failures worth asking again: rate limits, BigQuery's 5xx, and the network.
-_TRANSIENT = (
-    gexc.TooManyRequests,
-    gexc.ServerError,
+#: Failures of the call itself, to be classified by _is_transient / _service_error.
+_CALL_ERRORS = (
+    gexc.GoogleAPICallError,
     gexc.RetryError,
-    requests.exceptions.ConnectionError,
-    requests.exceptions.Timeout,
+    google.auth.exceptions.GoogleAuthError,
+    requests.exceptions.RequestException,
     ConnectionError,
     TimeoutError,
 )
+#: BigQuery answers some rate limits with 403 and one of these reasons.
+_RATE_LIMIT_REASONS = frozenset({"rateLimitExceeded", "backendError", "internalError"})
+
+
+def _is_transient(exc: BaseException) -> bool:
+    """True for failures worth asking again: rate limits, BigQuery's 5xx, the network."""
+    if isinstance(exc, (gexc.TooManyRequests, gexc.ServerError, gexc.RetryError)):
+        return True
+    if isinstance(exc, gexc.Forbidden):
+        return any(e.get("reason") in _RATE_LIMIT_REASONS for e in exc.errors or [] if isinstance(e, dict))
+    if isinstance(exc, google.auth.exceptions.RefreshError):
+        return bool(getattr(exc, "retryable", False))
+    return isinstance(
+        exc,
+        (
+            google.auth.exceptions.TransportError,
+            requests.exceptions.ConnectionError,
+            requests.exceptions.Timeout,
+            ConnectionError,
+            TimeoutError,
+        ),
+    )
+
+
+def _service_error(exc: BaseException, what: str) -> Exception:
+    """The flyteagents error for a failed call: retryable or not, or an invalid task."""
+    if _is_transient(exc):
+        return ExternalServiceError(f"{what}: {_brief(exc)}")
+    if isinstance(exc, gexc.BadRequest):
+        return InvalidTaskError(f"{what}: {_brief(exc)}")
+    return ExternalServiceError(f"{what}: {_brief(exc)}", retryable=False)
 
 
 @dataclass
@@ -147,13 +178,19 @@ class BigQueryAgent(AsyncAgentBase):
             )
         except gexc.Conflict:
             logger.info("BigQuery job %s exists already: reattaching to it", job_id)
-            job = self._call(client.get_job, job_id, project=spec.project, location=spec.location)
-        except _TRANSIENT as exc:
-            raise ExternalServiceError(f"BigQuery did not accept job {job_id}: {_brief(exc)}") from None
-        except gexc.BadRequest as exc:
-            raise InvalidTaskError(f"BigQuery rejected the query job: {_brief(exc)}") from None
-        except gexc.GoogleAPICallError as exc:
-            raise ExternalServiceError(f"BigQuery refused job {job_id}: {_brief(exc)}", retryable=False) from None
+            try:
+                found = client.get_job(
+                    job_id, project=spec.project, location=spec.location, retry=self._create_retry, timeout=self.timeout
+                )
+            except _CALL_ERRORS as exc:
+                raise _service_error(exc, f"BigQuery did not return the existing job {job_id}") from None
+            if not isinstance(found, bigquery.QueryJob):
+                raise InvalidTaskError(
+                    f"BigQuery job {job_id} exists and is a {type(found).__name__}, not a query"
+                ) from None
+            job = found
+        except _CALL_ERRORS as exc:
+            raise _service_error(exc, f"BigQuery did not accept query job {job_id}") from None
         has_results = bool(interface and interface.outputs and RESULTS in interface.outputs)
         return BigQueryJob(
             job_id=job_id,
@@ -175,21 +212,21 @@ class BigQueryAgent(AsyncAgentBase):
                 retry=None,  # type: ignore[arg-type]  # no retry: the next poll is the retry
                 timeout=self.timeout,
             )
-        except _TRANSIENT as exc:
-            # A rate limit or outage says nothing about the job: keep polling.
-            return Resource(
-                phase=TaskExecution.RUNNING,
-                message=f"BigQuery did not answer ({_brief(exc)}); polling again",
-                log_links=links,
-            )
         except gexc.NotFound:
             return Resource(
                 phase=TaskExecution.FAILED,
                 message=f"BigQuery job {resource_meta.job_id} not found in {resource_meta.project}",
                 log_links=links,
             )
-        except gexc.GoogleAPICallError as exc:
-            raise ExternalServiceError(f"BigQuery refused to report the job: {_brief(exc)}", retryable=False) from None
+        except _CALL_ERRORS as exc:
+            if not _is_transient(exc):
+                raise _service_error(exc, f"BigQuery did not report job {resource_meta.job_id}") from None
+            # A rate limit or outage says nothing about the job: keep polling.
+            return Resource(
+                phase=TaskExecution.RUNNING,
+                message=f"BigQuery did not answer ({_brief(exc)}); polling again",
+                log_links=links,
+            )
         if not isinstance(job, bigquery.QueryJob):
             return Resource(
                 phase=TaskExecution.FAILED,
@@ -234,20 +271,8 @@ class BigQueryAgent(AsyncAgentBase):
             )
         except gexc.NotFound:
             return
-        except _TRANSIENT as exc:
-            raise ExternalServiceError(f"BigQuery did not cancel job {resource_meta.job_id}: {_brief(exc)}") from None
-        except gexc.GoogleAPICallError as exc:
-            raise ExternalServiceError(
-                f"BigQuery refused to cancel job {resource_meta.job_id}: {_brief(exc)}", retryable=False
-            ) from None
-
-    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, retry=self._create_retry, timeout=self.timeout, **kwargs)
-        except _TRANSIENT as exc:
-            raise ExternalServiceError(f"BigQuery did not answer: {_brief(exc)}") from None
-        except gexc.GoogleAPICallError as exc:
-            raise ExternalServiceError(f"BigQuery refused the call: {_brief(exc)}", retryable=False) from None
+        except _CALL_ERRORS as exc:
+            raise _service_error(exc, f"BigQuery did not cancel job {resource_meta.job_id}") from None
 
 
 def _results_literal(uri: str) -> LiteralMap:
