@@ -230,3 +230,30 @@ def test_bq_uri_forms():
     assert parse_bq_uri("bq://proj.ds.tbl").table_id == "tbl"
     with pytest.raises(ValueError, match=r"bq://project:dataset\.table"):
         parse_bq_uri("s3://bucket/key")
+
+
+def test_a_local_run_past_its_timeout_cancels_the_bigquery_job(emulator, tmp_path, monkeypatch):
+    from datetime import timedelta
+
+    from bq_emulator import BigQueryEmulator
+    from flytekit.core.base_task import TaskMetadata
+
+    from flyteagents import AgentTimeoutError
+
+    with BigQueryEmulator(pending_polls=1, running_polls=10**6) as slow:
+        key = tmp_path / "key.json"
+        key.write_text(json.dumps(slow.service_account_info(PROJECT)))
+        monkeypatch.setenv("BIGQUERY_EMULATOR_HOST", slow.url)
+        monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key))
+        never_done = BigQueryTask(
+            name="never_done",
+            query_template="SELECT 1 AS one",
+            task_config=BigQueryConfig(project=PROJECT),
+            output_structured_dataset_type=pd.DataFrame,
+            metadata=TaskMetadata(timeout=timedelta(seconds=1)),
+        )
+        with pytest.raises(AgentTimeoutError, match="timed out"):
+            never_done()
+        (job,) = slow.jobs.values()
+        assert slow.count("POST", f"/jobs/{job.job_id}/cancel") == 1
+        assert job.cancel_requested
