@@ -178,7 +178,12 @@ async def main() -> None:
     bin_dir = Path(sys.executable).parent
     fa_port, fk_port = free_port(), free_port()
     servers = [
-        Server("flyteagents", [str(bin_dir / "flyteagents"), "serve", "--port", str(fa_port)], fa_port, env),
+        Server(
+            "flyteagents",
+            [str(bin_dir / "flyteagents"), "serve", "--port", str(fa_port), "--metrics-port", "0"],
+            fa_port,
+            env,
+        ),
         Server(
             "flytekit",
             [str(bin_dir / "pyflyte"), "serve", "connector", "--port", str(fk_port), "--prometheus_port", "0"],
