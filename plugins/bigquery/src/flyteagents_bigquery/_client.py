@@ -1,0 +1,141 @@
+"""BigQuery clients: one per (project, credentials), built once and reused."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from collections import OrderedDict
+from typing import Any
+
+import google.auth
+import requests.adapters
+from google.auth.credentials import Credentials
+from google.auth.transport.requests import AuthorizedSession
+from google.cloud import bigquery
+from google.oauth2 import service_account
+
+from flyteagents import ExternalServiceError, InvalidTaskError
+from flyteagents._runner import default_sync_workers
+
+__all__ = ["ClientCache", "read_secret"]
+
+SCOPES = ("https://www.googleapis.com/auth/bigquery", "https://www.googleapis.com/auth/cloud-platform")
+
+
+def read_secret(name: str) -> str:
+    """The value of the Flyte secret ``"group/key"`` (or ``"group"``) in this process.
+
+    Raises:
+        InvalidTaskError: the name is malformed.
+        ExternalServiceError: the secret is not available here (not retryable).
+    """
+    from flytekit import current_context
+
+    group, _, key = name.partition("/")
+    if not group or "/" in key:
+        raise InvalidTaskError(f"credentials secret {name!r} must be named 'group' or 'group/key'")
+    try:
+        return str(current_context().secrets.get(group=group, key=key or None))
+    except Exception as exc:
+        # The exception names the secret, never its value.
+        raise ExternalServiceError(
+            f"credentials secret {name!r} is not available to the agent: {type(exc).__name__}",
+            retryable=False,
+        ) from None
+
+
+class ClientCache:
+    """Builds ``bigquery.Client`` objects lazily and hands the same one out again.
+
+    A client is keyed by project and credentials (Application Default Credentials, or
+    a named secret and a digest of its value, so a rotated key gets a new client). Each
+    client has its own HTTP connection pool of ``pool_size`` connections, sized to the
+    threads that use it. At most ``max_clients`` are kept; the least recently used is
+    closed beyond that.
+
+    Args:
+        pool_size: connections per client; defaults to the agent runner's thread count.
+        max_clients: clients kept at once.
+        api_endpoint: an alternative API root; None honours ``BIGQUERY_EMULATOR_HOST``
+            and otherwise uses Google's.
+        http_timeout: seconds allowed for fetching an access token.
+    """
+
+    def __init__(
+        self,
+        pool_size: int | None = None,
+        max_clients: int = 32,
+        api_endpoint: str | None = None,
+        http_timeout: float = 30.0,
+    ) -> None:
+        self.pool_size = pool_size or default_sync_workers()
+        self.max_clients = max_clients
+        self.api_endpoint = api_endpoint
+        self.http_timeout = http_timeout
+        self._clients: OrderedDict[tuple[str, ...], bigquery.Client] = OrderedDict()
+        self._lock = threading.Lock()
+        self.created = 0
+
+    def get(self, project: str, credentials_secret: str | None = None) -> bigquery.Client:
+        """The client for ``project`` with ADC or the named secret's service-account key."""
+        secret_value = read_secret(credentials_secret) if credentials_secret else None
+        if secret_value is not None:
+            digest = hashlib.sha256(secret_value.encode()).hexdigest()
+            key: tuple[str, ...] = (project, "secret", credentials_secret or "", digest)
+        else:
+            key = (project, "adc", os.environ.get("GOOGLE_APPLICATION_CREDENTIALS", ""))
+        # The endpoint is part of the key: BIGQUERY_EMULATOR_HOST may change in a process.
+        key += (self.api_endpoint or os.environ.get("BIGQUERY_EMULATOR_HOST", ""),)
+        with self._lock:
+            client = self._clients.get(key)
+            if client is not None:
+                self._clients.move_to_end(key)
+                return client
+            client = self._build(project, secret_value)
+            self._clients[key] = client
+            self.created += 1
+            while len(self._clients) > self.max_clients:
+                _, old = self._clients.popitem(last=False)
+                old.close()
+            return client
+
+    def close(self) -> None:
+        """Close every client's connections."""
+        with self._lock:
+            for client in self._clients.values():
+                client.close()
+            self._clients.clear()
+
+    def _build(self, project: str, secret_value: str | None) -> bigquery.Client:
+        credentials = _credentials(secret_value)
+        session = AuthorizedSession(credentials, refresh_timeout=self.http_timeout)
+        adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=self.pool_size)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        # BIGQUERY_EMULATOR_HOST is passed on explicitly: the client only checks that the
+        # credentials' universe matches googleapis.com when no endpoint is given.
+        endpoint = self.api_endpoint or os.environ.get("BIGQUERY_EMULATOR_HOST")
+        options: dict[str, Any] = {"api_endpoint": endpoint} if endpoint else {}
+        return bigquery.Client(project=project, credentials=credentials, _http=session, client_options=options or None)
+
+
+def _credentials(secret_value: str | None) -> Credentials:
+    if secret_value is None:
+        try:
+            credentials, _ = google.auth.default(scopes=SCOPES)
+        except google.auth.exceptions.DefaultCredentialsError as exc:
+            raise ExternalServiceError(
+                f"no Application Default Credentials for BigQuery: {exc}", retryable=False
+            ) from None
+        return credentials
+    try:
+        info = json.loads(secret_value)
+        return service_account.Credentials.from_service_account_info(info, scopes=SCOPES)  # type: ignore[no-any-return]
+    except (ValueError, TypeError, KeyError) as exc:
+        # Never echo the secret: name only what is wrong with its shape.
+        reason = "it is not JSON" if isinstance(exc, json.JSONDecodeError) else type(exc).__name__
+        raise ExternalServiceError(
+            f"the credentials secret is not a service-account key ({reason})", retryable=False
+        ) from None

@@ -1,0 +1,42 @@
+"""Building task templates and execution metadata the way flytekit and FlytePropeller do."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+from flytekit import FlyteContextManager
+from flytekit.configuration import ImageConfig, SerializationSettings
+from flytekit.core.type_engine import TypeEngine
+from flytekit.models.core import identifier as ids
+from flytekit.models.literals import LiteralMap
+from flytekit.models.task import TaskExecutionMetadata, TaskTemplate
+from flytekit.tools.translator import get_serializable
+
+
+def template_of(task: Any) -> TaskTemplate:
+    settings = SerializationSettings(ImageConfig.auto_default_image(), project="p", domain="development")
+    return get_serializable(OrderedDict(), settings, task).template
+
+
+def inputs_of(task: Any, **values: Any) -> LiteralMap:
+    ctx = FlyteContextManager.current_context()
+    return TypeEngine.dict_to_literal_map(ctx, values, task.get_input_types())
+
+
+def execution(name: str, node: str = "n0", retry: int = 0) -> TaskExecutionMetadata:
+    return TaskExecutionMetadata(
+        task_execution_id=ids.TaskExecutionIdentifier(
+            task_id=ids.Identifier(ids.ResourceType.TASK, "p", "development", "bq_task", "v1"),
+            node_execution_id=ids.NodeExecutionIdentifier(
+                node, ids.WorkflowExecutionIdentifier("p", "development", name)
+            ),
+            retry_attempt=retry,
+        ),
+        namespace="p-development",
+        labels={},
+        annotations={},
+        k8s_service_account="",
+        environment_variables={},
+        identity=None,
+    )
