@@ -39,8 +39,8 @@ class Landed:
 
 
 @sensor(poke_interval=0.2, timeout=120)
-async def file_landed(path: str) -> Landed | None:
-    """Done once ``path`` exists and is not empty."""
+def file_landed(path: str) -> Landed | None:
+    """Done once ``path`` exists and is not empty (a plain def: its blocking stat runs on the worker pool)."""
     file = Path(path)
     if not file.exists() or file.stat().st_size == 0:
         return None

@@ -1,0 +1,29 @@
+"""The core's examples run as a user runs them (the plugins' examples are tested by each plugin)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+pytestmark = pytest.mark.slow
+
+
+def test_file_sensor_waits_for_the_file_and_reads_it() -> None:
+    result = subprocess.run(
+        [sys.executable, "file_sensor.py"], cwd=EXAMPLES, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert "wait_for_export: RUNNING" in result.stderr
+    assert "rows: 3" in result.stdout
+
+
+def test_every_example_is_tested_somewhere() -> None:
+    root = EXAMPLES.parent
+    tests = "".join(p.read_text() for p in [*root.glob("tests/*.py"), *root.glob("plugins/*/tests/*.py")])
+    for example in EXAMPLES.glob("*.py"):
+        assert example.name in tests or example.stem in tests, f"no test runs examples/{example.name}"
