@@ -15,6 +15,7 @@ from ._exceptions import (
     InvalidResourceMetaError,
     InvalidTaskError,
     RetryableTaskFailedError,
+    SecretNotFoundError,
     TaskFailedError,
     UnsupportedOperationError,
 )
@@ -23,6 +24,7 @@ from ._models import Resource, ResourceMeta, TaskCategory
 from ._phase import is_terminal_phase, to_phase
 from ._registry import AgentRegistry
 from ._runner import AgentRunner
+from ._secrets import get_secret
 from ._version import __version__
 from .sensor import BaseSensor, sensor
 
@@ -43,12 +45,14 @@ __all__ = [
     "Resource",
     "ResourceMeta",
     "RetryableTaskFailedError",
+    "SecretNotFoundError",
     "SyncAgentBase",
     "SyncAgentExecutorMixin",
     "TaskCategory",
     "TaskFailedError",
     "UnsupportedOperationError",
     "__version__",
+    "get_secret",
     "is_terminal_phase",
     "sensor",
     "to_phase",

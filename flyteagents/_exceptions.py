@@ -8,6 +8,7 @@ AgentError
 ├── UnsupportedOperationError   sync call to an async agent, ...   -> FAILED_PRECONDITION
 ├── AgentTimeoutError           a task ran past its timeout        -> DEADLINE_EXCEEDED
 ├── ExternalServiceError        the external system failed         -> UNAVAILABLE (retryable)
+│   └── SecretNotFoundError       a named secret is missing (also an InvalidTaskError) -> FAILED_PRECONDITION
 └── TaskFailedError             the job ended FAILED or ABORTED (local runs)
     └── RetryableTaskFailedError  the job ended RETRYABLE_FAILED (local runs)
 """
@@ -25,6 +26,7 @@ __all__ = [
     "InvalidResourceMetaError",
     "InvalidTaskError",
     "RetryableTaskFailedError",
+    "SecretNotFoundError",
     "TaskFailedError",
     "UnsupportedOperationError",
 ]
@@ -69,6 +71,19 @@ class ExternalServiceError(AgentError):
     def __init__(self, message: str, *, retryable: bool = True) -> None:
         super().__init__(message)
         self.retryable = retryable
+
+
+class SecretNotFoundError(ExternalServiceError, InvalidTaskError):
+    """A secret named by a task or the operator is not available to the agent.
+
+    Never retryable: asking again will not make it appear. It is both kinds of error
+    because it is either's fault: the task may name a wrong secret, or the deployment may
+    lack it; callers catching either keep working, and the service answers
+    FAILED_PRECONDITION. The message names the secret, never a value.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=False)
 
 
 class TaskFailedError(AgentError, FlyteUserException):

@@ -15,7 +15,6 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from flyteagents_kafka import KafkaMessage, KafkaSensor, KafkaSensorConfig
 from flyteagents_kafka._cluster import cluster_for
-from flyteagents_kafka._secrets import read_secret
 from flyteidl.core.execution_pb2 import TaskExecution
 from flytekit import FlyteContextManager, task, workflow
 from flytekit.configuration import ImageConfig, SerializationSettings
@@ -23,7 +22,7 @@ from flytekit.core.type_engine import TypeEngine
 from flytekit.models.task import TaskTemplate
 from flytekit.tools.translator import get_serializable
 
-from flyteagents import InvalidTaskError
+from flyteagents import InvalidTaskError, get_secret
 from flyteagents.sensor import SensorEngine, SensorMetadata
 
 # The async tests share the session loop, hence the pooled clients, as pokes in one agent process do.
@@ -277,7 +276,7 @@ async def test_sasl_password_is_a_secret_name_never_in_resource_meta(
     assert "kafka-password" in str(err.value)
 
     monkeypatch.setenv("FLYTEAGENTS_SECRET_KAFKA_PASSWORD", "hunter2-very-secret")
-    assert read_secret("kafka-password") == "hunter2-very-secret"
+    assert get_secret("kafka-password") == "hunter2-very-secret"
     try:
         meta = await engine.create(template, "/tmp/kafka-out", None)
     except Exception as exc:  # Tansu speaks no SASL here; what matters is what leaks

@@ -12,9 +12,7 @@ from typing import Any
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
-from flyteagents import InvalidTaskError
-
-from ._secrets import read_secret
+from flyteagents import InvalidTaskError, get_secret
 
 __all__ = ["SQSClients", "sqs_client"]
 
@@ -38,7 +36,7 @@ def _credentials(secret: str | None) -> dict[str, str]:
     if secret is None:
         return {}
     try:
-        data = json.loads(read_secret(secret))
+        data = json.loads(get_secret(secret))
         creds = {
             "aws_access_key_id": str(data["aws_access_key_id"]),
             "aws_secret_access_key": str(data["aws_secret_access_key"]),

@@ -16,34 +16,12 @@ from google.auth.transport.requests import AuthorizedSession
 from google.cloud import bigquery
 from google.oauth2 import service_account
 
-from flyteagents import ExternalServiceError, InvalidTaskError
+from flyteagents import ExternalServiceError, get_secret
 from flyteagents._runner import default_sync_workers
 
-__all__ = ["ClientCache", "read_secret"]
+__all__ = ["ClientCache"]
 
 SCOPES = ("https://www.googleapis.com/auth/bigquery", "https://www.googleapis.com/auth/cloud-platform")
-
-
-def read_secret(name: str) -> str:
-    """The value of the Flyte secret ``"group/key"`` (or ``"group"``) in this process.
-
-    Raises:
-        InvalidTaskError: the name is malformed.
-        ExternalServiceError: the secret is not available here (not retryable).
-    """
-    from flytekit import current_context
-
-    group, _, key = name.partition("/")
-    if not group or "/" in key:
-        raise InvalidTaskError(f"credentials secret {name!r} must be named 'group' or 'group/key'")
-    try:
-        return str(current_context().secrets.get(group=group, key=key or None))
-    except Exception as exc:
-        # The exception names the secret, never its value.
-        raise ExternalServiceError(
-            f"credentials secret {name!r} is not available to the agent: {type(exc).__name__}",
-            retryable=False,
-        ) from None
 
 
 class ClientCache:
@@ -80,7 +58,8 @@ class ClientCache:
 
     def get(self, project: str, credentials_secret: str | None = None) -> bigquery.Client:
         """The client for ``project`` with ADC or the named secret's service-account key."""
-        secret_value = read_secret(credentials_secret) if credentials_secret else None
+        # A Flyte secret "group/key": flytekit's _FSEC_GROUP_KEY or /etc/secrets/group/key.
+        secret_value = get_secret(credentials_secret, flytekit=True) if credentials_secret else None
         if secret_value is not None:
             digest = hashlib.sha256(secret_value.encode()).hexdigest()
             key: tuple[str, ...] = (project, "secret", credentials_secret or "", digest)

@@ -5,67 +5,36 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
-import os
-import re
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import aiohttp
 
-from flyteagents import ExternalServiceError
+from flyteagents import ExternalServiceError, get_secret
 
 __all__ = ["DEFAULT_TOKEN_SECRET", "Credentials", "OAuthTokenCache", "fingerprint", "resolve_secret"]
 
 #: The secret holding a personal access token unless the task or the service names another.
 DEFAULT_TOKEN_SECRET = "databricks-token"
-#: Where mounted secrets live: ``<dir>/<name>`` is a file, or a directory holding ``token``.
-SECRETS_DIR_ENV = "FLYTEAGENTS_SECRETS_DIR"
-_DEFAULT_SECRETS_DIR = "/etc/secrets"
 #: flytekit's Databricks connector reads its PAT as the flytekit secret FLYTE_DATABRICKS_ACCESS_TOKEN
 #: (environment variable ``_FSEC_FLYTE_DATABRICKS_ACCESS_TOKEN``); both forms are honoured for the
 #: default secret, so a connector deployment's configuration keeps working.
 LEGACY_TOKEN_ENVS = ("FLYTE_DATABRICKS_ACCESS_TOKEN", "_FSEC_FLYTE_DATABRICKS_ACCESS_TOKEN")
 
 
-def _env_name(name: str) -> str:
-    return "FLYTEAGENTS_SECRET_" + re.sub(r"[^A-Za-z0-9]", "_", name).upper()
-
-
 def resolve_secret(name: str) -> str:
-    """The value of the secret called ``name``.
+    """The value of the secret called ``name``, by :func:`flyteagents.get_secret` with flytekit's conventions.
 
-    Looked up, in order, in the environment variable ``FLYTEAGENTS_SECRET_<NAME>`` (name
-    upper-cased, other characters as ``_``), then the file ``$FLYTEAGENTS_SECRETS_DIR/<name>``
-    (default ``/etc/secrets``; a directory there is read as ``<name>/token``), then, for the
-    default token secret only, ``FLYTE_DATABRICKS_ACCESS_TOKEN`` or ``_FSEC_FLYTE_DATABRICKS_ACCESS_TOKEN``
-    (flytekit's connector's setting).
+    For the default token secret, flytekit's connector variables ``FLYTE_DATABRICKS_ACCESS_TOKEN``
+    and ``_FSEC_FLYTE_DATABRICKS_ACCESS_TOKEN`` are read too; a secrets path that is a directory
+    (a mounted Kubernetes Secret) is read as ``<name>/token``.
 
     Raises:
-        ExternalServiceError: not retryable; no such secret. The message names the
-            secret, never a value.
+        SecretNotFoundError: an ExternalServiceError, not retryable; no such secret. The message
+            names the secret, never a value.
     """
-    value = os.environ.get(_env_name(name))
-    if value:
-        return value.strip()
-    path = Path(os.environ.get(SECRETS_DIR_ENV, _DEFAULT_SECRETS_DIR)) / name
-    try:
-        if path.is_dir():
-            path = path / "token"
-        # A few bytes from a mounted secret: cheap to read per call, and a rotated secret is seen at once.
-        value = path.read_text().strip()
-    except OSError:
-        value = ""
-    if value:
-        return value
-    if name == DEFAULT_TOKEN_SECRET:
-        for env in LEGACY_TOKEN_ENVS:
-            if os.environ.get(env):
-                return os.environ[env].strip()
-    raise ExternalServiceError(
-        f"Databricks credential secret {name!r} not found: set {_env_name(name)} or mount it at {path}",
-        retryable=False,
-    )
+    env = LEGACY_TOKEN_ENVS if name == DEFAULT_TOKEN_SECRET else ()
+    return get_secret(name, env=env, flytekit=True, dir_key="token")
 
 
 @functools.lru_cache(maxsize=256)

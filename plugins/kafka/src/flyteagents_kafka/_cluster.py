@@ -28,10 +28,9 @@ from aiokafka.protocol.offset import OffsetRequest
 from aiokafka.record.memory_records import MemoryRecords
 from aiokafka.structs import TopicPartition
 
-from flyteagents import ExternalServiceError
+from flyteagents import ExternalServiceError, get_secret
 
 from ._config import KafkaSensorConfig
-from ._secrets import read_secret
 
 __all__ = ["EARLIEST", "LATEST", "FetchedRecord", "KafkaCluster", "close_clusters", "cluster_for"]
 
@@ -167,12 +166,12 @@ class KafkaCluster:
                 cafile=key.ssl_cafile,
                 certfile=key.ssl_certfile,
                 keyfile=key.ssl_keyfile,
-                password=read_secret(key.ssl_key_password_secret) if key.ssl_key_password_secret else None,
+                password=get_secret(key.ssl_key_password_secret) if key.ssl_key_password_secret else None,
             )
         if key.security_protocol.startswith("SASL"):
             kwargs["sasl_mechanism"] = key.sasl_mechanism
             kwargs["sasl_plain_username"] = key.sasl_username
-            kwargs["sasl_plain_password"] = read_secret(key.sasl_password_secret or "")
+            kwargs["sasl_plain_password"] = get_secret(key.sasl_password_secret or "")
         return kwargs
 
     async def partitions(self, topic: str) -> list[int] | None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
-__all__ = ["DEFAULT_SECRET_NAME", "DEFAULT_TIMEOUT", "OpenAISettings", "read_secret"]
+from flyteagents import SecretNotFoundError, get_secret
+
+__all__ = ["DEFAULT_SECRET_NAME", "DEFAULT_TIMEOUT", "OpenAISettings"]
 
 #: The secret flytekitplugins-openai reads, so existing deployments keep working.
 DEFAULT_SECRET_NAME = "FLYTE_OPENAI_API_KEY"
@@ -43,7 +44,6 @@ class OpenAISettings:
     timeout: float = DEFAULT_TIMEOUT
     secret_name: str = DEFAULT_SECRET_NAME
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY
-    secrets_dir: Path = field(default_factory=lambda: Path(os.environ.get("FLYTE_SECRETS_DEFAULT_DIR", "/etc/secrets")))
 
     @classmethod
     def from_env(cls) -> OpenAISettings:
@@ -56,21 +56,14 @@ class OpenAISettings:
         )
 
     def api_key(self) -> str | None:
-        """The API key, read at each call so a rotated secret takes effect; None when absent."""
-        return read_secret(self.secret_name, self.secrets_dir)
+        """The API key, read at each call so a rotated secret takes effect; None when absent.
 
-
-def read_secret(name: str, secrets_dir: Path) -> str | None:
-    """A Flyte secret the way flytekit resolves a group-less one: env vars, then a mounted file.
-
-    Looks at ``$NAME``, ``$_FSEC_NAME``, then ``<secrets_dir>/<name lower-cased>``.
-    """
-    for var in (name, f"_FSEC_{name}".upper()):
-        value = os.environ.get(var)
-        if value:
-            return value.strip()
-    path = secrets_dir / name.lower()
-    try:
-        return path.read_text().strip() or None
-    except OSError:
-        return None
+        Read as flytekit reads a group-less Flyte secret: ``$NAME``, ``$_FSEC_NAME``, then
+        ``$FLYTE_SECRETS_DEFAULT_DIR/<name lower-cased>`` (``FLYTEAGENTS_SECRET_<NAME>`` and
+        ``$FLYTEAGENTS_SECRETS_DIR/<name>`` are honoured too, as by every flyteagents plugin).
+        """
+        try:
+            # The name is the operator's setting, never a task's, so its bare variable may be read.
+            return get_secret(self.secret_name, env=(self.secret_name,), flytekit=True)
+        except SecretNotFoundError:
+            return None
