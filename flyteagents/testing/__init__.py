@@ -1,6 +1,7 @@
-"""Helpers for testing agents against real local services: the agent service, moto_server."""
+"""Helpers for testing agents against real local services: the agent service, moto_server, any server process."""
 
 from ._moto import MotoServer
+from ._process import ServerProcess
 from ._server import AgentServer
 
-__all__ = ["AgentServer", "MotoServer"]
+__all__ = ["AgentServer", "MotoServer", "ServerProcess"]
