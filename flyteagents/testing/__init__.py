@@ -3,5 +3,6 @@
 from ._moto import MotoServer
 from ._process import ServerProcess
 from ._server import AgentServer
+from ._templates import template_of
 
-__all__ = ["AgentServer", "MotoServer", "ServerProcess"]
+__all__ = ["AgentServer", "MotoServer", "ServerProcess", "template_of"]

@@ -6,7 +6,6 @@ import asyncio
 import json
 import threading
 import uuid
-from collections import OrderedDict
 from typing import Any
 
 import boto3
@@ -15,18 +14,11 @@ from flyteagents_aws import SQSMessage, SQSSensor, SQSSensorConfig
 from flyteagents_aws._outputs import outputs_path, read_outputs
 from flyteidl.core.execution_pb2 import TaskExecution
 from flytekit import FlyteContextManager, task, workflow
-from flytekit.configuration import ImageConfig, SerializationSettings
 from flytekit.core.type_engine import TypeEngine
-from flytekit.models.task import TaskTemplate
-from flytekit.tools.translator import get_serializable
 
 from flyteagents import InvalidTaskError
 from flyteagents.sensor import SensorEngine, SensorMetadata
-
-
-def template_of(sensor: Any) -> TaskTemplate:
-    settings = SerializationSettings(ImageConfig.auto_default_image())
-    return get_serializable(OrderedDict(), settings, sensor).template
+from flyteagents.testing import template_of
 
 
 def outputs(sensor: Any, resource: Any) -> list[SQSMessage]:

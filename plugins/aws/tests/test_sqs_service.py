@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import Any
 
 import grpc
@@ -11,19 +10,17 @@ import pytest_asyncio
 from flyteagents_aws import SQSSensor, SQSSensorConfig
 from flyteidl.admin import agent_pb2
 from flyteidl.core.execution_pb2 import TaskExecution
-from flytekit.configuration import ImageConfig, SerializationSettings
-from flytekit.tools.translator import get_serializable
 
 from flyteagents import AgentRegistry
 from flyteagents.sensor import SensorEngine
-from flyteagents.testing import AgentServer
+from flyteagents.testing import AgentServer, template_of
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 def create_request(config: dict[str, Any], output_prefix: str = "/tmp/sqs-rpc") -> agent_pb2.CreateTaskRequest:
     sensor = SQSSensor(name="sqs_rpc", sensor_config=SQSSensorConfig(queue_url="http://h/1/q"))
-    template = get_serializable(OrderedDict(), SerializationSettings(ImageConfig.auto_default_image()), sensor).template
+    template = template_of(sensor)
     template.custom["sensor_config"] = config
     return agent_pb2.CreateTaskRequest(template=template.to_flyte_idl(), output_prefix=output_prefix)
 

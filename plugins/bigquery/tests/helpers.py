@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import Any
 
 from flytekit import FlyteContextManager
@@ -11,12 +10,13 @@ from flytekit.core.type_engine import TypeEngine
 from flytekit.models.core import identifier as ids
 from flytekit.models.literals import LiteralMap
 from flytekit.models.task import TaskExecutionMetadata, TaskTemplate
-from flytekit.tools.translator import get_serializable
+
+from flyteagents import testing
 
 
 def template_of(task: Any) -> TaskTemplate:
     settings = SerializationSettings(ImageConfig.auto_default_image(), project="p", domain="development")
-    return get_serializable(OrderedDict(), settings, task).template
+    return testing.template_of(task, settings)
 
 
 def inputs_of(task: Any, **values: Any) -> LiteralMap:

@@ -7,7 +7,6 @@ import json
 import threading
 import time
 import uuid
-from collections import OrderedDict
 from typing import Any
 
 import pytest
@@ -17,21 +16,14 @@ from flyteagents_kafka import KafkaMessage, KafkaSensor, KafkaSensorConfig
 from flyteagents_kafka._cluster import cluster_for
 from flyteidl.core.execution_pb2 import TaskExecution
 from flytekit import FlyteContextManager, task, workflow
-from flytekit.configuration import ImageConfig, SerializationSettings
 from flytekit.core.type_engine import TypeEngine
-from flytekit.models.task import TaskTemplate
-from flytekit.tools.translator import get_serializable
 
 from flyteagents import InvalidTaskError, get_secret
 from flyteagents.sensor import SensorEngine, SensorMetadata
+from flyteagents.testing import template_of
 
 # The async tests share the session loop, hence the pooled clients, as pokes in one agent process do.
 in_session_loop = pytest.mark.asyncio(loop_scope="session")
-
-
-def template_of(sensor: Any) -> TaskTemplate:
-    settings = SerializationSettings(ImageConfig.auto_default_image())
-    return get_serializable(OrderedDict(), settings, sensor).template
 
 
 def outputs(sensor: Any, resource: Any) -> dict[str, Any]:

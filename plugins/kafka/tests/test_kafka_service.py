@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections import OrderedDict
 from typing import Any
 
 import grpc
@@ -14,19 +13,17 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from flyteagents_kafka import KafkaSensor, KafkaSensorConfig
 from flyteidl.admin import agent_pb2
 from flyteidl.core.execution_pb2 import TaskExecution
-from flytekit.configuration import ImageConfig, SerializationSettings
-from flytekit.tools.translator import get_serializable
 
 from flyteagents import AgentRegistry
 from flyteagents.sensor import SensorEngine
-from flyteagents.testing import AgentServer
+from flyteagents.testing import AgentServer, template_of
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 def create_request(config: dict[str, Any]) -> agent_pb2.CreateTaskRequest:
     sensor = KafkaSensor(name="kafka_rpc", sensor_config=KafkaSensorConfig(bootstrap_servers="h:1", topic="t"))
-    template = get_serializable(OrderedDict(), SerializationSettings(ImageConfig.auto_default_image()), sensor).template
+    template = template_of(sensor)
     template.custom["sensor_config"] = config
     return agent_pb2.CreateTaskRequest(template=template.to_flyte_idl(), output_prefix="/tmp/kafka-rpc")
 

@@ -18,9 +18,9 @@ from flytekit.models.core import identifier as id_models
 from flytekit.models.literals import LiteralMap
 from flytekit.models.task import TaskExecutionMetadata
 from flytekit.types.file import FlyteFile, JSONLFile
-from openai_testing import template_of
 
 from flyteagents import AgentTimeoutError, ExternalServiceError, InvalidTaskError
+from flyteagents.testing import template_of
 
 answer_all = BatchEndpointTask(name="answer_all", config={"metadata": {"purpose": "test"}})
 held = BatchEndpointTask(

@@ -12,9 +12,9 @@ from flyteagents_openai._literals import string_literal
 from flyteidl.core.execution_pb2 import TaskExecution
 from flytekit import workflow
 from flytekit.models.literals import LiteralMap
-from openai_testing import template_of
 
 from flyteagents import AgentRegistry, InvalidTaskError, RetryableTaskFailedError, TaskFailedError
+from flyteagents.testing import template_of
 
 summarize = ChatGPTTask(
     name="summarize",

@@ -16,10 +16,9 @@ from flyteagents_openai._literals import string_literal
 from flyteidl.admin import agent_pb2
 from flyteidl.core.execution_pb2 import TaskExecution
 from flytekit.types.file import JSONLFile
-from openai_testing import template_of
 
 from flyteagents import AgentRegistry
-from flyteagents.testing import AgentServer
+from flyteagents.testing import AgentServer, template_of
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
