@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -15,19 +14,11 @@ from flyteagents.testing import MotoServer
 
 @pytest.fixture(scope="session")
 def moto() -> Iterator[MotoServer]:
-    server = MotoServer().start()
-    saved = {k: os.environ.get(k) for k in server.env}
-    # The SDKs (aiobotocore for SQS, s3fs for outputs.pb) find the server and fake keys here.
-    os.environ.update(server.env)
-    try:
+    with MotoServer() as server, pytest.MonkeyPatch.context() as env:
+        # The SDKs (aiobotocore for SQS, s3fs for outputs.pb) find the server and fake keys here.
+        for name, value in server.env.items():
+            env.setenv(name, value)
         yield server
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        server.stop()
 
 
 @pytest.fixture
