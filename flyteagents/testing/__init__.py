@@ -3,6 +3,6 @@
 from ._moto import MotoServer
 from ._process import ServerProcess
 from ._server import AgentServer
-from ._templates import template_of
+from ._templates import execution_metadata, template_of
 
-__all__ = ["AgentServer", "MotoServer", "ServerProcess", "template_of"]
+__all__ = ["AgentServer", "MotoServer", "ServerProcess", "execution_metadata", "template_of"]

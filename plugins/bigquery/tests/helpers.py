@@ -7,7 +7,6 @@ from typing import Any
 from flytekit import FlyteContextManager
 from flytekit.configuration import ImageConfig, SerializationSettings
 from flytekit.core.type_engine import TypeEngine
-from flytekit.models.core import identifier as ids
 from flytekit.models.literals import LiteralMap
 from flytekit.models.task import TaskExecutionMetadata, TaskTemplate
 
@@ -25,18 +24,4 @@ def inputs_of(task: Any, **values: Any) -> LiteralMap:
 
 
 def execution(name: str, node: str = "n0", retry: int = 0) -> TaskExecutionMetadata:
-    return TaskExecutionMetadata(
-        task_execution_id=ids.TaskExecutionIdentifier(
-            task_id=ids.Identifier(ids.ResourceType.TASK, "p", "development", "bq_task", "v1"),
-            node_execution_id=ids.NodeExecutionIdentifier(
-                node, ids.WorkflowExecutionIdentifier("p", "development", name)
-            ),
-            retry_attempt=retry,
-        ),
-        namespace="p-development",
-        labels={},
-        annotations={},
-        k8s_service_account="",
-        environment_variables={},
-        identity=None,
-    )
+    return testing.execution_metadata(name, node=node, attempt=retry, task="bq_task")

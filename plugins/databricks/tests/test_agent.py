@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections import OrderedDict
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -21,13 +20,11 @@ from flyteagents_databricks import (
 from flyteidl.core import tasks_pb2
 from flyteidl.core.execution_pb2 import TaskExecution
 from flytekit.configuration import Image, ImageConfig, SerializationSettings
-from flytekit.models.core import identifier as id_models
 from flytekit.models.literals import Literal, LiteralMap, Primitive, Scalar
 from flytekit.models.task import TaskExecutionMetadata, TaskTemplate
-from flytekit.tools.translator import get_serializable
 from google.protobuf.json_format import Parse
 
-from flyteagents import ExternalServiceError, InvalidResourceMetaError, InvalidTaskError, Resource
+from flyteagents import ExternalServiceError, InvalidResourceMetaError, InvalidTaskError, Resource, testing
 
 HERE = Path(__file__).parent
 TOKEN = "dapi-test-0123456789abcdef"
@@ -35,24 +32,11 @@ SETTINGS = SerializationSettings(ImageConfig(default_image=Image(name="default",
 
 
 def template_of(task: Any) -> TaskTemplate:
-    return get_serializable(OrderedDict(), SETTINGS, task).template
+    return testing.template_of(task, SETTINGS)
 
 
 def execution(name: str = "exec1", node: str = "n0", attempt: int = 0) -> TaskExecutionMetadata:
-    wf = id_models.WorkflowExecutionIdentifier("proj", "dev", name)
-    return TaskExecutionMetadata(
-        task_execution_id=id_models.TaskExecutionIdentifier(
-            task_id=id_models.Identifier(id_models.ResourceType.TASK, "proj", "dev", "t", "v1"),
-            node_execution_id=id_models.NodeExecutionIdentifier(node, wf),
-            retry_attempt=attempt,
-        ),
-        namespace="proj-dev",
-        labels={},
-        annotations={},
-        k8s_service_account="",
-        environment_variables={},
-        identity=None,
-    )
+    return testing.execution_metadata(name, node=node, attempt=attempt, project="proj", domain="dev")
 
 
 def int_inputs(**values: Any) -> LiteralMap:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections import OrderedDict
 from typing import Any
 
 import grpc
@@ -14,13 +13,10 @@ from flyteagents_databricks import DatabricksAgent
 from flyteidl.admin import agent_pb2
 from flyteidl.core.execution_pb2 import TaskExecution
 from flytekit.configuration import Image, ImageConfig, SerializationSettings
-from flytekit.models.core import identifier as id_models
 from flytekit.models.literals import Literal, LiteralMap, Primitive, Scalar
-from flytekit.models.task import TaskExecutionMetadata
-from flytekit.tools.translator import get_serializable
 
 from flyteagents import AgentRegistry
-from flyteagents.testing import AgentServer
+from flyteagents.testing import AgentServer, execution_metadata, template_of
 
 TOKEN = "dapi-test-0123456789abcdef"
 SETTINGS = SerializationSettings(ImageConfig(default_image=Image(name="default", fqn="ghcr.io/example/task", tag="7")))
@@ -30,21 +26,8 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 def create_request(name: str, attempt: int = 0) -> agent_pb2.CreateTaskRequest:
-    template = get_serializable(OrderedDict(), SETTINGS, double).template
-    wf = id_models.WorkflowExecutionIdentifier("proj", "dev", name)
-    meta = TaskExecutionMetadata(
-        task_execution_id=id_models.TaskExecutionIdentifier(
-            task_id=id_models.Identifier(id_models.ResourceType.TASK, "proj", "dev", "double", "v1"),
-            node_execution_id=id_models.NodeExecutionIdentifier("n0", wf),
-            retry_attempt=attempt,
-        ),
-        namespace="proj-dev",
-        labels={},
-        annotations={},
-        k8s_service_account="",
-        environment_variables={},
-        identity=None,
-    )
+    template = template_of(double, SETTINGS)
+    meta = execution_metadata(name, attempt=attempt, project="proj", domain="dev", task="double")
     inputs = LiteralMap({"x": Literal(scalar=Scalar(primitive=Primitive(integer=5)))})
     return agent_pb2.CreateTaskRequest(
         template=template.to_flyte_idl(),

@@ -14,13 +14,12 @@ from flyteagents_openai._literals import string_literal
 from flyteidl.core.execution_pb2 import TaskExecution
 from flytekit import task, workflow
 from flytekit.core.base_task import TaskMetadata
-from flytekit.models.core import identifier as id_models
 from flytekit.models.literals import LiteralMap
 from flytekit.models.task import TaskExecutionMetadata
 from flytekit.types.file import FlyteFile, JSONLFile
 
 from flyteagents import AgentTimeoutError, ExternalServiceError, InvalidTaskError
-from flyteagents.testing import template_of
+from flyteagents.testing import execution_metadata, template_of
 
 answer_all = BatchEndpointTask(name="answer_all", config={"metadata": {"purpose": "test"}})
 held = BatchEndpointTask(
@@ -64,21 +63,7 @@ def file_inputs(path: Path) -> LiteralMap:
 
 
 def attempt(name: str, retry: int = 0) -> TaskExecutionMetadata:
-    return TaskExecutionMetadata(
-        task_execution_id=id_models.TaskExecutionIdentifier(
-            task_id=id_models.Identifier(id_models.ResourceType.TASK, "p", "d", "answer_all", "v1"),
-            node_execution_id=id_models.NodeExecutionIdentifier(
-                "n0", id_models.WorkflowExecutionIdentifier("p", "d", name)
-            ),
-            retry_attempt=retry,
-        ),
-        namespace="p-d",
-        labels={},
-        annotations={},
-        k8s_service_account="",
-        environment_variables={},
-        identity=None,
-    )
+    return execution_metadata(name, attempt=retry, domain="d", task="answer_all")
 
 
 async def poll(agent: BatchEndpointAgent, meta: BatchMeta, limit: int = 10):
