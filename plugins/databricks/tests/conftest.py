@@ -61,6 +61,15 @@ def server(make_server: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
 
 
 @pytest.fixture
+def idle(make_server: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A server whose runs do not execute and last until cancelled."""
+    srv = make_server(execute=False, run_seconds=float("inf"))
+    monkeypatch.setenv("FLYTEAGENTS_DATABRICKS_INSTANCE", srv.instance)
+    monkeypatch.setenv("FLYTEAGENTS_SECRET_DATABRICKS_TOKEN", TOKEN)
+    return srv
+
+
+@pytest.fixture
 def agent(server: Any) -> DatabricksAgent:
     return DatabricksAgent(DatabricksSettings.from_env())
 

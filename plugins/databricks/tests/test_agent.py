@@ -62,15 +62,6 @@ async def wait_terminal(agent: DatabricksAgent, meta: DatabricksRunMeta, timeout
 
 
 @pytest.fixture
-def idle(make_server: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """A server whose runs do not execute and last until cancelled."""
-    srv = make_server(execute=False, run_seconds=float("inf"))
-    monkeypatch.setenv("FLYTEAGENTS_DATABRICKS_INSTANCE", srv.instance)
-    monkeypatch.setenv("FLYTEAGENTS_SECRET_DATABRICKS_TOKEN", TOKEN)
-    return srv
-
-
-@pytest.fixture
 def quick(make_server: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     """A server whose runs do not execute and succeed after 0.1 s."""
     srv = make_server(execute=False, run_seconds=0.1)

@@ -38,15 +38,7 @@ def create_request(name: str, attempt: int = 0) -> agent_pb2.CreateTaskRequest:
 
 
 @pytest.fixture
-def workspace(make_server: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
-    srv = make_server(execute=False, run_seconds=float("inf"))
-    monkeypatch.setenv("FLYTEAGENTS_DATABRICKS_INSTANCE", srv.instance)
-    monkeypatch.setenv("FLYTEAGENTS_SECRET_DATABRICKS_TOKEN", TOKEN)
-    return srv
-
-
-@pytest.fixture
-async def service(workspace: Any) -> Any:
+async def service(idle: Any) -> Any:
     registry = AgentRegistry()
     registry.discover()  # found through the installed entry point, as `flyteagents serve` finds it
     async with AgentServer(registry) as server:
@@ -58,12 +50,12 @@ async def get(server: Any, meta: bytes) -> agent_pb2.Resource:
     return (await server.async_stub.GetTask(request, timeout=5)).resource
 
 
-async def test_propeller_create_get_delete(service: Any, workspace: Any) -> None:
+async def test_propeller_create_get_delete(service: Any, idle: Any) -> None:
     created = await service.async_stub.CreateTask(create_request("svc"), timeout=5)
     again = await service.async_stub.CreateTask(create_request("svc"), timeout=5)
     assert json.loads(created.resource_meta)["run_id"] == json.loads(again.resource_meta)["run_id"]
     assert TOKEN.encode() not in created.resource_meta
-    assert len(workspace.workspace.snapshot()["runs"]) == 1
+    assert len(idle.workspace.snapshot()["runs"]) == 1
 
     for _ in range(100):
         resource = await get(service, created.resource_meta)
@@ -91,7 +83,7 @@ async def test_propeller_create_get_delete(service: Any, workspace: Any) -> None
     assert ("databricks", 0) in categories
 
 
-async def test_service_status_codes(service: Any, workspace: Any) -> None:
+async def test_service_status_codes(service: Any, idle: Any) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await get(service, b"not json")
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -108,14 +100,14 @@ async def test_service_status_codes(service: Any, workspace: Any) -> None:
     agent = service.registry.get_agent("databricks")
     assert isinstance(agent, DatabricksAgent)
     agent.pool.client_kwargs["call_timeout"] = 0.3
-    workspace.workspace.faults.append({"path": "runs/get", "status": 503, "count": 10_000})
+    idle.workspace.faults.append({"path": "runs/get", "status": 503, "count": 10_000})
     meta = json.loads(created.resource_meta)
     fresh = json.dumps({**meta, "secret": "rotated"}).encode()  # a new token: a new client, short budget
-    workspace.workspace.tokens.add(TOKEN + "-rotated")
+    idle.workspace.tokens.add(TOKEN + "-rotated")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("FLYTEAGENTS_SECRET_ROTATED", TOKEN + "-rotated")
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await get(service, fresh)
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "503" in (info.value.details() or "") and TOKEN not in (info.value.details() or "")
-    workspace.workspace.faults.clear()
+    idle.workspace.faults.clear()
