@@ -126,7 +126,7 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     raise InvalidResourceMetaError(f"{where}: fields of type {tp!r} cannot travel in resource_meta")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _class_info(cls: type) -> tuple[dict[str, Any], dict[str, dataclasses.Field[Any]]]:
     """A dataclass's resolved type hints and init fields (resolving hints is slow: done once per class)."""
     return typing.get_type_hints(cls), {f.name: f for f in dataclasses.fields(cls) if f.init}

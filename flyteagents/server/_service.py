@@ -187,23 +187,23 @@ class _Call:
     the handler returns nothing and gRPC sends the status. Tracebacks only go to the log.
     """
 
-    __slots__ = ("context", "gauge", "metrics", "operation", "start", "task_type")
+    __slots__ = ("context", "in_flight", "metrics", "operation", "start", "task_type")
 
     def __init__(self, metrics: ServiceMetrics, context: grpc.aio.ServicerContext, operation: str) -> None:
         self.metrics = metrics
         self.context = context
         self.operation = operation
         self.task_type = _UNKNOWN
-        self.gauge = metrics.in_flight_gauge(operation)
+        self.in_flight = metrics.in_flight_counter(operation)
 
     def __enter__(self) -> _Call:
-        self.gauge.inc()
+        self.in_flight[0] += 1
         self.start = time.perf_counter()
         return self
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
         elapsed = time.perf_counter() - self.start
-        self.gauge.dec()
+        self.in_flight[0] -= 1
         if exc is None:
             self.metrics.observe(self.task_type, self.operation, _OK, elapsed)
             return False
