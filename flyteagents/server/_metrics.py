@@ -70,8 +70,8 @@ class ServiceMetrics(Collector):
             "Agent RPCs by task type, operation and gRPC status code",
             labels=["task_type", "operation", "code"],
         )
-        for labels, count in list(self._requests.items()):
-            requests.add_metric(list(labels), count)
+        for key, count in list(self._requests.items()):
+            requests.add_metric(list(key), count)
         yield requests
         latency = HistogramMetricFamily(
             "flyteagents_request_duration_seconds",
@@ -80,9 +80,10 @@ class ServiceMetrics(Collector):
         )
         for labels, values in list(self._latency.items()):
             counts = values[:-1]
-            cumulative, total = [], 0.0
-            for bound, count in zip((*map(str, BUCKETS), "+Inf"), counts, strict=False):
-                total += count
+            cumulative: list[tuple[str, float]] = []
+            total = 0.0
+            for bound, in_bucket in zip((*map(str, BUCKETS), "+Inf"), counts, strict=True):
+                total += in_bucket
                 cumulative.append((bound, total))
             latency.add_metric(list(labels), cumulative, sum_value=values[-1])
         yield latency
