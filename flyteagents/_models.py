@@ -57,7 +57,7 @@ class ResourceMeta:
             ValueError: the encoding exceeds MAX_RESOURCE_META_BYTES.
         """
         # Same JSON as dataclasses.asdict, without its deep copy: this runs on every CreateTask.
-        data = json.dumps(_shallow_dict(self), separators=(",", ":"), sort_keys=True, default=_nested).encode()
+        data = _ENCODER.encode(_shallow_dict(self)).encode()
         if len(data) > MAX_RESOURCE_META_BYTES:
             raise ValueError(
                 f"{type(self).__name__} encodes to {len(data)} bytes, over the "
@@ -183,6 +183,10 @@ def _convert_dataclass(value: Any, cls: type, where: str) -> Any:
         missing = sorted(info.required - kwargs.keys())
         raise InvalidResourceMetaError(f"{where}: missing field(s) {', '.join(missing)} for {cls.__name__}")
     return cls(**kwargs)
+
+
+#: Compact, key-sorted JSON; built once (json.dumps with options builds an encoder per call).
+_ENCODER = json.JSONEncoder(separators=(",", ":"), sort_keys=True, default=_nested)
 
 
 def _wrong_type(where: str, expected: str, value: Any) -> InvalidResourceMetaError:
