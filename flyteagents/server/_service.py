@@ -174,11 +174,10 @@ def _failed_resource(exc: TaskFailedError) -> Resource:
 
 
 def _check_inputs(template_pb: tasks_pb2.TaskTemplate, inputs_pb: literals_pb2.LiteralMap) -> None:
-    declared = template_pb.interface.inputs.variables
-    given = inputs_pb.literals
-    unknown = [name for name in given if name not in declared]
-    missing = [name for name in declared if name not in given]
-    if unknown or missing:
+    declared = set(template_pb.interface.inputs.variables)
+    given = set(inputs_pb.literals)
+    if declared != given:
+        unknown, missing = given - declared, declared - given
         parts = []
         if missing:
             parts.append(f"missing {', '.join(sorted(missing))}")
@@ -398,12 +397,13 @@ class SyncAgentServicer(agent_pb2_grpc.SyncAgentServiceServicer):
         self,
         request_iterator: AsyncIterator[agent_pb2.ExecuteTaskSyncRequest],
         context: grpc.aio.ServicerContext,
-    ) -> AsyncIterator[agent_pb2.ExecuteTaskSyncResponse]:
+    ) -> None:
         # Propeller sends the header, then the inputs, closes its side and reads exactly one answer.
+        # context.read/write rather than the request iterator and a generator: fewer layers per call.
         service = self.service
         with service.call(context, "do") as call:
-            first = await _next_message(request_iterator)
-            if first is None or first.WhichOneof("part") != "header":
+            first = await context.read()
+            if first is grpc.aio.EOF or first.WhichOneof("part") != "header":
                 raise InvalidTaskError("the first ExecuteTaskSync message must carry the header")
             header = first.header
             if not header.HasField("template"):
@@ -418,9 +418,9 @@ class SyncAgentServicer(agent_pb2_grpc.SyncAgentServiceServicer):
             meta_pb = header.task_execution_metadata if header.HasField("task_execution_metadata") else None
             if meta_pb is not None:
                 current_task.set(meta_pb.task_execution_id)
-            second = await _next_message(request_iterator)
+            second = await context.read()
             inputs_pb = None
-            if second is not None:
+            if second is not grpc.aio.EOF:
                 part = second.WhichOneof("part")
                 if part == "header":
                     raise InvalidTaskError("ExecuteTaskSync got a second header where the inputs belong")
@@ -433,14 +433,7 @@ class SyncAgentServicer(agent_pb2_grpc.SyncAgentServiceServicer):
             response = agent_pb2.ExecuteTaskSyncResponse()
             outputs_interface = template.interface.outputs.variables
             await service.resource_to_proto(resource, agent, outputs_interface, into=response.header.resource)
-            yield response
-
-
-async def _next_message(it: AsyncIterator[Any]) -> Any:
-    try:
-        return await it.__anext__()
-    except StopAsyncIteration:
-        return None
+            await context.write(response)
 
 
 class AgentMetadataServicer(agent_pb2_grpc.AgentMetadataServiceServicer):
