@@ -252,12 +252,13 @@ class AsyncAgentServicer(agent_pb2_grpc.AsyncAgentServiceServicer):
             if not request.HasField("template"):
                 raise InvalidTaskError("CreateTask needs a task template")
             template = request.template
-            agent = service.agent(template.type, template.task_type_version)
+            task_type = template.type
+            agent = service.agent(task_type, template.task_type_version)
             if not isinstance(agent, AsyncAgentBase):
                 raise UnsupportedOperationError(
                     f"agent {agent.name!r} for {agent.task_category} is a sync agent: use ExecuteTaskSync"
                 )
-            call.task_type = template.type
+            call.task_type = task_type
             meta_pb = request.task_execution_metadata if request.HasField("task_execution_metadata") else None
             if meta_pb is not None:
                 current_task.set(meta_pb.task_execution_id)
@@ -269,7 +270,7 @@ class AsyncAgentServicer(agent_pb2_grpc.AsyncAgentServiceServicer):
             )
             meta = await service.invoke(agent, "create", **kwargs)
             resource_meta = _encode_meta(meta, agent)
-            logger.debug("created %s job", template.type)
+            logger.debug("created %s job", task_type)
             return agent_pb2.CreateTaskResponse(resource_meta=resource_meta)
         return None
 
