@@ -119,9 +119,6 @@ async def serve(registry: AgentRegistry, config: ServeConfig) -> int:
     # out of the garbage collector's scans, which otherwise grow with every plugin installed.
     gc.collect()
     gc.freeze()
-    # Each call leaves few objects behind, but allocates many; young collections every 700
-    # allocations cost more than the rare cycles they find.
-    gc.set_threshold(50_000, 20, 20)
     tls = "mTLS" if config.tls_client_ca else "TLS" if config.tls_cert else "plaintext"
     metrics_note = f", metrics on port {metrics_server.server_port}" if metrics_server is not None else ""
     # Tests and operators read this line to learn the bound port (``--port 0`` picks a free one).
