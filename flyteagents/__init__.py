@@ -24,6 +24,7 @@ from ._phase import is_terminal_phase, to_phase
 from ._registry import AgentRegistry
 from ._runner import AgentRunner
 from ._version import __version__
+from .sensor import BaseSensor, sensor
 
 __all__ = [
     "AgentBase",
@@ -34,6 +35,7 @@ __all__ = [
     "AgentTimeoutError",
     "AsyncAgentBase",
     "AsyncAgentExecutorMixin",
+    "BaseSensor",
     "DuplicateAgentError",
     "ExternalServiceError",
     "InvalidResourceMetaError",
@@ -48,6 +50,7 @@ __all__ = [
     "UnsupportedOperationError",
     "__version__",
     "is_terminal_phase",
+    "sensor",
     "to_phase",
 ]
 

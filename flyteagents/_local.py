@@ -27,7 +27,7 @@ from flytekit.models.core import identifier as id_models
 from flytekit.models.literals import LiteralMap
 from flytekit.models.task import TaskExecutionMetadata, TaskTemplate
 
-from ._agent import AsyncAgentBase, SyncAgentBase
+from ._agent import AgentBase, AsyncAgentBase, SyncAgentBase
 from ._exceptions import (
     AgentTimeoutError,
     RetryableTaskFailedError,
@@ -80,10 +80,10 @@ class _Backend(Protocol):
 
 
 class _InProcess:
-    """Calls the registered agent in this process."""
+    """Calls the given agent, or else the registered one, in this process."""
 
-    def __init__(self, template: TaskTemplate) -> None:
-        self.agent = AgentRegistry.get_agent(template.type, template.task_type_version)
+    def __init__(self, template: TaskTemplate, agent: AgentBase | None = None) -> None:
+        self.agent = agent or AgentRegistry.get_agent(template.type, template.task_type_version)
         self.runner = _local_runner()
 
     async def create(
@@ -121,13 +121,13 @@ class _InProcess:
         )
 
 
-def _backend(template: TaskTemplate) -> _Backend:
+def _backend(template: TaskTemplate, agent: AgentBase | None = None) -> _Backend:
     endpoint = os.environ.get(ENDPOINT_ENV)
     if endpoint:
         from .client import RemoteBackend
 
         return RemoteBackend(endpoint)
-    return _InProcess(template)
+    return _InProcess(template, agent)
 
 
 def run_coroutine(coro: Coroutine[Any, Any, _T]) -> _T:
@@ -215,9 +215,9 @@ def _max_poll_interval(task: Any) -> float:
     return float(value) if value else _DEFAULT_MAX_POLL_INTERVAL
 
 
-def poll_intervals(max_interval: float) -> Iterator[float]:
+def poll_intervals(max_interval: float, first_interval: float = _FIRST_POLL_INTERVAL) -> Iterator[float]:
     """The waits between two ``get`` calls: short at first so fast jobs finish fast, growing to a cap."""
-    interval = _FIRST_POLL_INTERVAL
+    interval = first_interval
     while True:
         yield min(interval, max_interval)
         interval *= _POLL_GROWTH
@@ -232,6 +232,7 @@ async def _run_async_job(
     meta: TaskExecutionMetadata,
     timeout: timedelta | None,
     max_interval: float,
+    first_interval: float = _FIRST_POLL_INTERVAL,
 ) -> Resource:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout.total_seconds() if timeout else None
@@ -239,7 +240,7 @@ async def _run_async_job(
     reporter = _Reporter(task_name)
     finished = False
     try:
-        for interval in poll_intervals(max_interval):
+        for interval in poll_intervals(max_interval, first_interval):
             resource = await _bounded(backend.get(handle), deadline, task_name, timeout)
             reporter.update(resource)
             if is_terminal_phase(resource.phase):

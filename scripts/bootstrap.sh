@@ -17,3 +17,4 @@ for plugin in plugins/*/; do
     [ -f "$plugin/pyproject.toml" ] && args+=(-e "${plugin%/}[test]")
 done
 "$UV" pip install --quiet --python .venv/bin/python "${args[@]}"
+bash scripts/install_deploy_tools.sh

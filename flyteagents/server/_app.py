@@ -92,6 +92,18 @@ class ServeConfig:
     grace_period: float = 25.0
 
 
+async def close_agents(registry: AgentRegistry, timeout: float = 5.0) -> None:
+    """Await each loaded agent's optional ``async aclose()`` so it releases its clients and pools."""
+    for agent in list(registry.agents.values()):
+        close = getattr(agent, "aclose", None)
+        if close is None or not asyncio.iscoroutinefunction(close):
+            continue
+        try:
+            await asyncio.wait_for(close(), timeout)
+        except Exception as exc:  # one agent failing to close must not keep the others open
+            logger.warning("agent %r did not close cleanly: %s: %s", agent.name, type(exc).__name__, exc)
+
+
 async def serve(registry: AgentRegistry, config: ServeConfig) -> int:
     """Run the service until SIGTERM or SIGINT, then drain in-flight calls and return 0.
 
@@ -134,6 +146,7 @@ async def serve(registry: AgentRegistry, config: ServeConfig) -> int:
         logger.info("stopping: draining in-flight calls for up to %.1fs", config.grace_period)
         await handle.set_serving(False)
         await handle.server.stop(config.grace_period)
+        await close_agents(registry)
         logger.info("stopped")
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):

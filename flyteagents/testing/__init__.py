@@ -1,5 +1,6 @@
-"""Helpers for testing agents against a real agent service."""
+"""Helpers for testing agents against real local services: the agent service, moto_server."""
 
+from ._moto import MotoServer
 from ._server import AgentServer
 
-__all__ = ["AgentServer"]
+__all__ = ["AgentServer", "MotoServer"]

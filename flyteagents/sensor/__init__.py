@@ -1,0 +1,25 @@
+"""Sensors: tasks that wait for a condition, poked by the sensor engine.
+
+Write one by subclassing BaseSensor (``async def poke(self, ...) -> bool``) or by
+decorating a poke function with ``@sensor``; FileSensor waits for files on any fsspec
+filesystem. SensorEngine is the async agent that serves task type ``sensor``.
+"""
+
+from ._base import BaseSensor
+from ._context import PokeContext, poke_context
+from ._decorator import FunctionSensor, sensor
+from ._engine import SensorEngine, SensorMetadata
+from ._file import FileMatch, FileSensor, FileSensorConfig
+
+__all__ = [
+    "BaseSensor",
+    "FileMatch",
+    "FileSensor",
+    "FileSensorConfig",
+    "FunctionSensor",
+    "PokeContext",
+    "SensorEngine",
+    "SensorMetadata",
+    "poke_context",
+    "sensor",
+]

@@ -1,0 +1,388 @@
+"""BaseSensor: a flytekit task whose ``poke`` the sensor engine asks until it is done."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import datetime
+import importlib
+import inspect
+import json
+import types
+import typing
+from collections.abc import Callable
+from typing import Any, ClassVar, Union
+
+from flytekit.configuration import SerializationSettings
+from flytekit.core.base_task import PythonTask, TaskMetadata
+from flytekit.core.interface import Interface
+from flytekit.exceptions.user import FlyteRecoverableException
+from flytekit.models.literals import LiteralMap
+
+from .._exceptions import ExternalServiceError, InvalidTaskError
+from .._local import (
+    AsyncAgentExecutorMixin,
+    _backend,
+    _LocalRun,
+    _run_async_job,
+    run_coroutine,
+)
+from .._models import _convert
+
+__all__ = ["DEFAULT_POKE_INTERVAL", "BaseSensor", "config_from_dict", "config_to_dict"]
+
+#: Seconds between two pokes when a sensor sets no ``poke_interval``.
+DEFAULT_POKE_INTERVAL = 5.0
+#: Consecutive retryable poke errors after which a sensor fails, unless it sets its own.
+DEFAULT_MAX_CONSECUTIVE_ERRORS = 5
+
+_Seconds = Union[datetime.timedelta, int, float]  # noqa: UP007 - a runtime alias on 3.10
+
+
+def _seconds(value: _Seconds | None, what: str) -> float | None:
+    if value is None:
+        return None
+    seconds = value.total_seconds() if isinstance(value, datetime.timedelta) else float(value)
+    if seconds < 0:
+        raise ValueError(f"{what} must not be negative, got {value!r}")
+    return seconds
+
+
+def config_to_dict(config: Any) -> dict[str, Any] | None:
+    """The JSON-safe dict a sensor config travels as: ``dataclasses.asdict`` or ``to_dict()``.
+
+    Raises:
+        TypeError: the config is neither a dataclass nor has ``to_dict``, or its dict
+            is not plain JSON.
+    """
+    if config is None:
+        return None
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        data = dataclasses.asdict(config)
+    elif callable(getattr(config, "to_dict", None)):
+        data = config.to_dict()
+    else:
+        raise TypeError(
+            f"sensor_config must be a dataclass instance or have to_dict()/from_dict(), got {type(config).__name__}"
+        )
+    try:
+        json.dumps(data, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"sensor_config {type(config).__name__} is not JSON-safe: {exc}") from None
+    return typing.cast(dict[str, Any], data)
+
+
+def config_from_dict(data: dict[str, Any] | None, config_type: str | None) -> Any:
+    """Rebuild a sensor config from ``config_to_dict``'s dict and its ``"module:QualName"`` type.
+
+    With no type, the dict itself is returned.
+
+    Raises:
+        InvalidTaskError: the type cannot be imported or the dict does not fit it.
+    """
+    if data is None or not config_type:
+        return data
+    tp = import_object(config_type, "sensor config type")
+    if dataclasses.is_dataclass(tp):
+        return _convert(_whole_numbers_as_int(data), tp, "sensor_config")
+    from_dict = getattr(tp, "from_dict", None)
+    if not callable(from_dict):
+        raise InvalidTaskError(f"sensor config type {config_type} is neither a dataclass nor has from_dict()")
+    try:
+        return from_dict(data)
+    except Exception as exc:
+        raise InvalidTaskError(f"sensor_config does not fit {config_type}: {exc}") from None
+
+
+def _whole_numbers_as_int(value: Any) -> Any:
+    """2.0 -> 2 throughout: the template's custom is a protobuf Struct, whose numbers are all doubles.
+
+    Without this an ``int`` config field fails once the template has crossed the wire; a
+    ``float`` field still accepts the int.
+    """
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [_whole_numbers_as_int(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _whole_numbers_as_int(v) for k, v in value.items()}
+    return value
+
+
+def type_path(tp: Any) -> str:
+    """``"module:QualName"`` for a class or function, the form ``import_object`` takes."""
+    return f"{tp.__module__}:{tp.__qualname__}"
+
+
+def import_object(path: str, what: str) -> Any:
+    """Import ``"module:Qual.Name"`` (or ``module.Name``).
+
+    Raises:
+        InvalidTaskError: the module or attribute is missing.
+    """
+    module_name, sep, attr = path.partition(":")
+    if not sep:
+        module_name, _, attr = path.rpartition(".")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise InvalidTaskError(f"cannot import {what} {path!r}: {exc}") from None
+    return obj
+
+
+def _is_optional_dataclass(tp: Any) -> type | None:
+    origin = typing.get_origin(tp)
+    if origin is Union or (hasattr(types, "UnionType") and isinstance(tp, types.UnionType)):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1 and len(typing.get_args(tp)) == 2:
+            (arg,) = args
+            if dataclasses.is_dataclass(arg) and isinstance(arg, type):
+                return arg
+    return None
+
+
+def poke_signature(
+    fn: Callable[..., Any], owner: str, skip: tuple[str, ...] = ()
+) -> tuple[collections.OrderedDict[str, Any], type | None]:
+    """The task inputs and the outputs dataclass (or None) a poke function declares.
+
+    ``poke`` returns ``bool``, or ``T | None`` for a dataclass ``T`` whose fields become
+    the task's outputs.
+
+    Raises:
+        TypeError: an input lacks a type annotation, takes ``*args``/``**kwargs``, or
+            the return annotation is neither form.
+    """
+    hints = typing.get_type_hints(fn, include_extras=True)
+    inputs: collections.OrderedDict[str, Any] = collections.OrderedDict()
+    for name, param in inspect.signature(fn).parameters.items():
+        if name == "self" or name in skip:
+            continue
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            raise TypeError(f"{owner}: poke cannot take *{name} or **{name}; name every input")
+        if name not in hints:
+            raise TypeError(f"{owner}: poke input {name!r} needs a type annotation")
+        inputs[name] = hints[name]
+    returns = hints.get("return")
+    if returns is bool:
+        return inputs, None
+    outputs = _is_optional_dataclass(returns)
+    if outputs is None:
+        raise TypeError(
+            f"{owner}: poke must be annotated '-> bool' or '-> T | None' for a dataclass T "
+            f"holding the sensor's outputs, not {returns!r}"
+        )
+    return inputs, outputs
+
+
+class BaseSensor(AsyncAgentExecutorMixin, PythonTask):  # type: ignore[misc]
+    """A task that waits for a condition: the sensor engine calls ``poke`` until it holds.
+
+    Subclass it and write ``poke``: its parameters are the task's inputs, and it answers
+    ``False`` (not yet) or ``True`` (done). To give the next tasks outputs, annotate poke
+    ``-> T | None`` for a dataclass ``T``: return None while waiting and a ``T`` when done;
+    T's fields are the task's outputs. ``poke`` may be ``async def`` (awaited on the event
+    loop) or a plain ``def`` (run on a bounded thread pool).
+
+    The engine builds the sensor as ``cls(name=..., sensor_config=config)``, once per
+    (class, config), so a subclass's ``__init__`` must accept those two arguments and keep
+    everything else it needs in its config.
+
+    Args:
+        name: the task's name.
+        timeout: how long to wait before giving up (timedelta or seconds); None waits
+            forever. Enforced by the engine, so ``soft_fail`` can end the task SUCCEEDED.
+        sensor_config: a dataclass instance, or an object with ``to_dict()`` and a
+            ``from_dict()`` classmethod; it reaches ``self.sensor_config`` wherever the
+            sensor runs.
+        poke_interval: seconds (or timedelta) between pokes in local runs; reported to
+            operators. On a Flyte cluster FlytePropeller's resync interval sets the pace.
+        soft_fail: on timeout, end SUCCEEDED (skipped) instead of FAILED. Output fields
+            then need defaults, which are the outputs of a skipped sensor.
+        max_consecutive_errors: fail after this many retryable poke errors in a row.
+
+    Example:
+        >>> @dataclass
+        ... class Found:
+        ...     key: str
+        >>> class KeySensor(BaseSensor):
+        ...     async def poke(self, prefix: str) -> Found | None:
+        ...         keys = await list_keys(prefix)
+        ...         return Found(key=keys[0]) if keys else None
+        >>> wait = KeySensor(name="wait_for_key", timeout=3600, poke_interval=30)
+    """
+
+    #: Exceptions from poke that mean "try again": counted, logged, the sensor keeps running.
+    retryable_errors: ClassVar[tuple[type[BaseException], ...]] = (
+        ConnectionError,
+        TimeoutError,
+        asyncio.TimeoutError,
+        FlyteRecoverableException,
+    )
+
+    def __init__(
+        self,
+        name: str,
+        timeout: _Seconds | None = None,
+        sensor_config: Any = None,
+        poke_interval: _Seconds | None = None,
+        soft_fail: bool = False,
+        max_consecutive_errors: int = DEFAULT_MAX_CONSECUTIVE_ERRORS,
+        task_type: str = "sensor",
+        **kwargs: Any,
+    ) -> None:
+        inputs, outputs = self._declared_io()
+        if max_consecutive_errors < 1:
+            raise ValueError(f"max_consecutive_errors must be at least 1, got {max_consecutive_errors}")
+        if soft_fail and outputs is not None:
+            missing = [
+                f.name
+                for f in dataclasses.fields(outputs)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+            ]
+            if missing:
+                raise TypeError(
+                    f"sensor {name}: soft_fail needs a default for every output field of "
+                    f"{outputs.__name__} (missing: {', '.join(missing)}); a skipped sensor outputs them"
+                )
+        self._config_dict = config_to_dict(sensor_config)
+        self._sensor_config = sensor_config
+        self._timeout = _seconds(timeout, "timeout")
+        interval = _seconds(poke_interval, "poke_interval")
+        self._poke_interval = DEFAULT_POKE_INTERVAL if interval is None else interval
+        self._soft_fail = soft_fail
+        self._max_consecutive_errors = max_consecutive_errors
+        self._outputs_type = outputs
+        out_types = {f.name: hint for f, hint in _field_hints(outputs)} if outputs is not None else {}
+        super().__init__(
+            task_type=task_type,
+            name=name,
+            task_config=None,
+            interface=Interface(inputs=inputs, outputs=out_types),
+            metadata=kwargs.pop("metadata", None) or TaskMetadata(),
+            **kwargs,
+        )
+
+    def _declared_io(self) -> tuple[collections.OrderedDict[str, Any], type | None]:
+        return poke_signature(type(self).poke, type(self).__qualname__)
+
+    async def poke(self, *args: Any, **inputs: Any) -> Any:
+        """Whether the condition holds: ``False``/``True``, or ``None``/an outputs dataclass."""
+        raise NotImplementedError
+
+    async def start(self, **inputs: Any) -> dict[str, Any] | None:
+        """Called once when the sensor task is created, with poke's inputs; optional.
+
+        Return a small JSON dict (where a stream stood when the sensor started, ...): it is
+        kept in resource_meta and every poke reads it back as ``poke_context().state``, so a
+        sensor stays stateless across agent replicas. Never return a secret. Raising a
+        retryable error makes the create retryable (UNAVAILABLE); InvalidTaskError rejects it.
+        """
+        return None
+
+    @property
+    def sensor_config(self) -> Any:
+        """The config this sensor was built with (a dataclass, a to_dict object or None)."""
+        return self._sensor_config
+
+    @property
+    def poke_interval(self) -> float:
+        """Seconds between two pokes in local runs."""
+        return self._poke_interval
+
+    @property
+    def sensor_timeout(self) -> float | None:
+        """Seconds to wait before timing out; None waits forever."""
+        return self._timeout
+
+    @property
+    def soft_fail(self) -> bool:
+        """Whether a timeout ends the task SUCCEEDED (skipped) rather than FAILED."""
+        return self._soft_fail
+
+    @property
+    def max_consecutive_errors(self) -> int:
+        """Retryable poke errors in a row after which the sensor fails."""
+        return self._max_consecutive_errors
+
+    @property
+    def outputs_type(self) -> type | None:
+        """The dataclass whose fields are the sensor's outputs, or None."""
+        return self._outputs_type
+
+    def poke_function(self) -> tuple[Callable[..., Any], bool]:
+        """The callable the engine pokes with the task's inputs, and whether it is a coroutine function."""
+        return self.poke, inspect.iscoroutinefunction(type(self).poke)
+
+    def sensor_location(self) -> tuple[str, str]:
+        """(module, name) the engine imports to find this sensor: its class by default."""
+        return type(self).__module__, type(self).__qualname__
+
+    @classmethod
+    def for_engine(cls, name: str, config: Any) -> BaseSensor:
+        """Build the sensor the engine pokes, from a task template's config."""
+        return cls(name=name, sensor_config=config)
+
+    def with_config(self, config: Any) -> BaseSensor:
+        """This sensor with another config (itself when the config is the same)."""
+        if config_to_dict(config) == self._config_dict:
+            return self
+        return type(self).for_engine(self.name, config)
+
+    def get_custom(self, settings: SerializationSettings) -> dict[str, Any]:
+        """The template's custom field: where the sensor lives, its config and its options."""
+        module, name = self.sensor_location()
+        config = self._sensor_config
+        return {
+            "sensor_module": module,
+            "sensor_name": name,
+            "sensor_config": self._config_dict,
+            "sensor_config_type": type_path(type(config)) if config is not None else None,
+            "poke_interval": self._poke_interval,
+            "timeout": self._timeout,
+            "soft_fail": self._soft_fail,
+            "max_consecutive_errors": self._max_consecutive_errors,
+        }
+
+    def execute(self, **kwargs: Any) -> LiteralMap:
+        """Run the sensor locally: poke every ``poke_interval`` until done, timeout or Ctrl-C."""
+        from ._engine import local_engine
+        from ._file import _FILESYSTEMS
+
+        run = _LocalRun(self, kwargs)
+        backend = _backend(run.template, local_engine())
+
+        async def poke_until_done() -> Any:
+            try:
+                return await _run_async_job(
+                    backend,
+                    self.name,
+                    run.template,
+                    run.output_prefix,
+                    run.inputs,
+                    run.meta,
+                    run.template.metadata.timeout or None,
+                    max_interval=self._poke_interval,
+                    first_interval=self._poke_interval,
+                )
+            finally:
+                # This run's loop ends with it: close the clients its pokes opened on it.
+                await _FILESYSTEMS.aclose_loop()
+
+        return run.outputs(run_coroutine(poke_until_done()))
+
+
+def _field_hints(cls: type) -> list[tuple[dataclasses.Field[Any], Any]]:
+    hints = typing.get_type_hints(cls)
+    return [(f, hints[f.name]) for f in dataclasses.fields(cls)]
+
+
+def is_retryable(sensor: Any, exc: BaseException) -> bool:
+    """Whether a poke error means "try again" for this sensor."""
+    if isinstance(exc, ExternalServiceError):
+        return exc.retryable
+    errors = getattr(sensor, "retryable_errors", BaseSensor.retryable_errors)
+    return isinstance(exc, errors)

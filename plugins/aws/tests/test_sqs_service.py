@@ -1,0 +1,67 @@
+"""SQSSensor through the agent service over a real gRPC channel, the way FlytePropeller drives it."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+import grpc
+import pytest
+import pytest_asyncio
+from flyteagents_aws import SQSSensor, SQSSensorConfig
+from flyteidl.admin import agent_pb2
+from flyteidl.core.execution_pb2 import TaskExecution
+from flytekit.configuration import ImageConfig, SerializationSettings
+from flytekit.tools.translator import get_serializable
+
+from flyteagents import AgentRegistry
+from flyteagents.sensor import SensorEngine
+from flyteagents.testing import AgentServer
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+def create_request(config: dict[str, Any], output_prefix: str = "/tmp/sqs-rpc") -> agent_pb2.CreateTaskRequest:
+    sensor = SQSSensor(name="sqs_rpc", sensor_config=SQSSensorConfig(queue_url="http://h/1/q"))
+    template = get_serializable(OrderedDict(), SerializationSettings(ImageConfig.auto_default_image()), sensor).template
+    template.custom["sensor_config"] = config
+    return agent_pb2.CreateTaskRequest(template=template.to_flyte_idl(), output_prefix=output_prefix)
+
+
+def get_request(meta: bytes) -> agent_pb2.GetTaskRequest:
+    return agent_pb2.GetTaskRequest(
+        task_category=agent_pb2.TaskCategory(name="sensor", version=0), task_type="sensor", resource_meta=meta
+    )
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def server() -> Any:
+    registry = AgentRegistry()
+    registry.register(SensorEngine())
+    async with AgentServer(registry) as running:
+        yield running
+
+
+async def test_malformed_config_is_invalid_argument_at_create(server: Any) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await server.async_stub.CreateTask(create_request({"queue_url": "https://x/1/q", "wait_seconds": 20}))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "wait_seconds" in (err.value.details() or "")
+    assert "Traceback" not in (err.value.details() or "")
+
+
+async def test_lost_answer_through_the_service(
+    server: Any, moto: Any, sqs: Any, queue_url: str, output_prefix: str
+) -> None:
+    config = {"queue_url": queue_url, "endpoint_url": moto.endpoint_url, "wait_seconds": 0}
+    created = await server.async_stub.CreateTask(create_request(config, output_prefix))
+    assert (await server.async_stub.GetTask(get_request(created.resource_meta))).resource.phase == TaskExecution.RUNNING
+    sqs.send_message(QueueUrl=queue_url, MessageBody="exactly once")
+    first = await server.async_stub.GetTask(get_request(created.resource_meta))
+    sqs.send_message(QueueUrl=queue_url, MessageBody="still queued")
+    again = await server.async_stub.GetTask(get_request(created.resource_meta))  # the first answer was lost
+    assert first.resource.phase == again.resource.phase == TaskExecution.SUCCEEDED
+    assert first.resource.outputs == again.resource.outputs
+    assert "exactly once" in str(again.resource.outputs)
+    left = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)["Messages"]
+    assert [m["Body"] for m in left] == ["still queued"]

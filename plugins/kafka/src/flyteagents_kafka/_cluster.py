@@ -1,0 +1,349 @@
+"""KafkaCluster: one pooled aiokafka client per cluster settings, reading partitions statelessly.
+
+Every sensor watching the same cluster (same servers, protocol, user and secret names)
+shares one ``AIOKafkaClient``, hence one connection per broker, in each event loop. Reads
+are plain Fetch/ListOffsets requests at explicit offsets: no consumer group, no commit,
+nothing to rebalance, so thousands of sensors poke concurrently over the same connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import random
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka.client import AIOKafkaClient, ConnectionGroup
+from aiokafka.cluster import ClusterMetadata
+from aiokafka.errors import KafkaError
+from aiokafka.errors import for_code as kafka_error_for_code
+from aiokafka.helpers import create_ssl_context
+from aiokafka.protocol.fetch import FetchRequest
+from aiokafka.protocol.metadata import MetadataRequest
+from aiokafka.protocol.offset import OffsetRequest
+from aiokafka.record.memory_records import MemoryRecords
+from aiokafka.structs import TopicPartition
+
+from flyteagents import ExternalServiceError
+
+from ._config import KafkaSensorConfig
+from ._secrets import read_secret
+
+__all__ = ["EARLIEST", "LATEST", "FetchedRecord", "KafkaCluster", "close_clusters", "cluster_for"]
+
+logger = logging.getLogger("flyteagents_kafka")
+
+#: ListOffsets timestamps meaning "the log start" and "the log end".
+EARLIEST = -2
+LATEST = -1
+_READ_UNCOMMITTED = 0
+_OFFSET_OUT_OF_RANGE = 1
+_FETCH_MAX_WAIT_MS = 100
+#: Longest one request to a broker may take; each poke also bounds its whole read.
+_CLIENT_REQUEST_TIMEOUT_MS = 10_000
+
+
+@dataclass(frozen=True)
+class ClusterKey:
+    """What makes two sensors' connections interchangeable (secret names, never values)."""
+
+    servers: tuple[str, ...]
+    security_protocol: str
+    sasl_mechanism: str | None
+    sasl_username: str | None
+    sasl_password_secret: str | None
+    ssl_cafile: str | None
+    ssl_certfile: str | None
+    ssl_keyfile: str | None
+    ssl_key_password_secret: str | None
+
+    @classmethod
+    def of(cls, config: KafkaSensorConfig) -> ClusterKey:
+        return cls(
+            servers=config.servers,
+            security_protocol=config.security_protocol,
+            sasl_mechanism=config.sasl_mechanism,
+            sasl_username=config.sasl_username,
+            sasl_password_secret=config.sasl_password_secret,
+            ssl_cafile=config.ssl_cafile,
+            ssl_certfile=config.ssl_certfile,
+            ssl_keyfile=config.ssl_keyfile,
+            ssl_key_password_secret=config.ssl_key_password_secret,
+        )
+
+
+@dataclass
+class FetchedRecord:
+    """One record read from a partition."""
+
+    partition: int
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+def _bad(exc: BaseException, what: str) -> ExternalServiceError:
+    detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return ExternalServiceError(f"Kafka {what} failed: {detail}", retryable=True)
+
+
+class _WatchingClient(AIOKafkaClient):  # type: ignore[misc]
+    """An AIOKafkaClient whose metadata requests never ask the broker to create a topic.
+
+    aiokafka always sets ``allow_auto_topic_creation``; a sensor only watches, and must not
+    create the topic it waits for (with the broker's default partition count, at that).
+    The body follows ``AIOKafkaClient._metadata_update`` (aiokafka 0.14, Apache-2.0).
+    """
+
+    async def _metadata_update(self, cluster_metadata: ClusterMetadata, topics: Any) -> bool:
+        request = MetadataRequest(list(topics) if topics else None, allow_auto_topic_creation=False)
+        nodeids: list[Any] = [b.nodeId for b in self.cluster.brokers()]
+        bootstrap_id = ("bootstrap", ConnectionGroup.DEFAULT)
+        if bootstrap_id in self._conns:
+            nodeids.append("bootstrap")
+        random.shuffle(nodeids)
+        for node_id in nodeids:
+            conn = await self._get_conn(node_id)
+            if conn is None:
+                continue
+            try:
+                metadata = await conn.send(request)
+            except (KafkaError, asyncio.TimeoutError) as err:
+                logger.debug("metadata request to node %s failed: %r", node_id, err)
+                continue
+            if not metadata.brokers:
+                return False
+            cluster_metadata.update_metadata(metadata)
+            if bootstrap_id in self._conns and len(self.cluster.brokers()):
+                self._conns.pop(bootstrap_id).close()
+            return True
+        cluster_metadata.failed_update(None)
+        return False
+
+
+class KafkaCluster:
+    """The shared client of one Kafka cluster, created on first use and rebuilt if bootstrap failed."""
+
+    def __init__(self, key: ClusterKey) -> None:
+        self.key = key
+        self._client: AIOKafkaClient | None = None
+        self._lock = asyncio.Lock()
+
+    async def client(self) -> AIOKafkaClient:
+        """The connected client; bootstraps it on first use.
+
+        Raises:
+            ExternalServiceError: no bootstrap server answered (retryable).
+        """
+        if self._client is not None:
+            return self._client
+        async with self._lock:
+            if self._client is None:
+                client = _WatchingClient(**self._client_kwargs())
+                try:
+                    await client.bootstrap()
+                except (KafkaError, OSError) as exc:
+                    await client.close()
+                    raise _bad(exc, f"bootstrap from {','.join(self.key.servers)}") from None
+                self._client = client
+        return self._client
+
+    def _client_kwargs(self) -> dict[str, Any]:
+        key = self.key
+        kwargs: dict[str, Any] = {
+            "bootstrap_servers": list(key.servers),
+            "client_id": "flyteagents-kafka-sensor",
+            "request_timeout_ms": _CLIENT_REQUEST_TIMEOUT_MS,
+            "security_protocol": key.security_protocol,
+        }
+        if key.security_protocol in ("SSL", "SASL_SSL"):
+            kwargs["ssl_context"] = create_ssl_context(
+                cafile=key.ssl_cafile,
+                certfile=key.ssl_certfile,
+                keyfile=key.ssl_keyfile,
+                password=read_secret(key.ssl_key_password_secret) if key.ssl_key_password_secret else None,
+            )
+        if key.security_protocol.startswith("SASL"):
+            kwargs["sasl_mechanism"] = key.sasl_mechanism
+            kwargs["sasl_plain_username"] = key.sasl_username
+            kwargs["sasl_plain_password"] = read_secret(key.sasl_password_secret or "")
+        return kwargs
+
+    async def partitions(self, topic: str) -> list[int] | None:
+        """The topic's partition ids, or None while the topic does not exist."""
+        client = await self.client()
+        parts = client.cluster.partitions_for_topic(topic)
+        if not parts:
+            client.add_topic(topic)
+            try:
+                await asyncio.wait_for(client.force_metadata_update(), _CLIENT_REQUEST_TIMEOUT_MS / 1000)
+            except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+                raise _bad(exc, f"metadata for topic {topic}") from None
+            parts = client.cluster.partitions_for_topic(topic)
+        return sorted(parts) if parts else None
+
+    def _by_leader(self, client: AIOKafkaClient, topic: str, partitions: list[int]) -> dict[int, list[int]]:
+        leaders: dict[int, list[int]] = collections.defaultdict(list)
+        missing = False
+        for partition in partitions:
+            leader = client.cluster.leader_for_partition(TopicPartition(topic, partition))
+            if leader is None or leader < 0:
+                missing = True
+                continue
+            leaders[leader].append(partition)
+        if missing:
+            client.force_metadata_update()
+        return leaders
+
+    async def list_offsets(self, topic: str, partitions: list[int], timestamp: int) -> dict[int, int]:
+        """Each partition's log start (``EARLIEST``) or end (``LATEST``) offset.
+
+        Partitions whose leader is unknown right now are left out (metadata is refreshed).
+
+        Raises:
+            ExternalServiceError: a broker could not be reached (retryable).
+        """
+        client = await self.client()
+        leaders = self._by_leader(client, topic, partitions)
+
+        async def one(node: int, parts: list[int]) -> dict[int, int]:
+            request = OffsetRequest(-1, _READ_UNCOMMITTED, [(topic, [(p, timestamp) for p in parts])])
+            response = await client.send(node, request)
+            found: dict[int, int] = {}
+            for _topic, part_data in response.topics:
+                for partition, error_code, *info in part_data:
+                    if error_code:
+                        self._on_partition_error(client, error_code)
+                    elif response.API_VERSION == 0:
+                        found[partition] = info[0][0] if info[0] else 0
+                    else:
+                        found[partition] = info[-1]
+            return found
+
+        try:
+            results = await asyncio.gather(*(one(node, parts) for node, parts in leaders.items()))
+        except (KafkaError, OSError) as exc:
+            client.force_metadata_update()
+            raise _bad(exc, f"list offsets of {topic}") from None
+        return {p: o for result in results for p, o in result.items()}
+
+    async def fetch(
+        self, topic: str, positions: dict[int, int], max_bytes: int
+    ) -> tuple[dict[int, list[FetchedRecord]], dict[int, int], list[int]]:
+        """Read forward from ``positions`` (partition -> next offset), at most ``max_bytes`` per partition.
+
+        Returns:
+            (records by partition, next offset by partition, partitions whose offset is out of
+            range: the log was truncated or recreated).
+
+        Raises:
+            ExternalServiceError: a broker could not be reached (retryable).
+        """
+        client = await self.client()
+        leaders = self._by_leader(client, topic, sorted(positions))
+
+        async def one(node: int, parts: list[int]) -> Any:
+            request = FetchRequest(
+                # Only partitions known to hold new records are fetched, so min_bytes=1 returns at once;
+                # max_wait only bounds a broker still assembling them (Tansu answers 0 ms with nothing).
+                _FETCH_MAX_WAIT_MS,
+                1,
+                max_bytes * len(parts),
+                _READ_UNCOMMITTED,
+                [(topic, [(p, positions[p], max_bytes) for p in parts])],
+            )
+            return await client.send(node, request)
+
+        try:
+            responses = await asyncio.gather(*(one(node, parts) for node, parts in leaders.items()))
+        except (KafkaError, OSError) as exc:
+            client.force_metadata_update()
+            raise _bad(exc, f"fetch from {topic}") from None
+        records: dict[int, list[FetchedRecord]] = {}
+        next_positions = dict(positions)
+        out_of_range: list[int] = []
+        for response in responses:
+            for _topic, parts in response.topics:
+                for partition, error_code, _highwater, *part_data in parts:
+                    if error_code == _OFFSET_OUT_OF_RANGE:
+                        out_of_range.append(partition)
+                    elif error_code:
+                        self._on_partition_error(client, error_code)
+                    else:
+                        got = list(_records(partition, part_data[-1], positions[partition]))
+                        records[partition] = got
+                        if got:
+                            next_positions[partition] = got[-1].offset + 1
+        return records, next_positions, out_of_range
+
+    @staticmethod
+    def _on_partition_error(client: AIOKafkaClient, error_code: int) -> None:
+        error = kafka_error_for_code(error_code)
+        logger.debug("Kafka partition error %s; refreshing metadata", error.__name__)
+        if getattr(error, "invalid_metadata", False) or getattr(error, "retriable", False):
+            client.force_metadata_update()
+        else:
+            raise ExternalServiceError(f"Kafka answered {error.__name__}", retryable=False)
+
+    async def close(self) -> None:
+        """Close the client's connections."""
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
+
+
+def _records(partition: int, data: bytes | None, start: int) -> Iterator[FetchedRecord]:
+    if not data:
+        return
+    batches = MemoryRecords(data)
+    while batches.has_next():
+        batch = batches.next_batch()
+        if batch is None:
+            break
+        if getattr(batch, "is_control_batch", False):
+            continue
+        for record in batch:
+            if record.offset < start:
+                continue  # a batch can begin before the offset asked for
+            yield FetchedRecord(
+                partition=partition,
+                offset=record.offset,
+                timestamp=record.timestamp or 0,
+                key=record.key,
+                value=record.value,
+                headers=list(record.headers or []),
+            )
+
+
+_clusters: dict[tuple[int, ClusterKey], tuple[asyncio.AbstractEventLoop, KafkaCluster]] = {}
+_clusters_lock = threading.Lock()
+
+
+def cluster_for(config: KafkaSensorConfig) -> KafkaCluster:
+    """The process-wide KafkaCluster for a config's connection settings, in the running loop."""
+    loop = asyncio.get_running_loop()
+    key = (id(loop), ClusterKey.of(config))
+    with _clusters_lock:
+        entry = _clusters.get(key)
+        if entry is None or entry[0] is not loop:
+            # Drop clusters of loops that have ended (tests, local runs) before adding one.
+            for stale in [k for k, (lp, _) in _clusters.items() if lp.is_closed()]:
+                del _clusters[stale]
+            entry = _clusters[key] = (loop, KafkaCluster(key[1]))
+        return entry[1]
+
+
+async def close_clusters() -> None:
+    """Close every cluster client of the running loop (agent shutdown, tests)."""
+    loop = asyncio.get_running_loop()
+    with _clusters_lock:
+        mine = [k for k, (lp, _) in _clusters.items() if lp is loop]
+        clusters = [_clusters.pop(k)[1] for k in mine]
+    for cluster in clusters:
+        await cluster.close()
