@@ -21,6 +21,7 @@ __all__ = ["MAX_RESOURCE_META_BYTES", "Resource", "ResourceMeta", "TaskCategory"
 MAX_RESOURCE_META_BYTES = 64 * 1024
 
 _M = TypeVar("_M", bound="ResourceMeta")
+_JSON = json.JSONDecoder()
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ class ResourceMeta:
             ValueError: the encoding exceeds MAX_RESOURCE_META_BYTES.
         """
         # Same JSON as dataclasses.asdict, without its deep copy: this runs on every CreateTask.
-        data = json.dumps(_shallow_dict(self), separators=(",", ":"), sort_keys=True, default=_nested).encode()
+        data = _encode_json(_shallow_dict(self)).encode()
         if len(data) > MAX_RESOURCE_META_BYTES:
             raise ValueError(
                 f"{type(self).__name__} encodes to {len(data)} bytes, over the "
@@ -73,9 +74,12 @@ class ResourceMeta:
                 unknown or of the wrong type.
         """
         try:
-            obj = json.loads(data)
+            # str input skips json's encoding detection; undecodable bytes raise UnicodeDecodeError (a ValueError)
+            obj = _JSON.decode(data.decode() if isinstance(data, bytes) else data)
         except (ValueError, TypeError) as exc:
             raise InvalidResourceMetaError(f"resource_meta is not valid JSON for {cls.__name__}: {exc}") from None
+        if dataclasses.is_dataclass(cls):
+            return typing.cast(_M, _convert_dataclass(obj, cls, "resource_meta"))
         return typing.cast(_M, _convert(obj, cls, "resource_meta"))
 
 
@@ -126,14 +130,32 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     raise InvalidResourceMetaError(f"{where}: fields of type {tp!r} cannot travel in resource_meta")
 
 
+class _ClassInfo(typing.NamedTuple):
+    hints: dict[str, Any]
+    fields: dict[str, dataclasses.Field[Any]]
+    required: frozenset[str]
+    #: fields typed exactly str, int or bool: a value of that very type needs no further check
+    simple: dict[str, type]
+    names: tuple[str, ...]
+
+
 @functools.cache
-def _class_info(cls: type) -> tuple[dict[str, Any], dict[str, dataclasses.Field[Any]]]:
-    """A dataclass's resolved type hints and init fields (resolving hints is slow: done once per class)."""
-    return typing.get_type_hints(cls), {f.name: f for f in dataclasses.fields(cls) if f.init}
+def _class_info(cls: type) -> _ClassInfo:
+    """What decoding and encoding need of a dataclass, worked out once per class (resolving hints is slow)."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    required = frozenset(
+        name
+        for name, f in fields.items()
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    )
+    simple = {name: hints[name] for name in fields if hints[name] in (str, int, bool)}
+    return _ClassInfo(hints, fields, required, simple, tuple(f.name for f in dataclasses.fields(cls)))
 
 
 def _shallow_dict(obj: Any) -> dict[str, Any]:
-    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+    cls: type = type(obj)
+    return {name: getattr(obj, name) for name in _class_info(cls).names}
 
 
 def _nested(obj: Any) -> Any:
@@ -146,19 +168,39 @@ def _nested(obj: Any) -> Any:
 def _convert_dataclass(value: Any, cls: type, where: str) -> Any:
     if not isinstance(value, dict):
         raise _wrong_type(where, f"object for {cls.__name__}", value)
-    hints, fields = _class_info(cls)
-    unknown = sorted(set(value) - set(fields))
-    if unknown:
-        raise InvalidResourceMetaError(f"{where}: unknown field(s) {', '.join(unknown)} for {cls.__name__}")
-    missing = sorted(
-        name
-        for name, f in fields.items()
-        if name not in value and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-    )
-    if missing:
+    info = _class_info(cls)
+    simple, fields = info.simple, info.fields
+    kwargs = {}
+    for name, v in value.items():
+        if type(v) is simple.get(name):  # the common case, checked without the general walk
+            kwargs[name] = v
+        elif name in fields:
+            kwargs[name] = _convert(v, info.hints[name], f"{where}.{name}")
+        else:
+            unknown = sorted(set(value) - set(fields))
+            raise InvalidResourceMetaError(f"{where}: unknown field(s) {', '.join(unknown)} for {cls.__name__}")
+    if not info.required.issubset(kwargs):
+        missing = sorted(info.required - kwargs.keys())
         raise InvalidResourceMetaError(f"{where}: missing field(s) {', '.join(missing)} for {cls.__name__}")
-    kwargs = {name: _convert(v, hints[name], f"{where}.{name}") for name, v in value.items()}
     return cls(**kwargs)
+
+
+#: Compact, key-sorted JSON; built once (json.dumps with options builds an encoder per call).
+_ENCODER = json.JSONEncoder(separators=(",", ":"), sort_keys=True, default=_nested)
+_C_ENCODER = (
+    json.encoder.c_make_encoder(  # type: ignore[attr-defined]
+        {}, _nested, json.encoder.encode_basestring_ascii, None, ":", ",", True, False, True
+    )
+    if getattr(json.encoder, "c_make_encoder", None) is not None
+    else None
+)
+
+
+def _encode_json(obj: dict[str, Any]) -> str:
+    """``_ENCODER.encode(obj)``, calling the C encoder directly where Python has it (it runs per CreateTask)."""
+    if _C_ENCODER is None:
+        return _ENCODER.encode(obj)
+    return "".join(_C_ENCODER(obj, 0))
 
 
 def _wrong_type(where: str, expected: str, value: Any) -> InvalidResourceMetaError:

@@ -68,7 +68,7 @@ _LAZY: dict[type, type] = {
 def lazy_model(model: type[_M], pb: Any) -> _M:
     """An instance of ``model`` (TaskTemplate, LiteralMap or TaskExecutionMetadata) built from ``pb`` on first use."""
     cls: Any = _LAZY[model]
-    obj = cls.__new__(cls)
+    obj = object.__new__(cls)
     obj.__dict__[_PB] = pb
     return obj  # type: ignore[no-any-return]
 

@@ -26,12 +26,21 @@ async def outputs_to_proto(
     if not isinstance(values, Mapping):
         raise TypeError(f"Resource.outputs must be a dict or a LiteralMap, not {type(values).__name__}")
     hints: dict[str, type] = {}
+    declared: dict[str, type] = {}
     for name, value in values.items():
         if isinstance(value, (list, dict)):
-            declared = interface.get(name) if interface is not None else None
-            hints[name] = _declared_type(declared) or python_type_of(value)
+            hints[name] = python_type_of(value)
+            declared_type = _declared_type(interface.get(name)) if interface is not None else None
+            if declared_type is not None:
+                declared[name] = declared_type
     ctx = FlyteContextManager.current_context()
-    pb = await TypeEngine.dict_to_literal_map_pb(ctx, dict(values), hints)
+    if declared:
+        try:
+            pb = await TypeEngine.dict_to_literal_map_pb(ctx, dict(values), {**hints, **declared})
+        except Exception:  # the values do not fit the declared types (ints for floats, ...): use their own
+            pb = await TypeEngine.dict_to_literal_map_pb(ctx, dict(values), hints)
+    else:
+        pb = await TypeEngine.dict_to_literal_map_pb(ctx, dict(values), hints)
     assert pb is not None
     return pb
 

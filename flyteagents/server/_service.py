@@ -18,7 +18,6 @@ from flytekit.models.task import TaskExecutionMetadata, TaskTemplate
 
 from .._agent import AgentBase, AsyncAgentBase, SyncAgentBase
 from .._exceptions import (
-    InvalidResourceMetaError,
     InvalidTaskError,
     RetryableTaskFailedError,
     TaskFailedError,
@@ -30,6 +29,7 @@ from .._runner import AgentRunner
 from ._errors import UnimplementedError, status_for
 from ._lazy import lazy_model, unconverted_proto
 from ._logging import current_task
+from ._metacache import MetaDecoder
 from ._metrics import ServiceMetrics
 from ._outputs import outputs_to_proto
 
@@ -58,6 +58,15 @@ class AgentService:
         self.registry = registry
         self.runner = runner
         self.metrics = metrics if metrics is not None else ServiceMetrics(runner)
+        # The registry's live table, read directly on the hot path (no copy, no descriptor call).
+        self._agents = registry.agents
+        self.meta_decoder = MetaDecoder()
+
+    async def invoke(self, agent: AgentBase, method: str, **kwargs: Any) -> Any:
+        """Call an agent method: coroutines awaited here, plain functions on the runner's thread pool."""
+        if method in agent.async_methods:
+            return await getattr(agent, method)(**kwargs)
+        return await self.runner.call(agent, method, **kwargs)
 
     def call(self, context: grpc.aio.ServicerContext, operation: str) -> _Call:
         """A context manager around one RPC: metrics, and exceptions turned into a gRPC status."""
@@ -65,9 +74,12 @@ class AgentService:
 
     def agent(self, task_type: str, version: int) -> AgentBase:
         """The agent for a category; AgentNotFoundError (NOT_FOUND) when none serves it."""
+        agent = self._agents.get((task_type, version))
+        if agent is not None:
+            return agent
         if not task_type:
             raise InvalidTaskError("the request names no task category (task_category or task_type)")
-        return self.registry.get_agent(task_type, version)
+        return self.registry.get_agent(task_type, version)  # loads a discovered plugin, or NOT_FOUND
 
     def async_agent(self, request: Any, call: _Call) -> tuple[AsyncAgentBase, ResourceMeta]:
         """The async agent a Get/Delete/Metrics/Logs request is for, and its decoded resource_meta."""
@@ -82,13 +94,7 @@ class AgentService:
             )
         call.task_type = agent.task_category.name
         current_task.set(request.resource_meta)
-        try:
-            meta = agent.metadata_type.decode(request.resource_meta)
-        except InvalidResourceMetaError:
-            raise
-        except Exception as exc:  # a metadata type with its own decode
-            raise InvalidResourceMetaError(f"resource_meta cannot be decoded: {exc}") from exc
-        return agent, meta
+        return agent, self.meta_decoder.decode(agent.metadata_type, request.resource_meta)
 
     def task_kwargs(
         self,
@@ -112,12 +118,22 @@ class AgentService:
         }
 
     async def resource_to_proto(
-        self, resource: Any, agent: AgentBase, outputs_interface: Mapping[str, Any] | None = None
+        self,
+        resource: Any,
+        agent: AgentBase,
+        outputs_interface: Mapping[str, Any] | None = None,
+        into: agent_pb2.Resource | None = None,
     ) -> agent_pb2.Resource:
-        """The wire form of an agent's Resource; outputs given as Python values are converted."""
+        """The wire form of an agent's Resource, written ``into`` a message when given.
+
+        Outputs given as Python values are converted with flytekit's TypeEngine.
+        """
         if not isinstance(resource, Resource):
             raise TypeError(f"agent {agent.name!r} returned {type(resource).__name__}, not a Resource")
-        pb = agent_pb2.Resource(phase=resource.phase, message=resource.message or "")
+        pb = agent_pb2.Resource() if into is None else into
+        pb.phase = resource.phase
+        if resource.message:
+            pb.message = resource.message
         if resource.log_links:
             pb.log_links.extend(
                 link if isinstance(link, execution_pb2.TaskLog) else link.to_flyte_idl() for link in resource.log_links
@@ -158,11 +174,10 @@ def _failed_resource(exc: TaskFailedError) -> Resource:
 
 
 def _check_inputs(template_pb: tasks_pb2.TaskTemplate, inputs_pb: literals_pb2.LiteralMap) -> None:
-    declared = template_pb.interface.inputs.variables
-    given = inputs_pb.literals
-    unknown = [name for name in given if name not in declared]
-    missing = [name for name in declared if name not in given]
-    if unknown or missing:
+    declared = set(template_pb.interface.inputs.variables)
+    given = set(inputs_pb.literals)
+    if declared != given:
+        unknown, missing = given - declared, declared - given
         parts = []
         if missing:
             parts.append(f"missing {', '.join(sorted(missing))}")
@@ -187,23 +202,23 @@ class _Call:
     the handler returns nothing and gRPC sends the status. Tracebacks only go to the log.
     """
 
-    __slots__ = ("context", "gauge", "metrics", "operation", "start", "task_type")
+    __slots__ = ("context", "in_flight", "metrics", "operation", "start", "task_type")
 
     def __init__(self, metrics: ServiceMetrics, context: grpc.aio.ServicerContext, operation: str) -> None:
         self.metrics = metrics
         self.context = context
         self.operation = operation
         self.task_type = _UNKNOWN
-        self.gauge = metrics.in_flight_gauge(operation)
+        self.in_flight = metrics.in_flight_counter(operation)
 
     def __enter__(self) -> _Call:
-        self.gauge.inc()
+        self.in_flight[0] += 1
         self.start = time.perf_counter()
         return self
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
         elapsed = time.perf_counter() - self.start
-        self.gauge.dec()
+        self.in_flight[0] -= 1
         if exc is None:
             self.metrics.observe(self.task_type, self.operation, _OK, elapsed)
             return False
@@ -237,12 +252,13 @@ class AsyncAgentServicer(agent_pb2_grpc.AsyncAgentServiceServicer):
             if not request.HasField("template"):
                 raise InvalidTaskError("CreateTask needs a task template")
             template = request.template
-            agent = service.agent(template.type, template.task_type_version)
+            task_type = template.type
+            agent = service.agent(task_type, template.task_type_version)
             if not isinstance(agent, AsyncAgentBase):
                 raise UnsupportedOperationError(
                     f"agent {agent.name!r} for {agent.task_category} is a sync agent: use ExecuteTaskSync"
                 )
-            call.task_type = template.type
+            call.task_type = task_type
             meta_pb = request.task_execution_metadata if request.HasField("task_execution_metadata") else None
             if meta_pb is not None:
                 current_task.set(meta_pb.task_execution_id)
@@ -252,9 +268,9 @@ class AsyncAgentServicer(agent_pb2_grpc.AsyncAgentServiceServicer):
                 request.inputs if request.HasField("inputs") else None,
                 meta_pb,
             )
-            meta = await service.runner.call(agent, "create", **kwargs)
+            meta = await service.invoke(agent, "create", **kwargs)
             resource_meta = _encode_meta(meta, agent)
-            logger.debug("created %s job", template.type)
+            logger.debug("created %s job", task_type)
             return agent_pb2.CreateTaskResponse(resource_meta=resource_meta)
         return None
 
@@ -265,11 +281,12 @@ class AsyncAgentServicer(agent_pb2_grpc.AsyncAgentServiceServicer):
         with service.call(context, "get") as call:
             agent, meta = service.async_agent(request, call)
             try:
-                resource = await service.runner.call(agent, "get", resource_meta=meta)
+                resource = await service.invoke(agent, "get", resource_meta=meta)
             except TaskFailedError as exc:
                 resource = _failed_resource(exc)
-            pb = await service.resource_to_proto(resource, agent)
-            return agent_pb2.GetTaskResponse(resource=pb)
+            response = agent_pb2.GetTaskResponse()
+            await service.resource_to_proto(resource, agent, into=response.resource)
+            return response
         return None
 
     async def DeleteTask(
@@ -278,7 +295,7 @@ class AsyncAgentServicer(agent_pb2_grpc.AsyncAgentServiceServicer):
         service = self.service
         with service.call(context, "delete") as call:
             agent, meta = service.async_agent(request, call)
-            await service.runner.call(agent, "delete", resource_meta=meta)
+            await service.invoke(agent, "delete", resource_meta=meta)
             logger.info("deleted %s job", call.task_type)
             return agent_pb2.DeleteTaskResponse()
         return None
@@ -291,7 +308,7 @@ class AsyncAgentServicer(agent_pb2_grpc.AsyncAgentServiceServicer):
             agent, meta = service.async_agent(request, call)
             if not agent.implements("get_metrics"):
                 raise UnimplementedError(f"agent {agent.name!r} does not report task metrics")
-            result = await service.runner.call(
+            result = await service.invoke(
                 agent,
                 "get_metrics",
                 resource_meta=meta,
@@ -313,7 +330,7 @@ class AsyncAgentServicer(agent_pb2_grpc.AsyncAgentServiceServicer):
             agent, meta = service.async_agent(request, call)
             if not agent.implements("get_logs"):
                 raise UnimplementedError(f"agent {agent.name!r} does not serve task logs")
-            result = await service.runner.call(
+            result = await service.invoke(
                 agent, "get_logs", resource_meta=meta, lines=request.lines, token=request.token
             )
             header_sent = False
@@ -381,12 +398,13 @@ class SyncAgentServicer(agent_pb2_grpc.SyncAgentServiceServicer):
         self,
         request_iterator: AsyncIterator[agent_pb2.ExecuteTaskSyncRequest],
         context: grpc.aio.ServicerContext,
-    ) -> AsyncIterator[agent_pb2.ExecuteTaskSyncResponse]:
+    ) -> None:
         # Propeller sends the header, then the inputs, closes its side and reads exactly one answer.
+        # context.read/write rather than the request iterator and a generator: fewer layers per call.
         service = self.service
         with service.call(context, "do") as call:
-            first = await _next_message(request_iterator)
-            if first is None or first.WhichOneof("part") != "header":
+            first = await context.read()
+            if first is grpc.aio.EOF or first.WhichOneof("part") != "header":
                 raise InvalidTaskError("the first ExecuteTaskSync message must carry the header")
             header = first.header
             if not header.HasField("template"):
@@ -401,27 +419,22 @@ class SyncAgentServicer(agent_pb2_grpc.SyncAgentServiceServicer):
             meta_pb = header.task_execution_metadata if header.HasField("task_execution_metadata") else None
             if meta_pb is not None:
                 current_task.set(meta_pb.task_execution_id)
-            second = await _next_message(request_iterator)
+            second = await context.read()
             inputs_pb = None
-            if second is not None:
+            if second is not grpc.aio.EOF:
                 part = second.WhichOneof("part")
                 if part == "header":
                     raise InvalidTaskError("ExecuteTaskSync got a second header where the inputs belong")
                 inputs_pb = second.inputs if part == "inputs" else None
             kwargs = service.task_kwargs(template, header.output_prefix, inputs_pb, meta_pb)
             try:
-                resource = await service.runner.call(agent, "do", **kwargs)
+                resource = await service.invoke(agent, "do", **kwargs)
             except TaskFailedError as exc:
                 resource = _failed_resource(exc)
-            pb = await service.resource_to_proto(resource, agent, template.interface.outputs.variables)
-            yield agent_pb2.ExecuteTaskSyncResponse(header=agent_pb2.ExecuteTaskSyncResponseHeader(resource=pb))
-
-
-async def _next_message(it: AsyncIterator[Any]) -> Any:
-    try:
-        return await it.__anext__()
-    except StopAsyncIteration:
-        return None
+            response = agent_pb2.ExecuteTaskSyncResponse()
+            outputs_interface = template.interface.outputs.variables
+            await service.resource_to_proto(resource, agent, outputs_interface, into=response.header.resource)
+            await context.write(response)
 
 
 class AgentMetadataServicer(agent_pb2_grpc.AgentMetadataServiceServicer):

@@ -1,0 +1,152 @@
+"""The service's pure parts: the error table, lazy models, remembered decodings, output conversion."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+from flyteidl.core import interface_pb2, tasks_pb2, types_pb2
+from flytekit.core.type_engine import TypeEngine
+from flytekit.models.literals import LiteralMap
+from flytekit.models.task import TaskTemplate
+
+from flyteagents import (
+    AgentError,
+    AgentNotFoundError,
+    AgentTimeoutError,
+    ExternalServiceError,
+    InvalidResourceMetaError,
+    InvalidTaskError,
+    ResourceMeta,
+    UnsupportedOperationError,
+)
+from flyteagents.server import status_for
+from flyteagents.server._lazy import lazy_model, unconverted_proto
+from flyteagents.server._metacache import MetaDecoder
+from flyteagents.server._outputs import outputs_to_proto, python_type_of
+
+sys.path.insert(0, str(Path(__file__).parent))
+import service_agents as sa
+
+
+@pytest.mark.parametrize(
+    ("exc", "code"),
+    [
+        (AgentNotFoundError("x"), grpc.StatusCode.NOT_FOUND),
+        (InvalidTaskError("x"), grpc.StatusCode.INVALID_ARGUMENT),
+        (InvalidResourceMetaError("x"), grpc.StatusCode.INVALID_ARGUMENT),
+        (UnsupportedOperationError("x"), grpc.StatusCode.FAILED_PRECONDITION),
+        (AgentTimeoutError("x"), grpc.StatusCode.DEADLINE_EXCEEDED),
+        (asyncio.TimeoutError(), grpc.StatusCode.DEADLINE_EXCEEDED),
+        (ExternalServiceError("x"), grpc.StatusCode.UNAVAILABLE),
+        (ExternalServiceError("x", retryable=False), grpc.StatusCode.FAILED_PRECONDITION),
+        (AgentError("x"), grpc.StatusCode.FAILED_PRECONDITION),
+        (KeyError("password=hunter2"), grpc.StatusCode.INTERNAL),
+    ],
+)
+def test_error_table(exc, code):
+    got, details = status_for(exc)
+    assert got == code
+    if code == grpc.StatusCode.INTERNAL:
+        assert "hunter2" not in details and "KeyError" in details
+
+
+def test_lazy_template_converts_once_on_first_read():
+    pb = sa.template(sa.JOB_TYPE, ("a",), {"sleep": 1.5})
+    template = lazy_model(TaskTemplate, pb)
+    assert isinstance(template, TaskTemplate)
+    assert unconverted_proto(template) is pb
+    assert template.custom == {"sleep": 1.5}
+    assert template.type == sa.JOB_TYPE
+    assert unconverted_proto(template) is None  # converted now
+    assert template.to_flyte_idl() == TaskTemplate.from_flyte_idl(pb).to_flyte_idl()
+    assert list(template.interface.inputs) == ["a"]
+
+
+def test_lazy_model_that_cannot_convert_is_an_invalid_task():
+    bad = tasks_pb2.TaskTemplate(
+        type="x",
+        interface=interface_pb2.TypedInterface(
+            inputs=interface_pb2.VariableMap(
+                variables={"a": interface_pb2.Variable(type=types_pb2.LiteralType(simple=99))}  # no such type
+            )
+        ),
+    )
+    template = lazy_model(TaskTemplate, bad)
+    try:
+        _ = template.interface.inputs["a"].type.simple
+    except InvalidTaskError:
+        pass  # flytekit refused it: reported as the client's error, not an internal one
+
+
+def test_lazy_literal_map_passes_its_proto_back_unread():
+    pb = sa.string_inputs(text="hi")
+    inputs = lazy_model(LiteralMap, pb)
+    assert unconverted_proto(inputs) is pb
+    assert inputs.literals["text"].scalar.primitive.string_value == "hi"
+    assert inputs.to_flyte_idl() == pb
+
+
+@dataclass
+class Meta(ResourceMeta):
+    job_id: str
+    attempt: int = 0
+
+
+@dataclass
+class ListMeta(ResourceMeta):
+    ids: list[str]
+
+
+def test_meta_decoder_remembers_fields_but_hands_out_fresh_objects():
+    decoder = MetaDecoder()
+    data = Meta(job_id="j", attempt=2).encode()
+    first, second = decoder.decode(Meta, data), decoder.decode(Meta, data)
+    assert first == second == Meta(job_id="j", attempt=2)
+    assert first is not second
+    first.job_id = "changed"
+    assert decoder.decode(Meta, data).job_id == "j"
+    with pytest.raises(InvalidResourceMetaError):
+        decoder.decode(Meta, b'{"job_id": 3}')
+    # mutable fields are never shared between calls
+    ids = ListMeta(ids=["a"]).encode()
+    one = decoder.decode(ListMeta, ids)
+    one.ids.append("b")
+    assert decoder.decode(ListMeta, ids).ids == ["a"]
+
+
+def test_meta_decoder_wraps_errors_of_custom_decoders():
+    class Custom(ResourceMeta):
+        @classmethod
+        def decode(cls, data: bytes) -> Custom:
+            raise RuntimeError("bad bytes")
+
+    with pytest.raises(InvalidResourceMetaError, match="bad bytes"):
+        MetaDecoder().decode(Custom, b"x")
+
+
+def test_python_type_of_looks_inside_collections():
+    assert python_type_of([1, 2]) == list[int]
+    assert python_type_of({"a": [1.5]}) == dict[str, list[float]]
+    assert python_type_of([1, 2.5]) == list[float]
+    assert python_type_of([]) == list[str]
+
+
+async def test_outputs_follow_the_declared_interface_for_collections():
+    # [None] alone says nothing of list[Optional[int]]: only the interface gives the union its type
+    optional_ints = TypeEngine.to_literal_type(list[int | None]).to_flyte_idl()
+    interface = {"xs": interface_pb2.Variable(type=optional_ints)}
+    pb = await outputs_to_proto({"xs": [None], "n": 3}, interface)
+    (item,) = pb.literals["xs"].collection.literals
+    assert item.scalar.HasField("union")
+    assert pb.literals["n"].scalar.primitive.integer == 3
+    inferred = await outputs_to_proto({"xs": [None]})
+    assert not inferred.literals["xs"].collection.literals[0].scalar.HasField("union")
+    # a value the declared type refuses (ints for floats) still converts, by its own type
+    floats = types_pb2.LiteralType(collection_type=types_pb2.LiteralType(simple=types_pb2.FLOAT))
+    pb = await outputs_to_proto({"xs": [1, 2]}, {"xs": interface_pb2.Variable(type=floats)})
+    assert [lit.scalar.primitive.integer for lit in pb.literals["xs"].collection.literals] == [1, 2]
