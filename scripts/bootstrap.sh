@@ -9,7 +9,7 @@ fi
 UV=$(command -v uv || echo "$HOME/.local/bin/uv")
 
 if [ ! -x .venv/bin/python ]; then
-    "$UV" venv --quiet --python "${FLYTEAGENTS_PYTHON:-python3}" .venv
+    "$UV" venv --quiet --seed --python "${FLYTEAGENTS_PYTHON:-python3}" .venv
 fi
 
 args=(-e ".[dev]")

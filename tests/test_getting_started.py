@@ -35,7 +35,7 @@ def bash(command: str, cwd: Path, timeout: float = 300) -> str:
 def test_every_command_on_the_page_is_exercised() -> None:
     exercised = {
         "bash scripts/demo.sh",
-        "pip install flyteagents flyteagents-bigquery",  # needs a package index with our releases
+        ".venv/bin/pip install -q -e . -e plugins/bigquery",
         "cd examples",
         "../.venv/bin/python quickstart.py",
         "../.venv/bin/pyflyte run quickstart.py wf --path ../README.md",
@@ -50,6 +50,13 @@ def test_every_command_on_the_page_is_exercised() -> None:
 def test_the_demo_runs() -> None:
     out = bash("bash scripts/demo.sh", ROOT)
     assert "count=6 greeting='hello flyte' squares=[0, 1, 4] summary={'n': 3, 'word': 'flyte'}" in out
+
+
+def test_installing_the_core_and_one_plugin() -> None:
+    bash(".venv/bin/pip install -q -e . -e plugins/bigquery", ROOT, timeout=600)
+    check = "import importlib.metadata as m; print(m.version('flyteagents'), m.version('flyteagents-bigquery'))"
+    result = subprocess.run([str(ROOT / ".venv/bin/python"), "-c", check], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.split() == ["0.1.0", "0.1.0"], result.stderr
 
 
 def test_the_quickstart_runs_locally() -> None:
