@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,6 +41,7 @@ from flyteidl.service import agent_pb2_grpc
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "plugins" / "bigquery" / "tests"))
 
+from _common import cpu_seconds, free_port  # noqa: E402
 from bq_emulator import BigQueryEmulator  # noqa: E402
 
 PROJECT = "bench-project"
@@ -52,18 +52,6 @@ import google.auth.credentials as _c
 # No Google host is reachable from here: skip google-auth's background IAM boundary lookup.
 _c.CredentialsWithRegionalAccessBoundary._is_regional_access_boundary_lookup_required = lambda self: False
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process and all its threads so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def template_proto() -> bytes:

@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from _common import cpu_seconds, free_port
 from flyteidl.admin import agent_pb2
 from flyteidl.core import tasks_pb2
 from flyteidl.core.execution_pb2 import TaskExecution
@@ -46,18 +46,6 @@ ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "plugins" / "databricks" / "tests"
 TOKEN = "dapi-bench-token"
 CATEGORY = agent_pb2.TaskCategory(name="databricks", version=0)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU seconds (user + system) a process has used, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def make_cert(directory: Path) -> tuple[str, str]:

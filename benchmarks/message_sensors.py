@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from _common import cpu_seconds, free_port
 from flyteidl.admin import agent_pb2
 from flyteidl.core import identifier_pb2
 from flyteidl.core.execution_pb2 import TaskExecution
@@ -39,19 +40,7 @@ from flytekit.configuration import ImageConfig, SerializationSettings
 from flytekit.tools.translator import get_serializable
 
 VENV_BIN = Path(sys.executable).parent
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 TOPICS = 10
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def _connections_to(pid: int, port: int) -> int:
@@ -138,11 +127,11 @@ async def _drive(
 
         await _bounded([lambda m=m: poke(m) for m in metas], args.concurrency)  # warm-up round
         latencies.clear()
-        cpu0, t0 = _cpu_seconds(pid), time.perf_counter()
+        cpu0, t0 = cpu_seconds(pid), time.perf_counter()
         phases: list[int] = []
         for _ in range(args.rounds):
             phases += await _bounded([lambda m=m: poke(m) for m in metas], args.concurrency)
-        wall, cpu = time.perf_counter() - t0, _cpu_seconds(pid) - cpu0
+        wall, cpu = time.perf_counter() - t0, cpu_seconds(pid) - cpu0
         connections = _connections_to(pid, broker_port)
         await produce()
         final = await _bounded([lambda m=m: poke(m) for m in metas], args.concurrency)
@@ -162,7 +151,7 @@ async def _drive(
 
 
 def _serve(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [str(VENV_BIN / "flyteagents"), "serve", "--host", "127.0.0.1", "--port", str(port)],
         env=env,

@@ -23,13 +23,14 @@ import argparse
 import asyncio
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+
+from _common import cpu_seconds, free_port  # before its directory leaves sys.path
 
 # This file is named openai.py: keep its directory off sys.path so `import openai` finds the library.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
@@ -43,7 +44,6 @@ from google.protobuf import struct_pb2
 ROOT = Path(__file__).resolve().parent.parent
 FAKE_SERVER = ROOT / "plugins" / "openai" / "tests" / "fake_openai.py"
 VENV_BIN = Path(sys.executable).parent
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 API_KEY = "sk-bench-0000"
 CONCURRENCY = (1, 64)
 
@@ -97,17 +97,6 @@ INPUTS = agent_pb2.ExecuteTaskSyncRequest(
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
-
-
 def _spawn(cmd: list[str], env: dict[str, str], stdout: int = subprocess.DEVNULL) -> subprocess.Popen:
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=stdout, stderr=subprocess.DEVNULL, start_new_session=True)
 
@@ -143,7 +132,7 @@ def _start_agent_server(name: str, port: int, base_url: str) -> subprocess.Popen
         cmd += ["--metrics-port", "-1", "--log-level", "WARNING"]
     else:
         cmd = [str(VENV_BIN / "pyflyte"), "serve", "connector", "--port", str(port)]
-        cmd += ["--prometheus_port", str(_free_port())]
+        cmd += ["--prometheus_port", str(free_port())]
     return _spawn(cmd, env)
 
 
@@ -190,7 +179,7 @@ async def _load(call: Callable[[], Awaitable[None]], requests: int, concurrency:
 
 
 async def _measure(name: str, base_url: str, requests: int) -> dict[int, dict[str, float]]:
-    port = _free_port()
+    port = free_port()
     proc = _start_agent_server(name, port, base_url)
     results: dict[int, dict[str, float]] = {}
     try:
@@ -200,9 +189,9 @@ async def _measure(name: str, base_url: str, requests: int) -> dict[int, dict[st
             for concurrency in CONCURRENCY:
                 n = requests if concurrency > 1 else max(requests // 4, 50)
                 await _load(lambda: _execute(stub), max(n // 10, 20), concurrency)  # warm up
-                cpu0, t0 = _cpu_seconds(proc.pid), time.perf_counter()
+                cpu0, t0 = cpu_seconds(proc.pid), time.perf_counter()
                 latencies = sorted(await _load(lambda: _execute(stub), n, concurrency))
-                wall, cpu = time.perf_counter() - t0, _cpu_seconds(proc.pid) - cpu0
+                wall, cpu = time.perf_counter() - t0, cpu_seconds(proc.pid) - cpu0
                 results[concurrency] = {
                     "calls/s": n / wall,
                     "p50_ms": statistics.median(latencies) * 1e3,

@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,6 +36,7 @@ from typing import Any
 
 import boto3
 import grpc
+from _common import cpu_seconds, free_port
 from flyteidl.admin import agent_pb2
 from flyteidl.core import execution_pb2
 from flyteidl.service import agent_pb2_grpc
@@ -51,7 +51,6 @@ from flyteagents.testing import MotoServer
 from flyteagents.testing._moto import MOTO_CREDENTIALS
 
 VENV_BIN = Path(sys.executable).parent
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 FLOOR = 3.0
 
 # Runs `pyflyte serve connector` unchanged, except that its gRPC and Prometheus servers
@@ -73,17 +72,6 @@ main()
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
-
-
 def _create_request(task: Any, path: str) -> agent_pb2.CreateTaskRequest:
     settings = SerializationSettings(ImageConfig.auto_default_image())
     template = get_serializable(OrderedDict(), settings, task).template
@@ -99,7 +87,7 @@ def _start(framework: str, port: int, env: dict[str, str]) -> subprocess.Popen[b
         cmd = [str(VENV_BIN / "flyteagents"), "serve", "--host", "127.0.0.1", "--port", str(port)]
         cmd += ["--metrics-port", "-1", "--log-level", "WARNING"]
     else:
-        cmd = [sys.executable, "-c", FLYTEKIT_LAUNCHER, "--port", str(port), "--prometheus_port", str(_free_port())]
+        cmd = [sys.executable, "-c", FLYTEKIT_LAUNCHER, "--port", str(port), "--prometheus_port", str(free_port())]
     return subprocess.Popen(
         cmd,
         env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
@@ -137,7 +125,7 @@ async def _create(
 async def _measure(
     framework: str, request: agent_pb2.CreateTaskRequest, env: dict[str, str], polls: int, concurrency: int
 ) -> dict[str, float]:
-    port = _free_port()
+    port = free_port()
     proc = _start(framework, port, env)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -164,9 +152,9 @@ async def _measure(
             await asyncio.gather(*(worker() for _ in range(concurrency)))
             latencies.clear()
             remaining = polls
-            cpu0, t0 = _cpu_seconds(proc.pid), time.perf_counter()
+            cpu0, t0 = cpu_seconds(proc.pid), time.perf_counter()
             await asyncio.gather(*(worker() for _ in range(concurrency)))
-            wall, cpu = time.perf_counter() - t0, _cpu_seconds(proc.pid) - cpu0
+            wall, cpu = time.perf_counter() - t0, cpu_seconds(proc.pid) - cpu0
     finally:
         _stop(proc)
     latencies.sort()

@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from _common import CLOCK_TICKS, free_port
 from flyteidl.admin import agent_pb2
 from flyteidl.core import execution_pb2, identifier_pb2, interface_pb2, literals_pb2, tasks_pb2, types_pb2
 from flyteidl.service import agent_pb2_grpc
@@ -43,7 +43,6 @@ HERE = Path(__file__).resolve().parent
 VENV_BIN = Path(sys.executable).parent
 ASYNC_TYPE = "bench_async"
 SYNC_TYPE = "bench_echo"
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 # Requests, as propeller builds them.
@@ -139,12 +138,6 @@ async def _bare_server(port: int) -> None:
 # Servers as processes.
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _start(name: str, port: int) -> subprocess.Popen:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if name == "flyteagents":
@@ -154,7 +147,7 @@ def _start(name: str, port: int) -> subprocess.Popen:
     elif name == "flytekit":
         env["BENCH_FRAMEWORK"] = "flytekit"
         cmd = [str(VENV_BIN / "pyflyte"), "serve", "connector", "--port", str(port)]
-        cmd += ["--prometheus_port", str(_free_port()), "--modules", "service_agents"]
+        cmd += ["--prometheus_port", str(free_port()), "--modules", "service_agents"]
     else:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--bare-server", str(port)]
     return subprocess.Popen(
@@ -237,7 +230,7 @@ async def _measure_all(
     names: list[str], requests: int, concurrency: int, rounds: int
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """Interleave the servers round by round, so drift in the shared machine's load hits all alike."""
-    ports = {name: _free_port() for name in names}
+    ports = {name: free_port() for name in names}
     procs = {name: _start(name, port) for name, port in ports.items()}
     per_round = max(requests // rounds, 100)
     results: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in names}
