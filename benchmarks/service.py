@@ -227,29 +227,37 @@ def _calls(channel: grpc.aio.Channel) -> dict[str, Callable[[], Awaitable[object
 
 
 async def _measure_all(
-    names: list[str], requests: int, concurrency: int, rounds: int
+    names: list[str], requests: int, concurrency: int, rounds: int, processes: int
 ) -> dict[str, dict[str, dict[str, Any]]]:
-    """Interleave the servers round by round, so drift in the shared machine's load hits all alike."""
-    ports = {name: free_port() for name in names}
-    procs = {name: _start(name, port) for name, port in ports.items()}
+    """Interleave the servers round by round, so drift in the shared machine's load hits all alike.
+
+    Each server runs as ``processes`` processes, taking turns round by round: one process of the
+    same program can be 10% faster or slower than the next (memory layout), which would otherwise
+    land whole in the comparison.
+    """
+    ports = {name: [free_port() for _ in range(processes)] for name in names}
+    procs = {name: [_start(name, port) for port in ports[name]] for name in names}
     per_round = max(requests // rounds, 100)
     results: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in names}
     try:
-        channels = {name: grpc.aio.insecure_channel(f"127.0.0.1:{port}") for name, port in ports.items()}
+        channels = {name: [grpc.aio.insecure_channel(f"127.0.0.1:{port}") for port in ports[name]] for name in names}
         for name in names:
-            await _wait_ready(channels[name], procs[name], name)
-        calls = {name: _calls(channel) for name, channel in channels.items()}
+            for channel, proc in zip(channels[name], procs[name], strict=True):
+                await _wait_ready(channel, proc, name)
+        calls = {name: [_calls(channel) for channel in channels[name]] for name in names}
         for op in ("CreateTask", "GetTask", "ExecuteTaskSync"):
             cpu: dict[str, list[float]] = {name: [] for name in names}
             rps: dict[str, list[float]] = {name: [] for name in names}
             latencies: dict[str, list[float]] = {name: [] for name in names}
             for name in names:
-                await _load(calls[name][op], max(per_round // 2, 50), concurrency)  # warm up
-            for _ in range(rounds):
+                for process_calls in calls[name]:
+                    await _load(process_calls[op], max(per_round // 2, 50), concurrency)  # warm up
+            for round_no in range(rounds):
+                turn = round_no % processes
                 for name in names:
-                    pid = procs[name].pid
+                    pid = procs[name][turn].pid
                     cpu0, t0 = _cpu_seconds(pid), time.perf_counter()
-                    lat = await _load(calls[name][op], per_round, concurrency)
+                    lat = await _load(calls[name][turn][op], per_round, concurrency)
                     wall, used = time.perf_counter() - t0, _cpu_seconds(pid) - cpu0
                     cpu[name].append(used / per_round * 1e6)
                     rps[name].append(per_round / wall)
@@ -263,11 +271,13 @@ async def _measure_all(
                     "p99_ms": lat[int(len(lat) * 0.99) - 1] * 1e3,
                     "cpu_us": statistics.median(cpu[name]),
                 }
-        for channel in channels.values():
-            await channel.close()
+        for name in names:
+            for channel in channels[name]:
+                await channel.close()
     finally:
-        for proc in procs.values():
-            _stop(proc)
+        for name in names:
+            for proc in procs[name]:
+                _stop(proc)
     return results
 
 
@@ -284,7 +294,7 @@ def _stop(proc: subprocess.Popen) -> None:
 
 def _report(all_results: dict[str, dict[str, dict[str, Any]]], requests: int, concurrency: int) -> bool:
     print(
-        f"\n{requests} requests per call and server, {concurrency} concurrent, one channel each;"
+        f"\n{requests} requests per call and server, {concurrency} concurrent, one channel per server process;"
         " CPU = the server process's own (median of the rounds)\n"
     )
     header = f"{'call':<16} {'server':<12} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/req':>11}"
@@ -315,7 +325,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=3000, help="requests per call and server")
     parser.add_argument("--concurrency", type=int, default=8, help="calls in flight at once")
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (CPU/request is their median)")
+    parser.add_argument("--rounds", type=int, default=8, help="interleaved rounds (CPU/request is their median)")
+    parser.add_argument("--processes", type=int, default=2, help="processes per server, taking turns by round")
     parser.add_argument("--servers", default="flyteagents,flytekit,bare", help=argparse.SUPPRESS)
     parser.add_argument("--bare-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -324,7 +335,7 @@ def main() -> None:
         return
     names = args.servers.split(",")
     print(f"measuring {', '.join(names)}, interleaved in {args.rounds} rounds ...", flush=True)
-    results = asyncio.run(_measure_all(names, args.requests, args.concurrency, args.rounds))
+    results = asyncio.run(_measure_all(names, args.requests, args.concurrency, args.rounds, args.processes))
     if set(results) == {"flyteagents", "flytekit", "bare"}:
         ok = _report(results, args.requests, args.concurrency)
         print("all floors hold" if ok else "some floors MISSED")

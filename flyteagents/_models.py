@@ -57,7 +57,12 @@ class ResourceMeta:
             ValueError: the encoding exceeds MAX_RESOURCE_META_BYTES.
         """
         # Same JSON as dataclasses.asdict, without its deep copy: this runs on every CreateTask.
-        data = _encode_json(_shallow_dict(self)).encode()
+        # A plain dataclass instance's __dict__ holds exactly its fields: encoded as is.
+        fields = getattr(self, "__dict__", None)
+        cls: type = type(self)
+        if fields is None or fields.keys() != _class_info(cls).name_set:
+            fields = _shallow_dict(self)
+        data = _encode_json(fields).encode()
         if len(data) > MAX_RESOURCE_META_BYTES:
             raise ValueError(
                 f"{type(self).__name__} encodes to {len(data)} bytes, over the "
@@ -137,6 +142,7 @@ class _ClassInfo(typing.NamedTuple):
     #: fields typed exactly str, int or bool: a value of that very type needs no further check
     simple: dict[str, type]
     names: tuple[str, ...]
+    name_set: frozenset[str]
 
 
 @functools.cache
@@ -150,7 +156,8 @@ def _class_info(cls: type) -> _ClassInfo:
         if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
     )
     simple = {name: hints[name] for name in fields if hints[name] in (str, int, bool)}
-    return _ClassInfo(hints, fields, required, simple, tuple(f.name for f in dataclasses.fields(cls)))
+    names = tuple(f.name for f in dataclasses.fields(cls))
+    return _ClassInfo(hints, fields, required, simple, names, frozenset(names))
 
 
 def _shallow_dict(obj: Any) -> dict[str, Any]:

@@ -38,9 +38,9 @@ class ServiceMetrics(Collector):
 
     def __init__(self, runner: AgentRunner, registry: CollectorRegistry | None = None) -> None:
         self.runner = runner
-        self._requests: dict[tuple[str, str, str], int] = {}
-        # (task_type, operation) -> per-bucket counts (the last one is +Inf) followed by the sum.
-        self._latency: dict[tuple[str, str], list[float]] = {}
+        # (task_type, operation, code) -> per-bucket counts (the last one is +Inf), then the sum of
+        # the latencies: one dict lookup per call; the families are summed up at scrape time.
+        self._calls: dict[tuple[str, str, str], list[float]] = {}
         self._in_flight: dict[str, list[int]] = {}
         self.registry = registry if registry is not None else CollectorRegistry()
         self.registry.register(self)
@@ -55,13 +55,11 @@ class ServiceMetrics(Collector):
     def observe(self, task_type: str, operation: str, code: str, seconds: float) -> None:
         """Count one finished RPC and record its latency."""
         key = (task_type, operation, code)
-        self._requests[key] = self._requests.get(key, 0) + 1
-        hkey = (task_type, operation)
-        buckets = self._latency.get(hkey)
-        if buckets is None:
-            buckets = self._latency[hkey] = [0.0] * (len(BUCKETS) + 2)
-        buckets[bisect_left(BUCKETS, seconds)] += 1
-        buckets[-1] += seconds
+        values = self._calls.get(key)
+        if values is None:
+            values = self._calls[key] = [0.0] * (len(BUCKETS) + 2)
+        values[bisect_left(BUCKETS, seconds)] += 1
+        values[-1] += seconds
 
     def collect(self) -> Iterator[Metric]:
         """Build the metric families (called by the Prometheus registry at scrape time)."""
@@ -70,15 +68,19 @@ class ServiceMetrics(Collector):
             "Agent RPCs by task type, operation and gRPC status code",
             labels=["task_type", "operation", "code"],
         )
-        for key, count in list(self._requests.items()):
-            requests.add_metric(list(key), count)
+        by_operation: dict[tuple[str, str], list[float]] = {}
+        for (task_type, operation, code), values in list(self._calls.items()):
+            requests.add_metric([task_type, operation, code], sum(values[:-1]))
+            merged = by_operation.setdefault((task_type, operation), [0.0] * len(values))
+            for i, value in enumerate(values):
+                merged[i] += value
         yield requests
         latency = HistogramMetricFamily(
             "flyteagents_request_duration_seconds",
             "Time spent answering agent RPCs",
             labels=["task_type", "operation"],
         )
-        for labels, values in list(self._latency.items()):
+        for labels, values in by_operation.items():
             counts = values[:-1]
             cumulative: list[tuple[str, float]] = []
             total = 0.0

@@ -6,7 +6,7 @@ import inspect
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping
 from typing import Any
 
 import grpc
@@ -43,6 +43,7 @@ _UNKNOWN = "unknown"  # the task_type label of calls whose agent was not found (
 _OK = grpc.StatusCode.OK.name
 _INTERNAL = grpc.StatusCode.INTERNAL
 _QUIET_CODES = frozenset({grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT})
+_OPERATIONS = ("create", "get", "delete", "get_metrics", "get_logs", "do", "list_agents", "get_agent")
 
 
 class AgentService:
@@ -60,17 +61,18 @@ class AgentService:
         self.metrics = metrics if metrics is not None else ServiceMetrics(runner)
         # The registry's live table, read directly on the hot path (no copy, no descriptor call).
         self._agents = registry.agents
+        self._in_flight = {op: self.metrics.in_flight_counter(op) for op in _OPERATIONS}
         self.meta_decoder = MetaDecoder()
 
-    async def invoke(self, agent: AgentBase, method: str, **kwargs: Any) -> Any:
-        """Call an agent method: coroutines awaited here, plain functions on the runner's thread pool."""
+    def invoke(self, agent: AgentBase, method: str, **kwargs: Any) -> Awaitable[Any]:
+        """Call an agent method: its own coroutine, or a plain function run on the runner's thread pool."""
         if method in agent.async_methods:
-            return await getattr(agent, method)(**kwargs)
-        return await self.runner.call(agent, method, **kwargs)
+            return getattr(agent, method)(**kwargs)  # type: ignore[no-any-return]
+        return self.runner.call(agent, method, **kwargs)
 
     def call(self, context: grpc.aio.ServicerContext, operation: str) -> _Call:
         """A context manager around one RPC: metrics, and exceptions turned into a gRPC status."""
-        return _Call(self.metrics, context, operation)
+        return _Call(self.metrics, self._in_flight[operation], context, operation)
 
     def agent(self, task_type: str, version: int) -> AgentBase:
         """The agent for a category; AgentNotFoundError (NOT_FOUND) when none serves it."""
@@ -84,17 +86,20 @@ class AgentService:
     def async_agent(self, request: Any, call: _Call) -> tuple[AsyncAgentBase, ResourceMeta]:
         """The async agent a Get/Delete/Metrics/Logs request is for, and its decoded resource_meta."""
         category = request.task_category
-        if category.name:
-            agent = self.agent(category.name, category.version)
+        task_type = category.name
+        if task_type:
+            agent = self.agent(task_type, category.version)
         else:  # the deprecated task_type field, sent by older propellers
-            agent = self.agent(request.task_type, 0)
+            task_type = request.task_type
+            agent = self.agent(task_type, 0)
         if not isinstance(agent, AsyncAgentBase):
             raise UnsupportedOperationError(
                 f"agent {agent.name!r} for {agent.task_category} is a sync agent: use ExecuteTaskSync"
             )
-        call.task_type = agent.task_category.name
-        current_task.set(request.resource_meta)
-        return agent, self.meta_decoder.decode(agent.metadata_type, request.resource_meta)
+        call.task_type = task_type
+        resource_meta = request.resource_meta
+        current_task.set(resource_meta)
+        return agent, self.meta_decoder.decode(agent.metadata_type, resource_meta)
 
     def task_kwargs(
         self,
@@ -128,32 +133,41 @@ class AgentService:
 
         Outputs given as Python values are converted with flytekit's TypeEngine.
         """
-        if not isinstance(resource, Resource):
-            raise TypeError(f"agent {agent.name!r} returned {type(resource).__name__}, not a Resource")
         pb = agent_pb2.Resource() if into is None else into
-        pb.phase = resource.phase
-        if resource.message:
-            pb.message = resource.message
-        if resource.log_links:
-            pb.log_links.extend(
-                link if isinstance(link, execution_pb2.TaskLog) else link.to_flyte_idl() for link in resource.log_links
-            )
-        outputs = resource.outputs
-        if outputs is not None:
-            if isinstance(outputs, literals_pb2.LiteralMap):
-                pb.outputs.CopyFrom(outputs)
-            elif isinstance(outputs, LiteralMap):
-                pb.outputs.CopyFrom(unconverted_proto(outputs) or outputs.to_flyte_idl())
-            else:
-                pb.outputs.CopyFrom(await outputs_to_proto(outputs, outputs_interface))
-        if resource.custom_info:
-            try:
-                pb.custom_info.update(resource.custom_info)
-            except (ValueError, TypeError):
-                pb.custom_info.update(json.loads(json.dumps(resource.custom_info, default=str)))
-        if resource.phase == _FAILED or resource.phase == _RETRYABLE_FAILED:
-            _set_agent_error(pb, resource.phase)
+        values = write_resource(resource, agent, pb)
+        if values is not None:
+            pb.outputs.CopyFrom(await outputs_to_proto(values, outputs_interface))
         return pb
+
+
+def write_resource(resource: Any, agent: AgentBase, pb: agent_pb2.Resource) -> Mapping[str, Any] | None:
+    """Write an agent's Resource into ``pb``; return its outputs when they are Python values still to convert."""
+    if not isinstance(resource, Resource):
+        raise TypeError(f"agent {agent.name!r} returned {type(resource).__name__}, not a Resource")
+    pb.phase = resource.phase
+    if resource.message:
+        pb.message = resource.message
+    if resource.log_links:
+        pb.log_links.extend(
+            link if isinstance(link, execution_pb2.TaskLog) else link.to_flyte_idl() for link in resource.log_links
+        )
+    outputs = resource.outputs
+    values = None
+    if outputs is not None:
+        if isinstance(outputs, literals_pb2.LiteralMap):
+            pb.outputs.CopyFrom(outputs)
+        elif isinstance(outputs, LiteralMap):
+            pb.outputs.CopyFrom(unconverted_proto(outputs) or outputs.to_flyte_idl())
+        else:
+            values = outputs
+    if resource.custom_info:
+        try:
+            pb.custom_info.update(resource.custom_info)
+        except (ValueError, TypeError):
+            pb.custom_info.update(json.loads(json.dumps(resource.custom_info, default=str)))
+    if resource.phase == _FAILED or resource.phase == _RETRYABLE_FAILED:
+        _set_agent_error(pb, resource.phase)
+    return values
 
 
 def _set_agent_error(pb: agent_pb2.Resource, phase: int) -> None:
@@ -174,21 +188,24 @@ def _failed_resource(exc: TaskFailedError) -> Resource:
 
 
 def _check_inputs(template_pb: tasks_pb2.TaskTemplate, inputs_pb: literals_pb2.LiteralMap) -> None:
-    declared = set(template_pb.interface.inputs.variables)
-    given = set(inputs_pb.literals)
-    if declared != given:
-        unknown, missing = given - declared, declared - given
-        parts = []
-        if missing:
-            parts.append(f"missing {', '.join(sorted(missing))}")
-        if unknown:
-            parts.append(f"not declared: {', '.join(sorted(unknown))}")
-        raise InvalidTaskError(f"the inputs do not match the task's interface ({'; '.join(parts)})")
+    declared = template_pb.interface.inputs.variables
+    given = inputs_pb.literals
+    if len(declared) == len(given):
+        for name in given:  # a loop, not all(...): this runs on every CreateTask
+            if name not in declared:
+                break
+        else:
+            return
+    unknown, missing = set(given) - set(declared), set(declared) - set(given)
+    parts = []
+    if missing:
+        parts.append(f"missing {', '.join(sorted(missing))}")
+    if unknown:
+        parts.append(f"not declared: {', '.join(sorted(unknown))}")
+    raise InvalidTaskError(f"the inputs do not match the task's interface ({'; '.join(parts)})")
 
 
 def _encode_meta(meta: Any, agent: AgentBase) -> bytes:
-    if isinstance(meta, ResourceMeta):
-        return meta.encode()
     if isinstance(meta, bytes):
         return meta
     raise TypeError(f"agent {agent.name!r} create returned {type(meta).__name__}, not a ResourceMeta")
@@ -204,16 +221,18 @@ class _Call:
 
     __slots__ = ("context", "in_flight", "metrics", "operation", "start", "task_type")
 
-    def __init__(self, metrics: ServiceMetrics, context: grpc.aio.ServicerContext, operation: str) -> None:
+    def __init__(
+        self, metrics: ServiceMetrics, in_flight: list[int], context: grpc.aio.ServicerContext, operation: str
+    ) -> None:
         self.metrics = metrics
+        self.in_flight = in_flight
         self.context = context
         self.operation = operation
         self.task_type = _UNKNOWN
-        self.in_flight = metrics.in_flight_counter(operation)
+        in_flight[0] += 1
+        self.start = time.perf_counter()
 
     def __enter__(self) -> _Call:
-        self.in_flight[0] += 1
-        self.start = time.perf_counter()
         return self
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
@@ -249,10 +268,10 @@ class AsyncAgentServicer(agent_pb2_grpc.AsyncAgentServiceServicer):
     ) -> agent_pb2.CreateTaskResponse | None:
         service = self.service
         with service.call(context, "create") as call:
-            if not request.HasField("template"):
-                raise InvalidTaskError("CreateTask needs a task template")
             template = request.template
             task_type = template.type
+            if not task_type and not request.HasField("template"):
+                raise InvalidTaskError("CreateTask needs a task template")
             agent = service.agent(task_type, template.task_type_version)
             if not isinstance(agent, AsyncAgentBase):
                 raise UnsupportedOperationError(
@@ -269,8 +288,7 @@ class AsyncAgentServicer(agent_pb2_grpc.AsyncAgentServiceServicer):
                 meta_pb,
             )
             meta = await service.invoke(agent, "create", **kwargs)
-            resource_meta = _encode_meta(meta, agent)
-            logger.debug("created %s job", task_type)
+            resource_meta = meta.encode() if isinstance(meta, ResourceMeta) else _encode_meta(meta, agent)
             return agent_pb2.CreateTaskResponse(resource_meta=resource_meta)
         return None
 
@@ -285,7 +303,9 @@ class AsyncAgentServicer(agent_pb2_grpc.AsyncAgentServiceServicer):
             except TaskFailedError as exc:
                 resource = _failed_resource(exc)
             response = agent_pb2.GetTaskResponse()
-            await service.resource_to_proto(resource, agent, into=response.resource)
+            values = write_resource(resource, agent, response.resource)
+            if values is not None:
+                response.resource.outputs.CopyFrom(await outputs_to_proto(values))
             return response
         return None
 
