@@ -1,7 +1,7 @@
 """GetTask polls of RUNNING Databricks runs: flyteagents' service vs flytekit's Databricks connector.
 
     uv pip install -e 'plugins/databricks[bench]'     # flytekitplugins-spark, the anchor
-    .venv/bin/python benchmarks/databricks.py [--polls 400] [--concurrency 20]
+    .venv/bin/python benchmarks/databricks.py [--polls 2000] [--concurrency 20]
 
 Starts the local Jobs API 2.1 server (plugins/databricks/tests/jobs_server.py) in its own
 process, over TLS with a fresh self-signed certificate trusted through ``SSL_CERT_FILE``
@@ -227,7 +227,7 @@ def print_table(title: str, results: dict[str, Any], modes: list[str], keys: lis
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--polls", type=int, default=400, help="GetTask calls per mode")
+    parser.add_argument("--polls", type=int, default=2000, help="GetTask calls per mode")
     parser.add_argument("--concurrency", type=int, default=20, help="runs, and polls in flight in the second mode")
     parser.add_argument("--in-process", choices=("flyteagents", "flytekit"), help=argparse.SUPPRESS)
     parser.add_argument("--instance", help=argparse.SUPPRESS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Sequence
@@ -20,6 +21,9 @@ DEFAULT_SECRETS_DIR = "/etc/flyteagents/secrets"
 _FLYTE_ENV_PREFIX = ("FLYTE_SECRETS_ENV_PREFIX", "_FSEC_")
 _FLYTE_DIR = ("FLYTE_SECRETS_DEFAULT_DIR", "/etc/secrets")
 _FLYTE_FILE_PREFIX = ("FLYTE_SECRETS_FILE_PREFIX", "")
+_SETTINGS, _DEFAULTS = zip(
+    (SECRETS_DIR_ENV, DEFAULT_SECRETS_DIR), _FLYTE_ENV_PREFIX, _FLYTE_DIR, _FLYTE_FILE_PREFIX, strict=True
+)
 
 # A plain name, or flytekit's "group/key": never a path out of the secrets directory.
 _PART = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}"
@@ -77,16 +81,9 @@ def get_secret(
         SecretNotFoundError: no such secret here (not retryable; the message names the
             secret and where it was looked for, never a value).
     """
-    check_secret_name(name)
-    variables = [secret_env_name(name), *env]
-    paths = [Path(os.environ.get(SECRETS_DIR_ENV) or DEFAULT_SECRETS_DIR) / name]
-    if flytekit:
-        group, _, key = name.partition("/")
-        prefix = os.environ.get(*_FLYTE_ENV_PREFIX)
-        variables.append(prefix + "_".join(filter(None, (group, key))).upper())
-        parts = [p.lower() for p in filter(None, (group, key))]
-        parts[-1] = os.environ.get(*_FLYTE_FILE_PREFIX) + parts[-1]
-        paths.append(Path(os.environ.get(*_FLYTE_DIR), *parts))
+    # Where to look depends only on the name and the settings: worked out once per both.
+    settings = tuple(os.environ.get(variable) for variable in _SETTINGS)
+    variables, paths = _places(name, tuple(env), flytekit, settings)
     for variable in variables:
         value = os.environ.get(variable, "").strip()
         if value:
@@ -95,8 +92,28 @@ def get_secret(
         value = _read(path, dir_key)
         if value:
             return value
-    where = ", ".join(variables[:1] + [str(p) for p in paths])
+    where = ", ".join([variables[0], *(str(p) for p in paths)])
     raise SecretNotFoundError(f"secret {name!r} is not available to the agent: set or mount it at {where}")
+
+
+@functools.lru_cache(maxsize=1024)
+def _places(
+    name: str, env: tuple[str, ...], flytekit: bool, settings: tuple[str | None, ...]
+) -> tuple[tuple[str, ...], tuple[Path, ...]]:
+    """The variables and files that may hold the secret ``name``, in the order they are tried."""
+    check_secret_name(name)
+    secrets_dir, flyte_prefix, flyte_dir, flyte_file_prefix = (
+        default if value is None else value for value, default in zip(settings, _DEFAULTS, strict=True)
+    )
+    variables = [secret_env_name(name), *env]
+    paths = [Path(secrets_dir or DEFAULT_SECRETS_DIR) / name]
+    if flytekit:
+        group, _, key = name.partition("/")
+        variables.append(flyte_prefix + "_".join(filter(None, (group, key))).upper())
+        parts = [p.lower() for p in filter(None, (group, key))]
+        parts[-1] = flyte_file_prefix + parts[-1]
+        paths.append(Path(flyte_dir, *parts))
+    return tuple(variables), tuple(paths)
 
 
 def _read(path: Path, dir_key: str | None) -> str:
