@@ -103,59 +103,87 @@ async def wait_ready(server: Process, port: int, timeout: float = 180.0) -> None
     raise RuntimeError(f"{server.name} did not start: {server.tail()}")
 
 
+async def prepare(stub: agent_pb2_grpc.AsyncAgentServiceStub, tmpl: tasks_pb2.TaskTemplate, runs: int) -> list[Any]:
+    """Create ``runs`` runs through the service; their GetTask requests once each is RUNNING."""
+    requests = []
+    for _ in range(runs):
+        created = await stub.CreateTask(
+            agent_pb2.CreateTaskRequest(template=tmpl, output_prefix="s3://b/o"), timeout=60
+        )
+        requests.append(
+            agent_pb2.GetTaskRequest(
+                task_type="databricks", task_category=CATEGORY, resource_meta=created.resource_meta
+            )
+        )
+    for request in requests:  # until RUNNING: flytekit's connector fails GetTask on a QUEUED run
+        for _ in range(100):
+            try:
+                if (await stub.GetTask(request, timeout=30)).resource.phase == TaskExecution.RUNNING:
+                    break
+            except grpc.aio.AioRpcError:
+                pass
+            await asyncio.sleep(0.05)
+    return requests
+
+
+async def poll(
+    stub: agent_pb2_grpc.AsyncAgentServiceStub, requests: list[Any], polls: int, width: int, pids: tuple[int, int]
+) -> tuple[list[float], float, float, float]:
+    """``polls`` GetTask calls, ``width`` at a time: latencies, service CPU, Jobs API CPU, wall seconds."""
+    latencies: list[float] = []
+    count = 0
+
+    async def worker(i: int) -> None:
+        nonlocal count
+        while count < polls:
+            count += 1
+            start = time.perf_counter()
+            response = await stub.GetTask(requests[(count + i) % len(requests)], timeout=30)
+            latencies.append(time.perf_counter() - start)
+            assert response.resource.phase == TaskExecution.RUNNING, response.resource
+
+    cpu0, jobs0, wall0 = cpu_seconds(pids[0]), cpu_seconds(pids[1]), time.perf_counter()
+    await asyncio.gather(*(worker(i) for i in range(width)))
+    return latencies, cpu_seconds(pids[0]) - cpu0, cpu_seconds(pids[1]) - jobs0, time.perf_counter() - wall0
+
+
 async def measure(
-    server: Process, port: int, jobs_pid: int, tmpl: tasks_pb2.TaskTemplate, polls: int, concurrency: int
-) -> dict[str, Any]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stub = agent_pb2_grpc.AsyncAgentServiceStub(channel)
-        requests = []
-        for _ in range(concurrency):
-            created = await stub.CreateTask(
-                agent_pb2.CreateTaskRequest(template=tmpl, output_prefix="s3://b/o"), timeout=60
-            )
-            requests.append(
-                agent_pb2.GetTaskRequest(
-                    task_type="databricks", task_category=CATEGORY, resource_meta=created.resource_meta
+    servers: list[tuple[Process, int]], jobs_pid: int, tmpl: tasks_pb2.TaskTemplate, args: argparse.Namespace
+) -> dict[str, dict[str, Any]]:
+    """Poll through every service, taking turns round by round so drift in the machine's load hits all alike."""
+    channels = {server.name: grpc.aio.insecure_channel(f"127.0.0.1:{port}") for server, port in servers}
+    stubs = {name: agent_pb2_grpc.AsyncAgentServiceStub(channel) for name, channel in channels.items()}
+    requests = {server.name: await prepare(stubs[server.name], tmpl, args.concurrency) for server, _ in servers}
+    out: dict[str, dict[str, Any]] = {
+        name: {"resource_meta_has_token": TOKEN.encode() in reqs[0].resource_meta} for name, reqs in requests.items()
+    }
+    per_round = max(args.polls // args.rounds, 1)
+    for mode, width in (("one at a time", 1), (f"{args.concurrency} at once", args.concurrency)):
+        totals = {server.name: ([], 0.0, 0.0, 0.0) for server, _ in servers}
+        for _ in range(args.rounds):
+            for server, _port in servers:
+                lat, cpu, jobs, wall = await poll(
+                    stubs[server.name], requests[server.name], per_round, width, (server.proc.pid, jobs_pid)
                 )
-            )
-        for request in requests:  # until RUNNING: flytekit's connector fails GetTask on a QUEUED run
-            for _ in range(100):
-                try:
-                    if (await stub.GetTask(request, timeout=30)).resource.phase == TaskExecution.RUNNING:
-                        break
-                except grpc.aio.AioRpcError:
-                    pass
-                await asyncio.sleep(0.05)
-        out: dict[str, Any] = {"resource_meta_has_token": TOKEN.encode() in requests[0].resource_meta}
-        for mode, width in (("one at a time", 1), (f"{concurrency} at once", concurrency)):
-            latencies: list[float] = []
-            count = 0
-
-            async def worker(i: int, latencies: list[float] = latencies) -> None:
-                nonlocal count
-                while count < polls:
-                    count += 1
-                    start = time.perf_counter()
-                    response = await stub.GetTask(requests[(count + i) % len(requests)], timeout=30)
-                    latencies.append(time.perf_counter() - start)
-                    assert response.resource.phase == TaskExecution.RUNNING, response.resource
-
-            cpu0, jobs0, wall0 = cpu_seconds(server.proc.pid), cpu_seconds(jobs_pid), time.perf_counter()
-            await asyncio.gather(*(worker(i) for i in range(width)))
-            cpu1, jobs1, wall1 = cpu_seconds(server.proc.pid), cpu_seconds(jobs_pid), time.perf_counter()
+                before = totals[server.name]
+                totals[server.name] = (before[0] + lat, before[1] + cpu, before[2] + jobs, before[3] + wall)
+        for name, (latencies, cpu, jobs, wall) in totals.items():
             latencies.sort()
-            out[mode] = {
-                "service CPU ms/poll": (cpu1 - cpu0) / len(latencies) * 1e3,
-                "Jobs API CPU ms/poll": (jobs1 - jobs0) / len(latencies) * 1e3,
+            out[name][mode] = {
+                "service CPU ms/poll": cpu / len(latencies) * 1e3,
+                "Jobs API CPU ms/poll": jobs / len(latencies) * 1e3,
                 "p50 ms": statistics.median(latencies) * 1e3,
                 "p99 ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1e3,
-                "polls/s": len(latencies) / (wall1 - wall0),
+                "polls/s": len(latencies) / wall,
             }
-        for request in requests:
+    for name, stub in stubs.items():
+        for request in requests[name]:
             delete = agent_pb2.DeleteTaskRequest(
                 task_type="databricks", task_category=CATEGORY, resource_meta=request.resource_meta
             )
             await stub.DeleteTask(delete, timeout=30)
+    for channel in channels.values():
+        await channel.close()
     return out
 
 
@@ -228,6 +256,7 @@ def print_table(title: str, results: dict[str, Any], modes: list[str], keys: lis
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--polls", type=int, default=2000, help="GetTask calls per mode")
+    parser.add_argument("--rounds", type=int, default=4, help="turns each service takes, interleaved")
     parser.add_argument("--concurrency", type=int, default=20, help="runs, and polls in flight in the second mode")
     parser.add_argument("--in-process", choices=("flyteagents", "flytekit"), help=argparse.SUPPRESS)
     parser.add_argument("--instance", help=argparse.SUPPRESS)
@@ -292,8 +321,7 @@ async def main() -> None:
             ]
             for server, port in servers:
                 await wait_ready(server, port)
-            for server, port in servers:
-                results[server.name] = await measure(server, port, jobs.pid, tmpl, args.polls, args.concurrency)
+            results = await measure(servers, jobs.pid, tmpl, args)
             for server, _ in servers:
                 server.stop()
             servers = []

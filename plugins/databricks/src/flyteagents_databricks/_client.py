@@ -11,6 +11,7 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 import aiohttp
+from yarl import URL
 
 from flyteagents import ExternalServiceError
 
@@ -70,6 +71,7 @@ class JobsClient:
             headers=headers,
             connector=aiohttp.TCPConnector(limit=max_connections, keepalive_timeout=60),
             timeout=aiohttp.ClientTimeout(total=request_timeout),
+            cookie_jar=aiohttp.DummyCookieJar(),  # the Jobs API sets none; filtering them cost every call
         )
 
     @property
@@ -132,7 +134,8 @@ class JobsClient:
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.call_timeout
-        url = f"{self.base_url}{API}{path}"
+        # Built already encoded (our paths and query strings are), so aiohttp skips parsing it again.
+        url = URL(f"{self.base_url}{API}{path}", encoded=True)
         op = path.lstrip("/").split("?", 1)[0]
         attempt = 0
         while True:
