@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,15 +15,13 @@ import pytest_asyncio
 from flyteidl.admin import agent_pb2
 from flyteidl.core.execution_pb2 import TaskExecution
 from flytekit import FlyteContextManager, task, workflow
-from flytekit.configuration import ImageConfig, SerializationSettings
 from flytekit.core.type_engine import TypeEngine
 from flytekit.models.literals import LiteralMap
 from flytekit.sensor.file_sensor import FileSensor as FlytekitFileSensor
-from flytekit.tools.translator import get_serializable
 
 from flyteagents import AgentRegistry, BaseSensor, TaskFailedError, sensor
 from flyteagents.sensor import FileSensor, SensorEngine
-from flyteagents.testing import AgentServer
+from flyteagents.testing import AgentServer, create_task_request, get_task_request
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -91,17 +88,11 @@ async def server():
 
 
 def create_request(task: Any, **inputs: Any) -> agent_pb2.CreateTaskRequest:
-    settings = SerializationSettings(ImageConfig.auto_default_image())
-    template = get_serializable(OrderedDict(), settings, task).template
-    ctx = FlyteContextManager.current_context()
-    literals = TypeEngine.dict_to_literal_map(ctx, inputs, task.python_interface.inputs)
-    return agent_pb2.CreateTaskRequest(
-        template=template.to_flyte_idl(), output_prefix="/tmp/sensor-out", inputs=literals.to_flyte_idl()
-    )
+    return create_task_request(task, "/tmp/sensor-out", inputs)
 
 
 def get_request(meta: bytes) -> agent_pb2.GetTaskRequest:
-    return agent_pb2.GetTaskRequest(task_category=agent_pb2.TaskCategory(name="sensor"), resource_meta=meta)
+    return get_task_request(meta, "sensor")
 
 
 async def test_sensor_engine_is_listed(server):

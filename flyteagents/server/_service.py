@@ -7,7 +7,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from flyteidl.admin import agent_pb2
@@ -43,6 +43,7 @@ _UNKNOWN = "unknown"  # the task_type label of calls whose agent was not found (
 _OK = grpc.StatusCode.OK.name
 _INTERNAL = grpc.StatusCode.INTERNAL
 _QUIET_CODES = frozenset({grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT})
+_A = TypeVar("_A", bound=AgentBase)
 _OPERATIONS = ("create", "get", "delete", "get_metrics", "get_logs", "do", "list_agents", "get_agent")
 
 
@@ -93,13 +94,20 @@ class AgentService:
             task_type = request.task_type
             agent = self.agent(task_type, 0)
         if not isinstance(agent, AsyncAgentBase):
-            raise UnsupportedOperationError(
-                f"agent {agent.name!r} for {agent.task_category} is a sync agent: use ExecuteTaskSync"
-            )
+            raise _wrong_kind(agent)
         call.task_type = task_type
         resource_meta = request.resource_meta
         current_task.set(resource_meta)
         return agent, self.meta_decoder.decode(agent.metadata_type, resource_meta)
+
+    def template_agent(self, template: tasks_pb2.TaskTemplate, kind: type[_A], call: _Call) -> _A:
+        """The agent serving a template's task type, which must be of ``kind`` (async or sync)."""
+        task_type = template.type
+        agent = self.agent(task_type, template.task_type_version)
+        if not isinstance(agent, kind):
+            raise _wrong_kind(agent)
+        call.task_type = task_type
+        return agent
 
     def task_kwargs(
         self,
@@ -205,6 +213,22 @@ def _check_inputs(template_pb: tasks_pb2.TaskTemplate, inputs_pb: literals_pb2.L
     raise InvalidTaskError(f"the inputs do not match the task's interface ({'; '.join(parts)})")
 
 
+def _wrong_kind(agent: AgentBase) -> UnsupportedOperationError:
+    kind, rpc = ("a sync", "ExecuteTaskSync") if isinstance(agent, SyncAgentBase) else ("an async", "CreateTask")
+    return UnsupportedOperationError(f"agent {agent.name!r} for {agent.task_category} is {kind} agent: use {rpc}")
+
+
+def _execution_metadata(
+    message: agent_pb2.CreateTaskRequest | agent_pb2.CreateRequestHeader,
+) -> agent_pb2.TaskExecutionMetadata | None:
+    """A create request's task execution metadata, if sent; its id names the task in this call's log lines."""
+    if not message.HasField("task_execution_metadata"):
+        return None
+    meta_pb = message.task_execution_metadata
+    current_task.set(meta_pb.task_execution_id)
+    return meta_pb
+
+
 def _encode_meta(meta: Any, agent: AgentBase) -> bytes:
     if isinstance(meta, bytes):
         return meta
@@ -269,18 +293,10 @@ class AsyncAgentServicer(agent_pb2_grpc.AsyncAgentServiceServicer):
         service = self.service
         with service.call(context, "create") as call:
             template = request.template
-            task_type = template.type
-            if not task_type and not request.HasField("template"):
+            if not template.type and not request.HasField("template"):
                 raise InvalidTaskError("CreateTask needs a task template")
-            agent = service.agent(task_type, template.task_type_version)
-            if not isinstance(agent, AsyncAgentBase):
-                raise UnsupportedOperationError(
-                    f"agent {agent.name!r} for {agent.task_category} is a sync agent: use ExecuteTaskSync"
-                )
-            call.task_type = task_type
-            meta_pb = request.task_execution_metadata if request.HasField("task_execution_metadata") else None
-            if meta_pb is not None:
-                current_task.set(meta_pb.task_execution_id)
+            agent = service.template_agent(template, AsyncAgentBase, call)
+            meta_pb = _execution_metadata(request)
             kwargs = service.task_kwargs(
                 template,
                 request.output_prefix,
@@ -430,15 +446,8 @@ class SyncAgentServicer(agent_pb2_grpc.SyncAgentServiceServicer):
             if not header.HasField("template"):
                 raise InvalidTaskError("the ExecuteTaskSync header carries no task template")
             template = header.template
-            agent = service.agent(template.type, template.task_type_version)
-            if not isinstance(agent, SyncAgentBase):
-                raise UnsupportedOperationError(
-                    f"agent {agent.name!r} for {agent.task_category} is an async agent: use CreateTask"
-                )
-            call.task_type = template.type
-            meta_pb = header.task_execution_metadata if header.HasField("task_execution_metadata") else None
-            if meta_pb is not None:
-                current_task.set(meta_pb.task_execution_id)
+            agent = service.template_agent(template, SyncAgentBase, call)
+            meta_pb = _execution_metadata(header)
             second = await context.read()
             inputs_pb = None
             if second is not grpc.aio.EOF:

@@ -2,7 +2,16 @@
 
 from ._moto import MotoServer
 from ._process import ServerProcess
+from ._requests import create_task_request, get_task_request
 from ._server import AgentServer
 from ._templates import execution_metadata, template_of
 
-__all__ = ["AgentServer", "MotoServer", "ServerProcess", "execution_metadata", "template_of"]
+__all__ = [
+    "AgentServer",
+    "MotoServer",
+    "ServerProcess",
+    "create_task_request",
+    "execution_metadata",
+    "get_task_request",
+    "template_of",
+]

@@ -13,22 +13,18 @@ from flyteidl.core.execution_pb2 import TaskExecution
 
 from flyteagents import AgentRegistry
 from flyteagents.sensor import SensorEngine
-from flyteagents.testing import AgentServer, template_of
+from flyteagents.testing import AgentServer, create_task_request, get_task_request
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 def create_request(config: dict[str, Any], output_prefix: str = "/tmp/sqs-rpc") -> agent_pb2.CreateTaskRequest:
     sensor = SQSSensor(name="sqs_rpc", sensor_config=SQSSensorConfig(queue_url="http://h/1/q"))
-    template = template_of(sensor)
-    template.custom["sensor_config"] = config
-    return agent_pb2.CreateTaskRequest(template=template.to_flyte_idl(), output_prefix=output_prefix)
+    return create_task_request(sensor, output_prefix, custom={"sensor_config": config})
 
 
 def get_request(meta: bytes) -> agent_pb2.GetTaskRequest:
-    return agent_pb2.GetTaskRequest(
-        task_category=agent_pb2.TaskCategory(name="sensor", version=0), task_type="sensor", resource_meta=meta
-    )
+    return get_task_request(meta, "sensor")
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
