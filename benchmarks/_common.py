@@ -1,10 +1,21 @@
-"""Helpers every benchmark shares: a free loopback port and a process's CPU time."""
+"""Helpers the benchmarks share: a free loopback port, a process's CPU time, an agent service process."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+
+import grpc
+from flyteidl.admin import agent_pb2
+from flyteidl.core import identifier_pb2
+
+ROOT = Path(__file__).resolve().parent.parent
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -20,3 +31,70 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds a process (all its threads, live and exited) has used, from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+async def closed_loop(call: Callable[[], Awaitable[object]], requests: int, concurrency: int) -> list[float]:
+    """Make ``requests`` calls, ``concurrency`` in flight, each starting when one ends; their latencies in seconds."""
+    latencies: list[float] = []
+    remaining = requests
+
+    async def worker() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            start = time.perf_counter()
+            await call()
+            latencies.append(time.perf_counter() - start)
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies
+
+
+def execution_metadata() -> agent_pb2.TaskExecutionMetadata:
+    """The task execution metadata FlytePropeller sends with CreateTask and ExecuteTaskSync."""
+    return agent_pb2.TaskExecutionMetadata(
+        task_execution_id=identifier_pb2.TaskExecutionIdentifier(
+            task_id=identifier_pb2.Identifier(resource_type=identifier_pb2.TASK, project="p", domain="d", name="t"),
+            node_execution_id=identifier_pb2.NodeExecutionIdentifier(
+                node_id="n0", execution_id=identifier_pb2.WorkflowExecutionIdentifier(project="p", domain="d", name="e")
+            ),
+        ),
+        namespace="p-d",
+        k8s_service_account="default",
+    )
+
+
+class ServiceProcess:
+    """An agent service in its own process, its output in a log file."""
+
+    def __init__(self, name: str, argv: list[str], port: int, env: dict[str, str]) -> None:
+        self.name, self.port = name, port
+        self.log = tempfile.NamedTemporaryFile(prefix=f"bench-{name}-", suffix=".log", delete=False)
+        self.proc = subprocess.Popen(argv, env=env, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
+
+    async def wait_ready(self, timeout: float = 180.0) -> None:
+        """Return once the service accepts gRPC connections; raise with its log if it exits or stalls."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited: {self.tail()}")
+            try:
+                async with grpc.aio.insecure_channel(f"127.0.0.1:{self.port}") as ch:
+                    await asyncio.wait_for(ch.channel_ready(), 1.0)
+                    return
+            except (asyncio.TimeoutError, grpc.RpcError):
+                await asyncio.sleep(0.2)
+        raise RuntimeError(f"{self.name} did not start: {self.tail()}")
+
+    def tail(self) -> str:
+        """The end of the server's log."""
+        return Path(self.log.name).read_text()[-2000:]
+
+    def stop(self) -> None:
+        """Terminate the service (kill it after 15 s)."""
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()

@@ -26,7 +26,6 @@ import asyncio
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,7 +40,7 @@ from flyteidl.service import agent_pb2_grpc
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "plugins" / "bigquery" / "tests"))
 
-from _common import cpu_seconds, free_port  # noqa: E402
+from _common import ServiceProcess, cpu_seconds, free_port  # noqa: E402
 from bq_emulator import BigQueryEmulator  # noqa: E402
 
 PROJECT = "bench-project"
@@ -70,41 +69,7 @@ def template_proto() -> bytes:
     return get_serializable(OrderedDict(), settings, task).template.to_flyte_idl().SerializeToString()
 
 
-class Server:
-    """An agent service in its own process."""
-
-    def __init__(self, name: str, argv: list[str], port: int, env: dict[str, str]) -> None:
-        self.name, self.port = name, port
-        self.log = tempfile.NamedTemporaryFile(prefix=f"bench-{name}-", suffix=".log", delete=False)
-        self.proc = subprocess.Popen(argv, env=env, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
-
-    async def wait_ready(self, timeout: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited: {self.tail()}")
-            try:
-                async with grpc.aio.insecure_channel(f"127.0.0.1:{self.port}") as ch:
-                    await asyncio.wait_for(ch.channel_ready(), 1.0)
-                    return
-            except (asyncio.TimeoutError, grpc.RpcError):
-                await asyncio.sleep(0.2)
-        raise RuntimeError(f"{self.name} did not start: {self.tail()}")
-
-    def tail(self) -> str:
-        """The end of the server's log."""
-        return Path(self.log.name).read_text()[-2000:]
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
-async def measure(server: Server, template: bytes, polls: int, concurrency: int) -> dict[str, float]:
+async def measure(server: ServiceProcess, template: bytes, polls: int, concurrency: int) -> dict[str, float]:
     from flyteidl.core import tasks_pb2
 
     tmpl = tasks_pb2.TaskTemplate()
@@ -166,13 +131,13 @@ async def main() -> None:
     bin_dir = Path(sys.executable).parent
     fa_port, fk_port = free_port(), free_port()
     servers = [
-        Server(
+        ServiceProcess(
             "flyteagents",
             [str(bin_dir / "flyteagents"), "serve", "--port", str(fa_port), "--metrics-port", "0"],
             fa_port,
             env,
         ),
-        Server(
+        ServiceProcess(
             "flytekit",
             [str(bin_dir / "pyflyte"), "serve", "connector", "--port", str(fk_port), "--prometheus_port", "0"],
             fk_port,

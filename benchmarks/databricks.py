@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from _common import cpu_seconds, free_port
+from _common import ServiceProcess, cpu_seconds, free_port
 from flyteidl.admin import agent_pb2
 from flyteidl.core import tasks_pb2
 from flyteidl.core.execution_pb2 import TaskExecution
@@ -67,40 +67,6 @@ def template(instance: str) -> tasks_pb2.TaskTemplate:
     tmpl = Parse((TESTS / "data" / "spark_databricks_template.json").read_text(), tasks_pb2.TaskTemplate())
     tmpl.custom["databricksInstance"] = instance
     return tmpl
-
-
-class Process:
-    """A server in its own process, its output in a log file."""
-
-    def __init__(self, name: str, argv: list[str], env: dict[str, str]) -> None:
-        self.name = name
-        self.log = tempfile.NamedTemporaryFile(prefix=f"bench-{name}-", suffix=".log", delete=False)
-        self.proc = subprocess.Popen(argv, env=env, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
-
-    def tail(self) -> str:
-        return Path(self.log.name).read_text()[-2000:]
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
-async def wait_ready(server: Process, port: int, timeout: float = 180.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.proc.poll() is not None:
-            raise RuntimeError(f"{server.name} exited: {server.tail()}")
-        try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
-                await asyncio.wait_for(ch.channel_ready(), 1.0)
-                return
-        except (asyncio.TimeoutError, grpc.RpcError):
-            await asyncio.sleep(0.2)
-    raise RuntimeError(f"{server.name} did not start: {server.tail()}")
 
 
 async def prepare(stub: agent_pb2_grpc.AsyncAgentServiceStub, tmpl: tasks_pb2.TaskTemplate, runs: int) -> list[Any]:
@@ -148,20 +114,20 @@ async def poll(
 
 
 async def measure(
-    servers: list[tuple[Process, int]], jobs_pid: int, tmpl: tasks_pb2.TaskTemplate, args: argparse.Namespace
+    servers: list[ServiceProcess], jobs_pid: int, tmpl: tasks_pb2.TaskTemplate, args: argparse.Namespace
 ) -> dict[str, dict[str, Any]]:
     """Poll through every service, taking turns round by round so drift in the machine's load hits all alike."""
-    channels = {server.name: grpc.aio.insecure_channel(f"127.0.0.1:{port}") for server, port in servers}
+    channels = {server.name: grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") for server in servers}
     stubs = {name: agent_pb2_grpc.AsyncAgentServiceStub(channel) for name, channel in channels.items()}
-    requests = {server.name: await prepare(stubs[server.name], tmpl, args.concurrency) for server, _ in servers}
+    requests = {server.name: await prepare(stubs[server.name], tmpl, args.concurrency) for server in servers}
     out: dict[str, dict[str, Any]] = {
         name: {"resource_meta_has_token": TOKEN.encode() in reqs[0].resource_meta} for name, reqs in requests.items()
     }
     per_round = max(args.polls // args.rounds, 1)
     for mode, width in (("one at a time", 1), (f"{args.concurrency} at once", args.concurrency)):
-        totals = {server.name: ([], 0.0, 0.0, 0.0) for server, _ in servers}
+        totals = {server.name: ([], 0.0, 0.0, 0.0) for server in servers}
         for _ in range(args.rounds):
-            for server, _port in servers:
+            for server in servers:
                 lat, cpu, jobs, wall = await poll(
                     stubs[server.name], requests[server.name], per_round, width, (server.proc.pid, jobs_pid)
                 )
@@ -283,7 +249,7 @@ async def main() -> None:
             stdout=subprocess.PIPE,
             text=True,
         )
-        servers: list[tuple[Process, int]] = []
+        servers: list[ServiceProcess] = []
         results: dict[str, Any] = {}
         try:
             assert jobs.stdout is not None
@@ -291,38 +257,26 @@ async def main() -> None:
             tmpl = template(instance)
             fk_port, fa_port = free_port(), free_port()
             servers = [
-                (
-                    Process(
-                        "flytekit",
-                        [
-                            str(bin_dir / "pyflyte"),
-                            "serve",
-                            "connector",
-                            "--port",
-                            str(fk_port),
-                            "--prometheus_port",
-                            "0",
-                        ],
-                        env,
-                    ),
+                ServiceProcess(
+                    "flytekit",
+                    [str(bin_dir / "pyflyte"), "serve", "connector", "--port", str(fk_port), "--prometheus_port", "0"],
                     fk_port,
+                    env,
                 ),
-                (
-                    Process(
-                        "flyteagents",
-                        [
-                            *(str(bin_dir / "flyteagents"), "serve", "--port", str(fa_port)),
-                            *("--metrics-port", "-1", "--log-level", "WARNING"),
-                        ],
-                        env,
-                    ),
+                ServiceProcess(
+                    "flyteagents",
+                    [
+                        *(str(bin_dir / "flyteagents"), "serve", "--port", str(fa_port)),
+                        *("--metrics-port", "-1", "--log-level", "WARNING"),
+                    ],
                     fa_port,
+                    env,
                 ),
             ]
-            for server, port in servers:
-                await wait_ready(server, port)
+            for server in servers:
+                await server.wait_ready()
             results = await measure(servers, jobs.pid, tmpl, args)
-            for server, _ in servers:
+            for server in servers:
                 server.stop()
             servers = []
             alone: dict[str, Any] = {}
@@ -334,7 +288,7 @@ async def main() -> None:
                     raise RuntimeError(f"{side} in-process worker failed:\n{done.stderr[-3000:]}")
                 alone[side] = json.loads(done.stdout.strip().splitlines()[-1])
         finally:
-            for server, _ in servers:
+            for server in servers:
                 server.stop()
             jobs.terminate()
             jobs.wait(10)

@@ -27,10 +27,9 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from _common import cpu_seconds, free_port  # before its directory leaves sys.path
+from _common import closed_loop, cpu_seconds, execution_metadata, free_port  # before its directory leaves sys.path
 
 # This file is named openai.py: keep its directory off sys.path so `import openai` finds the library.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
@@ -68,22 +67,9 @@ def _template() -> tasks_pb2.TaskTemplate:
     return tpl
 
 
-def _metadata() -> agent_pb2.TaskExecutionMetadata:
-    return agent_pb2.TaskExecutionMetadata(
-        task_execution_id=identifier_pb2.TaskExecutionIdentifier(
-            task_id=identifier_pb2.Identifier(resource_type=identifier_pb2.TASK, project="p", domain="d", name="t"),
-            node_execution_id=identifier_pb2.NodeExecutionIdentifier(
-                node_id="n0", execution_id=identifier_pb2.WorkflowExecutionIdentifier(project="p", domain="d", name="e")
-            ),
-        ),
-        namespace="p-d",
-        k8s_service_account="default",
-    )
-
-
 HEADER = agent_pb2.ExecuteTaskSyncRequest(
     header=agent_pb2.CreateRequestHeader(
-        template=_template(), output_prefix="s3://bucket/out", task_execution_metadata=_metadata()
+        template=_template(), output_prefix="s3://bucket/out", task_execution_metadata=execution_metadata()
     )
 )
 INPUTS = agent_pb2.ExecuteTaskSyncRequest(
@@ -162,22 +148,6 @@ async def _wait_ready(stub: agent_pb2_grpc.SyncAgentServiceStub, proc: subproces
             await asyncio.sleep(0.3)
 
 
-async def _load(call: Callable[[], Awaitable[None]], requests: int, concurrency: int) -> list[float]:
-    latencies: list[float] = []
-    remaining = requests
-
-    async def worker() -> None:
-        nonlocal remaining
-        while remaining > 0:
-            remaining -= 1
-            start = time.perf_counter()
-            await call()
-            latencies.append(time.perf_counter() - start)
-
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return latencies
-
-
 async def _measure(name: str, base_url: str, requests: int) -> dict[int, dict[str, float]]:
     port = free_port()
     proc = _start_agent_server(name, port, base_url)
@@ -188,9 +158,9 @@ async def _measure(name: str, base_url: str, requests: int) -> dict[int, dict[st
             await _wait_ready(stub, proc, name)
             for concurrency in CONCURRENCY:
                 n = requests if concurrency > 1 else max(requests // 4, 50)
-                await _load(lambda: _execute(stub), max(n // 10, 20), concurrency)  # warm up
+                await closed_loop(lambda: _execute(stub), max(n // 10, 20), concurrency)  # warm up
                 cpu0, t0 = cpu_seconds(proc.pid), time.perf_counter()
-                latencies = sorted(await _load(lambda: _execute(stub), n, concurrency))
+                latencies = sorted(await closed_loop(lambda: _execute(stub), n, concurrency))
                 wall, cpu = time.perf_counter() - t0, cpu_seconds(proc.pid) - cpu0
                 results[concurrency] = {
                     "calls/s": n / wall,

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from _common import CLOCK_TICKS, free_port
+from _common import CLOCK_TICKS, closed_loop, execution_metadata, free_port
 from flyteidl.admin import agent_pb2
 from flyteidl.core import execution_pb2, identifier_pb2, interface_pb2, literals_pb2, tasks_pb2, types_pb2
 from flyteidl.service import agent_pb2_grpc
@@ -68,31 +68,18 @@ def _inputs() -> literals_pb2.LiteralMap:
     return literals_pb2.LiteralMap(literals={"text": text})
 
 
-def _metadata() -> agent_pb2.TaskExecutionMetadata:
-    return agent_pb2.TaskExecutionMetadata(
-        task_execution_id=identifier_pb2.TaskExecutionIdentifier(
-            task_id=identifier_pb2.Identifier(resource_type=identifier_pb2.TASK, project="p", domain="d", name="t"),
-            node_execution_id=identifier_pb2.NodeExecutionIdentifier(
-                node_id="n0", execution_id=identifier_pb2.WorkflowExecutionIdentifier(project="p", domain="d", name="e")
-            ),
-        ),
-        namespace="p-d",
-        k8s_service_account="default",
-    )
-
-
 CREATE = agent_pb2.CreateTaskRequest(
     template=_template(ASYNC_TYPE),
     output_prefix="s3://bucket/out",
     inputs=_inputs(),
-    task_execution_metadata=_metadata(),
+    task_execution_metadata=execution_metadata(),
 )
 GET = agent_pb2.GetTaskRequest(
     task_type=ASYNC_TYPE, task_category=agent_pb2.TaskCategory(name=ASYNC_TYPE), resource_meta=b'{"job_id":"job-1"}'
 )
 SYNC_HEADER = agent_pb2.ExecuteTaskSyncRequest(
     header=agent_pb2.CreateRequestHeader(
-        template=_template(SYNC_TYPE), output_prefix="s3://bucket/out", task_execution_metadata=_metadata()
+        template=_template(SYNC_TYPE), output_prefix="s3://bucket/out", task_execution_metadata=execution_metadata()
     )
 )
 SYNC_INPUTS = agent_pb2.ExecuteTaskSyncRequest(inputs=_inputs())
@@ -188,22 +175,6 @@ def _cpu_seconds(pid: int) -> float:
 # Load.
 
 
-async def _load(call: Callable[[], Awaitable[object]], requests: int, concurrency: int) -> list[float]:
-    latencies: list[float] = []
-    remaining = requests
-
-    async def worker() -> None:
-        nonlocal remaining
-        while remaining > 0:
-            remaining -= 1
-            start = time.perf_counter()
-            await call()
-            latencies.append(time.perf_counter() - start)
-
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return latencies
-
-
 def _calls(channel: grpc.aio.Channel) -> dict[str, Callable[[], Awaitable[object]]]:
     async_stub = agent_pb2_grpc.AsyncAgentServiceStub(channel)
     sync_stub = agent_pb2_grpc.SyncAgentServiceStub(channel)
@@ -251,13 +222,13 @@ async def _measure_all(
             latencies: dict[str, list[float]] = {name: [] for name in names}
             for name in names:
                 for process_calls in calls[name]:
-                    await _load(process_calls[op], max(per_round // 2, 50), concurrency)  # warm up
+                    await closed_loop(process_calls[op], max(per_round // 2, 50), concurrency)  # warm up
             for round_no in range(rounds):
                 turn = round_no % processes
                 for name in names:
                     pid = procs[name][turn].pid
                     cpu0, t0 = _cpu_seconds(pid), time.perf_counter()
-                    lat = await _load(calls[name][turn][op], per_round, concurrency)
+                    lat = await closed_loop(calls[name][turn][op], per_round, concurrency)
                     wall, used = time.perf_counter() - t0, _cpu_seconds(pid) - cpu0
                     cpu[name].append(used / per_round * 1e6)
                     rps[name].append(per_round / wall)

@@ -23,10 +23,6 @@ def create_request(config: dict[str, Any], output_prefix: str = "/tmp/sqs-rpc") 
     return create_task_request(sensor, output_prefix, custom={"sensor_config": config})
 
 
-def get_request(meta: bytes) -> agent_pb2.GetTaskRequest:
-    return get_task_request(meta, "sensor")
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def server() -> Any:
     registry = AgentRegistry()
@@ -48,11 +44,12 @@ async def test_lost_answer_through_the_service(
 ) -> None:
     config = {"queue_url": queue_url, "endpoint_url": moto.endpoint_url, "wait_seconds": 0}
     created = await server.async_stub.CreateTask(create_request(config, output_prefix))
-    assert (await server.async_stub.GetTask(get_request(created.resource_meta))).resource.phase == TaskExecution.RUNNING
+    poll = get_task_request(created.resource_meta, "sensor")
+    assert (await server.async_stub.GetTask(poll)).resource.phase == TaskExecution.RUNNING
     sqs.send_message(QueueUrl=queue_url, MessageBody="exactly once")
-    first = await server.async_stub.GetTask(get_request(created.resource_meta))
+    first = await server.async_stub.GetTask(poll)
     sqs.send_message(QueueUrl=queue_url, MessageBody="still queued")
-    again = await server.async_stub.GetTask(get_request(created.resource_meta))  # the first answer was lost
+    again = await server.async_stub.GetTask(poll)  # the first answer was lost
     assert first.resource.phase == again.resource.phase == TaskExecution.SUCCEEDED
     assert first.resource.outputs == again.resource.outputs
     assert "exactly once" in str(again.resource.outputs)

@@ -26,10 +26,6 @@ def create_request(config: dict[str, Any]) -> agent_pb2.CreateTaskRequest:
     return create_task_request(sensor, "/tmp/kafka-rpc", custom={"sensor_config": config})
 
 
-def get_request(meta: bytes) -> agent_pb2.GetTaskRequest:
-    return get_task_request(meta, "sensor")
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def server() -> Any:
     registry = AgentRegistry()
@@ -55,13 +51,13 @@ async def test_message_arrives_later_through_the_service(server: Any, tansu: Any
     created = await server.async_stub.CreateTask(
         create_request({"bootstrap_servers": tansu.bootstrap_servers, "topic": topic, "key": "go"})
     )
-    waiting = await server.async_stub.GetTask(get_request(created.resource_meta))
+    waiting = await server.async_stub.GetTask(get_task_request(created.resource_meta, "sensor"))
     assert waiting.resource.phase == TaskExecution.RUNNING
 
     producer = AIOKafkaProducer(bootstrap_servers=tansu.bootstrap_servers)
     await producer.start()
     await producer.send_and_wait(topic, b"payload", key=b"go")
     await producer.stop()
-    done = await server.async_stub.GetTask(get_request(created.resource_meta))
+    done = await server.async_stub.GetTask(get_task_request(created.resource_meta, "sensor"))
     assert done.resource.phase == TaskExecution.SUCCEEDED, done.resource.message
     assert "payload" in str(done.resource.outputs.literals["messages"])
