@@ -37,7 +37,7 @@ from ._exceptions import (
 from ._models import Resource
 from ._phase import is_terminal_phase
 from ._registry import AgentRegistry
-from ._runner import AgentRunner
+from ._runner import shared_runner
 
 __all__ = ["AsyncAgentExecutorMixin", "SyncAgentExecutorMixin", "run_coroutine"]
 
@@ -53,17 +53,6 @@ _FIRST_POLL_INTERVAL = 0.02
 _POLL_GROWTH = 1.5
 _DEFAULT_MAX_POLL_INTERVAL = 5.0
 _DELETE_TIMEOUT = 30.0
-
-_runner: AgentRunner | None = None
-_runner_lock = threading.Lock()
-
-
-def _local_runner() -> AgentRunner:
-    global _runner
-    with _runner_lock:
-        if _runner is None:
-            _runner = AgentRunner()
-        return _runner
 
 
 class _Backend(Protocol):
@@ -84,7 +73,7 @@ class _InProcess:
 
     def __init__(self, template: TaskTemplate, agent: AgentBase | None = None) -> None:
         self.agent = agent or AgentRegistry.get_agent(template.type, template.task_type_version)
-        self.runner = _local_runner()
+        self.runner = shared_runner()
 
     async def create(
         self, template: TaskTemplate, output_prefix: str, inputs: LiteralMap, meta: TaskExecutionMetadata

@@ -6,13 +6,14 @@ import asyncio
 import contextvars
 import functools
 import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ._agent import AgentBase
 
-__all__ = ["AgentRunner", "default_sync_workers"]
+__all__ = ["AgentRunner", "default_sync_workers", "shared_runner"]
 
 
 def default_sync_workers() -> int:
@@ -69,3 +70,19 @@ class AgentRunner:
     def shutdown(self, wait: bool = True) -> None:
         """Stop the thread pool; with ``wait``, after the running calls finish."""
         self._executor.shutdown(wait=wait, cancel_futures=not wait)
+
+
+_shared: AgentRunner | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_runner() -> AgentRunner:
+    """The process-wide runner, made on first use, for work outside a server's own runner.
+
+    Local task runs call agents through it, and sensors run their blocking calls on it.
+    """
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = AgentRunner()
+        return _shared

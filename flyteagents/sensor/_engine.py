@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
+import functools
 import inspect
 import json
 import logging
@@ -28,7 +29,7 @@ from .._agent import AsyncAgentBase
 from .._exceptions import ExternalServiceError, InvalidResourceMetaError, InvalidTaskError
 from .._models import Resource, ResourceMeta
 from .._registry import AgentRegistry
-from .._runner import AgentRunner
+from .._runner import shared_runner
 from ._base import (
     DEFAULT_MAX_CONSECUTIVE_ERRORS,
     BaseSensor,
@@ -143,30 +144,9 @@ def _field_checks(cls: type) -> tuple[dict[str, _Check], frozenset[str]]:
     return cached
 
 
-class _Call:
-    """Lets AgentRunner run a plain callable on its bounded pool."""
-
-    async_methods: frozenset[str] = frozenset()
-
-    def __init__(self, fn: Callable[..., Any]) -> None:
-        self.call = fn
-
-
-_runner: AgentRunner | None = None
-_runner_lock = threading.Lock()
-
-
-def _sensor_runner() -> AgentRunner:
-    global _runner
-    with _runner_lock:
-        if _runner is None:
-            _runner = AgentRunner()
-        return _runner
-
-
 async def run_sync(fn: Callable[..., Any], /, **kwargs: Any) -> Any:
-    """Run a blocking function on the sensors' bounded thread pool, off the event loop."""
-    return await _sensor_runner().call(_Call(fn), "call", **kwargs)  # type: ignore[arg-type]
+    """Run a blocking function on the process's bounded thread pool, off the event loop."""
+    return await shared_runner().run(functools.partial(fn, **kwargs) if kwargs else fn)
 
 
 def _json_safe(value: Any) -> bool:
@@ -515,6 +495,7 @@ class SensorEngine(AsyncAgentBase):
 
 
 _local: SensorEngine | None = None
+_local_lock = threading.Lock()
 
 
 def local_engine() -> AsyncAgentBase:
@@ -523,7 +504,7 @@ def local_engine() -> AsyncAgentBase:
     registered = AgentRegistry.default().agents.get(("sensor", 0))
     if isinstance(registered, AsyncAgentBase):
         return registered
-    with _runner_lock:
+    with _local_lock:
         if _local is None:
             _local = SensorEngine()
         return _local
