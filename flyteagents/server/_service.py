@@ -142,13 +142,13 @@ class AgentService:
         Outputs given as Python values are converted with flytekit's TypeEngine.
         """
         pb = agent_pb2.Resource() if into is None else into
-        values = write_resource(resource, agent, pb)
+        values = _write_resource(resource, agent, pb)
         if values is not None:
             pb.outputs.CopyFrom(await outputs_to_proto(values, outputs_interface))
         return pb
 
 
-def write_resource(resource: Any, agent: AgentBase, pb: agent_pb2.Resource) -> Mapping[str, Any] | None:
+def _write_resource(resource: Any, agent: AgentBase, pb: agent_pb2.Resource) -> Mapping[str, Any] | None:
     """Write an agent's Resource into ``pb``; return its outputs when they are Python values still to convert."""
     if not isinstance(resource, Resource):
         raise TypeError(f"agent {agent.name!r} returned {type(resource).__name__}, not a Resource")
@@ -319,7 +319,7 @@ class AsyncAgentServicer(agent_pb2_grpc.AsyncAgentServiceServicer):
             except TaskFailedError as exc:
                 resource = _failed_resource(exc)
             response = agent_pb2.GetTaskResponse()
-            values = write_resource(resource, agent, response.resource)
+            values = _write_resource(resource, agent, response.resource)
             if values is not None:
                 response.resource.outputs.CopyFrom(await outputs_to_proto(values))
             return response
