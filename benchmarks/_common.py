@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
 from flyteidl.admin import agent_pb2
@@ -48,6 +50,20 @@ async def closed_loop(call: Callable[[], Awaitable[object]], requests: int, conc
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return latencies
+
+
+def stop_group(proc: subprocess.Popen[Any]) -> None:
+    """Stop a process started with ``start_new_session=True`` and its children: SIGTERM, then SIGKILL after 10 s."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(10)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def execution_metadata() -> agent_pb2.TaskExecutionMetadata:

@@ -40,7 +40,7 @@ from flyteidl.service import agent_pb2_grpc
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "plugins" / "bigquery" / "tests"))
 
-from _common import ServiceProcess, cpu_seconds, free_port  # noqa: E402
+from _common import ServiceProcess, closed_loop, cpu_seconds, free_port  # noqa: E402
 from bq_emulator import BigQueryEmulator  # noqa: E402
 
 PROJECT = "bench-project"
@@ -84,20 +84,13 @@ async def measure(server: ServiceProcess, template: bytes, polls: int, concurren
         )
         first = await stub.GetTask(request, timeout=30)  # warm-up: clients, tokens, imports
         assert first.resource.phase in (TaskExecution.QUEUED, TaskExecution.RUNNING), first
-        latencies: list[float] = []
-        remaining = polls
 
-        async def worker() -> None:
-            nonlocal remaining
-            while remaining > 0:
-                remaining -= 1
-                start = time.perf_counter()
-                response = await stub.GetTask(request, timeout=30)
-                latencies.append(time.perf_counter() - start)
-                assert response.resource.phase == TaskExecution.RUNNING, response.resource
+        async def poll() -> None:
+            response = await stub.GetTask(request, timeout=30)
+            assert response.resource.phase == TaskExecution.RUNNING, response.resource
 
         cpu0, wall0 = cpu_seconds(server.proc.pid), time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        latencies = await closed_loop(poll, polls, concurrency)
         cpu1, wall1 = cpu_seconds(server.proc.pid), time.perf_counter()
     latencies.sort()
     return {

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import statistics
@@ -35,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from _common import ServiceProcess, cpu_seconds, free_port
+from _common import ServiceProcess, closed_loop, cpu_seconds, free_port
 from flyteidl.admin import agent_pb2
 from flyteidl.core import tasks_pb2
 from flyteidl.core.execution_pb2 import TaskExecution
@@ -96,20 +97,14 @@ async def poll(
     stub: agent_pb2_grpc.AsyncAgentServiceStub, requests: list[Any], polls: int, width: int, pids: tuple[int, int]
 ) -> tuple[list[float], float, float, float]:
     """``polls`` GetTask calls, ``width`` at a time: latencies, service CPU, Jobs API CPU, wall seconds."""
-    latencies: list[float] = []
-    count = 0
+    turn = itertools.count()
 
-    async def worker(i: int) -> None:
-        nonlocal count
-        while count < polls:
-            count += 1
-            start = time.perf_counter()
-            response = await stub.GetTask(requests[(count + i) % len(requests)], timeout=30)
-            latencies.append(time.perf_counter() - start)
-            assert response.resource.phase == TaskExecution.RUNNING, response.resource
+    async def one() -> None:
+        response = await stub.GetTask(requests[next(turn) % len(requests)], timeout=30)
+        assert response.resource.phase == TaskExecution.RUNNING, response.resource
 
     cpu0, jobs0, wall0 = cpu_seconds(pids[0]), cpu_seconds(pids[1]), time.perf_counter()
-    await asyncio.gather(*(worker(i) for i in range(width)))
+    latencies = await closed_loop(one, polls, width)
     return latencies, cpu_seconds(pids[0]) - cpu0, cpu_seconds(pids[1]) - jobs0, time.perf_counter() - wall0
 
 

@@ -22,14 +22,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from _common import closed_loop, cpu_seconds, execution_metadata, free_port  # before its directory leaves sys.path
+from _common import (  # before its directory leaves sys.path
+    closed_loop,
+    cpu_seconds,
+    execution_metadata,
+    free_port,
+    stop_group,
+)
 
 # This file is named openai.py: keep its directory off sys.path so `import openai` finds the library.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
@@ -87,17 +92,6 @@ def _spawn(cmd: list[str], env: dict[str, str], stdout: int = subprocess.DEVNULL
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=stdout, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
 def _start_fake() -> tuple[subprocess.Popen, str]:
     proc = _spawn(
         [sys.executable, str(FAKE_SERVER), "--key", API_KEY, "--no-record"], dict(os.environ), stdout=subprocess.PIPE
@@ -105,7 +99,7 @@ def _start_fake() -> tuple[subprocess.Popen, str]:
     assert proc.stdout is not None
     base_url = proc.stdout.readline().decode().strip()
     if not base_url.startswith("http://"):
-        _stop(proc)
+        stop_group(proc)
         raise RuntimeError("the fake OpenAI server did not start")
     return proc, base_url
 
@@ -169,7 +163,7 @@ async def _measure(name: str, base_url: str, requests: int) -> dict[int, dict[st
                     "cpu_us": cpu / n * 1e6,
                 }
     finally:
-        _stop(proc)
+        stop_group(proc)
     return results
 
 
@@ -204,7 +198,7 @@ def main() -> None:
             print(f"measuring {name} ...", flush=True)
             results[name] = asyncio.run(_measure(name, base_url, args.requests))
     finally:
-        _stop(fake)
+        stop_group(fake)
     ok = _report(results)
     print("floor holds" if ok else "floor MISSED")
     sys.exit(0 if ok else 1)

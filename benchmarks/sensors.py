@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -36,7 +35,7 @@ from typing import Any
 
 import boto3
 import grpc
-from _common import cpu_seconds, free_port
+from _common import closed_loop, cpu_seconds, free_port, stop_group
 from flyteidl.admin import agent_pb2
 from flyteidl.core import execution_pb2
 from flyteidl.service import agent_pb2_grpc
@@ -97,15 +96,6 @@ def _start(framework: str, port: int, env: dict[str, str]) -> subprocess.Popen[b
     )
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
 async def _create(
     stub: agent_pb2_grpc.AsyncAgentServiceStub, request: agent_pb2.CreateTaskRequest, proc: subprocess.Popen[bytes]
 ) -> bytes:
@@ -134,29 +124,19 @@ async def _measure(
             get = agent_pb2.GetTaskRequest(
                 task_type="sensor", task_category=agent_pb2.TaskCategory(name="sensor"), resource_meta=meta
             )
-            latencies: list[float] = []
-            remaining = 0
 
-            async def worker() -> None:
-                nonlocal remaining
-                while remaining > 0:
-                    remaining -= 1
-                    start = time.perf_counter()
-                    response = await stub.GetTask(get, timeout=30)
-                    latencies.append(time.perf_counter() - start)
-                    phase = response.resource.phase
-                    if phase != execution_pb2.TaskExecution.RUNNING:
-                        raise RuntimeError(f"{framework}: expected RUNNING, got {phase}: {response.resource.message}")
+            async def poll() -> None:
+                response = await stub.GetTask(get, timeout=30)
+                phase = response.resource.phase
+                if phase != execution_pb2.TaskExecution.RUNNING:
+                    raise RuntimeError(f"{framework}: expected RUNNING, got {phase}: {response.resource.message}")
 
-            remaining = max(polls // 10, 20)  # warm up: imports, caches, connections
-            await asyncio.gather(*(worker() for _ in range(concurrency)))
-            latencies.clear()
-            remaining = polls
+            await closed_loop(poll, max(polls // 10, 20), concurrency)  # warm up: imports, caches, connections
             cpu0, t0 = cpu_seconds(proc.pid), time.perf_counter()
-            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            latencies = await closed_loop(poll, polls, concurrency)
             wall, cpu = time.perf_counter() - t0, cpu_seconds(proc.pid) - cpu0
     finally:
-        _stop(proc)
+        stop_group(proc)
     latencies.sort()
     return {
         "polls_s": polls / wall,

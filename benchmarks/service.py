@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -34,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from _common import CLOCK_TICKS, closed_loop, execution_metadata, free_port
+from _common import CLOCK_TICKS, closed_loop, execution_metadata, free_port, stop_group
 from flyteidl.admin import agent_pb2
 from flyteidl.core import execution_pb2, identifier_pb2, interface_pb2, literals_pb2, tasks_pb2, types_pb2
 from flyteidl.service import agent_pb2_grpc
@@ -248,19 +247,8 @@ async def _measure_all(
     finally:
         for name in names:
             for proc in procs[name]:
-                _stop(proc)
+                stop_group(proc)
     return results
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(10)
-    except ProcessLookupError:
-        pass
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
 
 
 def _report(all_results: dict[str, dict[str, dict[str, Any]]], requests: int, concurrency: int) -> bool:
