@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -227,45 +228,37 @@ class RemoteBackend:
                 credentials = channel_credentials(f.read())
         self.credentials = credentials
 
-    def _client(self) -> AgentClient:
-        return AgentClient(self.endpoint, credentials=self.credentials)
+    @contextlib.asynccontextmanager
+    async def _client(self) -> AsyncIterator[AgentClient]:
+        """A client on a fresh channel; the service's errors come out as flyteagents exceptions."""
+        async with AgentClient(self.endpoint, credentials=self.credentials) as client:
+            try:
+                yield client
+            except grpc.aio.AioRpcError as exc:
+                raise error_from_rpc(exc, self.endpoint) from None
 
     async def create(self, template: Any, output_prefix: str, inputs: Any, meta: Any) -> RemoteJob:
         """CreateTask; returns the job handle."""
         async with self._client() as client:
-            try:
-                resource_meta = await client.create_task(
-                    template.to_flyte_idl(), output_prefix, _proto(inputs), _proto(meta)
-                )
-            except grpc.aio.AioRpcError as exc:
-                raise error_from_rpc(exc, self.endpoint) from None
+            resource_meta = await client.create_task(
+                template.to_flyte_idl(), output_prefix, _proto(inputs), _proto(meta)
+            )
         return RemoteJob(TaskCategory(template.type, template.task_type_version), resource_meta)
 
     async def get(self, handle: RemoteJob) -> Resource:
         """GetTask."""
         async with self._client() as client:
-            try:
-                return resource_from_proto(await client.get_task(handle.category, handle.resource_meta))
-            except grpc.aio.AioRpcError as exc:
-                raise error_from_rpc(exc, self.endpoint) from None
+            return resource_from_proto(await client.get_task(handle.category, handle.resource_meta))
 
     async def delete(self, handle: RemoteJob) -> None:
         """DeleteTask."""
         async with self._client() as client:
-            try:
-                await client.delete_task(handle.category, handle.resource_meta)
-            except grpc.aio.AioRpcError as exc:
-                raise error_from_rpc(exc, self.endpoint) from None
+            await client.delete_task(handle.category, handle.resource_meta)
 
     async def do(self, template: Any, output_prefix: str, inputs: Any, meta: Any) -> Resource:
         """ExecuteTaskSync."""
         async with self._client() as client:
-            try:
-                pb = await client.execute_task_sync(
-                    template.to_flyte_idl(), output_prefix, _proto(inputs), _proto(meta)
-                )
-            except grpc.aio.AioRpcError as exc:
-                raise error_from_rpc(exc, self.endpoint) from None
+            pb = await client.execute_task_sync(template.to_flyte_idl(), output_prefix, _proto(inputs), _proto(meta))
         return resource_from_proto(pb)
 
 

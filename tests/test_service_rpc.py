@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import sys
 from pathlib import Path
 
@@ -15,6 +16,14 @@ from flyteidl.core.execution_pb2 import TaskExecution
 from google.protobuf import json_format
 from grpc_health.v1 import health_pb2
 
+from flyteagents import (
+    AgentNotFoundError,
+    AgentTimeoutError,
+    ExternalServiceError,
+    InvalidTaskError,
+    TaskCategory,
+)
+from flyteagents.client import RemoteBackend, RemoteJob
 from flyteagents.server import SERVICE_NAMES, TaskLogFilter
 from flyteagents.testing import AgentServer
 
@@ -352,3 +361,35 @@ async def test_output_literal_map_passes_through():
     )
     assert pb.outputs == literal_map
     assert isinstance(pb.outputs, literals_pb2.LiteralMap)
+
+
+# The client local runs use with FLYTEAGENTS_ENDPOINT
+
+
+@pytest.mark.parametrize(
+    ("outcome", "error", "retryable"),
+    [
+        ("unavailable", ExternalServiceError, True),
+        ("invalid", InvalidTaskError, False),
+        ("timeout", AgentTimeoutError, False),
+    ],
+)
+async def test_remote_backend_raises_flyteagents_errors(server, outcome, error, retryable):
+    backend = RemoteBackend(server.address)
+    handle = RemoteJob(TaskCategory(sa.JOB_TYPE), await create(server, outcome))
+    with pytest.raises(error) as info:
+        await backend.get(handle)
+    assert server.address in str(info.value)
+    assert getattr(info.value, "retryable", False) is retryable
+    with pytest.raises(AgentNotFoundError, match="no_such_type"):
+        await backend.get(RemoteJob(TaskCategory("no_such_type"), b"{}"))
+
+
+async def test_remote_backend_unreachable_service_is_retryable():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound, never listening: connections are refused
+        backend = RemoteBackend(f"127.0.0.1:{port}")
+        with pytest.raises(ExternalServiceError) as info:
+            await backend.delete(RemoteJob(TaskCategory(sa.JOB_TYPE), b"{}"))
+    assert info.value.retryable
