@@ -7,17 +7,15 @@ import os
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import grpc
 from flyteidl.admin import agent_pb2
 from flyteidl.core import identifier_pb2
 
-ROOT = Path(__file__).resolve().parent.parent
+from flyteagents.testing import ServerProcess
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -80,37 +78,22 @@ def execution_metadata() -> agent_pb2.TaskExecutionMetadata:
     )
 
 
-class ServiceProcess:
-    """An agent service in its own process, its output in a log file."""
+class ServiceProcess(ServerProcess):
+    """An agent service (``flyteagents serve``, ``pyflyte serve connector``) in its own process.
+
+    ``start()`` runs it and returns once its port accepts connections; ``stop()`` ends it.
+    """
 
     def __init__(self, name: str, argv: list[str], port: int, env: dict[str, str]) -> None:
-        self.name, self.port = name, port
-        self.log = tempfile.NamedTemporaryFile(prefix=f"bench-{name}-", suffix=".log", delete=False)
-        self.proc = subprocess.Popen(argv, env=env, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
+        super().__init__(port=port, startup_timeout=180.0)
+        self.name = name
+        self._argv = argv
+        self._env = env
 
-    async def wait_ready(self, timeout: float = 180.0) -> None:
-        """Return once the service accepts gRPC connections; raise with its log if it exits or stalls."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited: {self.tail()}")
-            try:
-                async with grpc.aio.insecure_channel(f"127.0.0.1:{self.port}") as ch:
-                    await asyncio.wait_for(ch.channel_ready(), 1.0)
-                    return
-            except (asyncio.TimeoutError, grpc.RpcError):
-                await asyncio.sleep(0.2)
-        raise RuntimeError(f"{self.name} did not start: {self.tail()}")
+    def command(self) -> list[str]:
+        """The service's command line."""
+        return self._argv
 
-    def tail(self) -> str:
-        """The end of the server's log."""
-        return Path(self.log.name).read_text()[-2000:]
-
-    def stop(self) -> None:
-        """Terminate the service (kill it after 15 s)."""
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+    def environment(self) -> dict[str, str]:
+        """The service's environment."""
+        return self._env

@@ -89,9 +89,9 @@ async def measure(server: ServiceProcess, template: bytes, polls: int, concurren
             response = await stub.GetTask(request, timeout=30)
             assert response.resource.phase == TaskExecution.RUNNING, response.resource
 
-        cpu0, wall0 = cpu_seconds(server.proc.pid), time.perf_counter()
+        cpu0, wall0 = cpu_seconds(server.pid), time.perf_counter()
         latencies = await closed_loop(poll, polls, concurrency)
-        cpu1, wall1 = cpu_seconds(server.proc.pid), time.perf_counter()
+        cpu1, wall1 = cpu_seconds(server.pid), time.perf_counter()
     latencies.sort()
     return {
         "cpu_us_per_poll": (cpu1 - cpu0) / polls * 1e6,
@@ -141,7 +141,7 @@ async def main() -> None:
     results = {}
     try:
         for server in servers:
-            await server.wait_ready()
+            server.start()
         for server in servers:
             results[server.name] = await measure(server, template, args.polls, args.concurrency)
     finally:

@@ -124,7 +124,7 @@ async def measure(
         for _ in range(args.rounds):
             for server in servers:
                 lat, cpu, jobs, wall = await poll(
-                    stubs[server.name], requests[server.name], per_round, width, (server.proc.pid, jobs_pid)
+                    stubs[server.name], requests[server.name], per_round, width, (server.pid, jobs_pid)
                 )
                 before = totals[server.name]
                 totals[server.name] = (before[0] + lat, before[1] + cpu, before[2] + jobs, before[3] + wall)
@@ -269,7 +269,7 @@ async def main() -> None:
                 ),
             ]
             for server in servers:
-                await server.wait_ready()
+                server.start()
             results = await measure(servers, jobs.pid, tmpl, args)
             for server in servers:
                 server.stop()

@@ -27,7 +27,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +36,6 @@ from flyteidl.admin import agent_pb2
 from flyteidl.core import identifier_pb2
 from flyteidl.core.execution_pb2 import TaskExecution
 from flyteidl.service import agent_pb2_grpc
-from flytekit.configuration import ImageConfig, SerializationSettings
-from flytekit.tools.translator import get_serializable
 
 VENV_BIN = Path(sys.executable).parent
 TOPICS = 10
@@ -65,8 +62,9 @@ def _connections_to(pid: int, port: int) -> int:
 
 
 def _template(sensor: Any) -> Any:
-    settings = SerializationSettings(ImageConfig.auto_default_image())
-    return get_serializable(OrderedDict(), settings, sensor).template.to_flyte_idl()
+    from flyteagents.testing import template_of
+
+    return template_of(sensor).to_flyte_idl()
 
 
 def _create_request(template: Any, i: int, output_prefix: str) -> agent_pb2.CreateTaskRequest:

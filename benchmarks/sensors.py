@@ -28,7 +28,6 @@ import sys
 import tempfile
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,14 +38,10 @@ from _common import closed_loop, cpu_seconds, free_port, stop_group
 from flyteidl.admin import agent_pb2
 from flyteidl.core import execution_pb2
 from flyteidl.service import agent_pb2_grpc
-from flytekit import FlyteContextManager
-from flytekit.configuration import ImageConfig, SerializationSettings
-from flytekit.core.type_engine import TypeEngine
 from flytekit.sensor.file_sensor import FileSensor as FlytekitFileSensor
-from flytekit.tools.translator import get_serializable
 
 from flyteagents.sensor import FileSensor
-from flyteagents.testing import MotoServer
+from flyteagents.testing import MotoServer, create_task_request
 from flyteagents.testing._moto import MOTO_CREDENTIALS
 
 VENV_BIN = Path(sys.executable).parent
@@ -72,13 +67,7 @@ main()
 
 
 def _create_request(task: Any, path: str) -> agent_pb2.CreateTaskRequest:
-    settings = SerializationSettings(ImageConfig.auto_default_image())
-    template = get_serializable(OrderedDict(), settings, task).template
-    ctx = FlyteContextManager.current_context()
-    inputs = TypeEngine.dict_to_literal_map(ctx, {"path": path}, {"path": str})
-    return agent_pb2.CreateTaskRequest(
-        template=template.to_flyte_idl(), output_prefix="/tmp/bench-out", inputs=inputs.to_flyte_idl()
-    )
+    return create_task_request(task, "/tmp/bench-out", {"path": path})
 
 
 def _start(framework: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
