@@ -8,7 +8,9 @@ and a sync one echoing its inputs as outputs):
 
 - ``flyteagents serve``
 - flytekit's ``pyflyte serve connector``
-- a bare grpc.aio server answering constants (the ceiling: what gRPC itself costs)
+- a bare grpc.aio server answering constants (the ceiling: what gRPC itself costs), on the
+  event loop ``flyteagents serve`` runs on by default (uvloop where installed), while flytekit's
+  service runs on asyncio's own, as it ships
 
 and drives each with the same propeller-shaped requests: CreateTask, GetTask and
 ExecuteTaskSync (header, inputs, close, one answer). For each it prints requests/s, p50
@@ -293,7 +295,11 @@ def main() -> None:
     parser.add_argument("--bare-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare_server:
-        asyncio.run(_bare_server(args.bare_server))
+        try:  # the loop `flyteagents serve --loop auto` picks
+            from uvloop import run
+        except ImportError:
+            run = asyncio.run
+        run(_bare_server(args.bare_server))
         return
     names = args.servers.split(",")
     print(f"measuring {', '.join(names)}, interleaved in {args.rounds} rounds ...", flush=True)

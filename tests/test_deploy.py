@@ -233,7 +233,14 @@ def test_pdb_covers_the_pods(render: Render) -> None:
 
 
 def test_settings_reach_the_container_through_the_configmap(render: Render) -> None:
-    settings = {"port": 8100, "metricsPort": 9100, "syncWorkers": 7, "gracePeriod": 40, "logLevel": "DEBUG"}
+    settings = {
+        "port": 8100,
+        "metricsPort": 9100,
+        "syncWorkers": 7,
+        "gracePeriod": 40,
+        "loop": "asyncio",
+        "logLevel": "DEBUG",
+    }
     rendered = render({"settings": {**settings, "modules": ["a.agents", "b"]}, "extraEnv": {"REGION": "eu"}})
     configmap = _one(rendered, "ConfigMap")
     assert configmap["data"] == {
@@ -242,6 +249,7 @@ def test_settings_reach_the_container_through_the_configmap(render: Render) -> N
         "FLYTEAGENTS_METRICS_PORT": "9100",
         "FLYTEAGENTS_SYNC_WORKERS": "7",
         "FLYTEAGENTS_GRACE_PERIOD": "40",
+        "FLYTEAGENTS_LOOP": "asyncio",
         "FLYTEAGENTS_LOG_LEVEL": "DEBUG",
         "FLYTEAGENTS_MODULES": "a.agents,b",
         "REGION": "eu",
@@ -407,6 +415,7 @@ def test_service_monitor_scrapes_the_metrics_port(render: Render) -> None:
         # values.schema.json: a misspelt key or a wrong type is refused, not silently ignored.
         ({"setings": {"port": 1}}, "additional properties 'setings' not allowed"),
         ({"settings": {"port": "8000"}}, "at '/settings/port': got string, want integer"),
+        ({"settings": {"loop": "trio"}}, "at '/settings/loop': value must be one of 'auto', 'uvloop', 'asyncio'"),
         ({"secrets": {"env": [{"name": "X", "secretName": "s"}]}}, "missing property 'key'"),
     ],
 )

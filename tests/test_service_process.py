@@ -32,8 +32,9 @@ def shared_service(tmp_path_factory):
 
 
 @pytest.fixture
-def service(tmp_path):
-    svc = Service(tmp_path, "service_serve_agents").ready()
+def service(tmp_path, request):
+    loop = getattr(request, "param", "auto")
+    svc = Service(tmp_path, "service_serve_agents", env={"FLYTEAGENTS_LOOP": loop}).ready()
     yield svc
     svc.stop()
 
@@ -105,8 +106,9 @@ async def test_metrics_scrape_counters_move(shared_service):
     assert "INVALID_ARGUMENT" in log and "Traceback" not in log
 
 
+@pytest.mark.parametrize(("service", "loop"), [("auto", "uvloop"), ("asyncio", "asyncio")], indirect=["service"])
 @pytest.mark.asyncio(loop_scope="session")
-async def test_sigterm_drains_the_call_in_flight_and_exits_0(service):
+async def test_sigterm_drains_the_call_in_flight_and_exits_0(service, loop):
     async with grpc.aio.insecure_channel(service.address) as channel:
         stub = agent_pb2_grpc.AsyncAgentServiceStub(channel)
         slow = asyncio.ensure_future(stub.CreateTask(sa.create_request(sa.SLOW_TYPE, custom={"sleep": 2.0})))
@@ -123,4 +125,5 @@ async def test_sigterm_drains_the_call_in_flight_and_exits_0(service):
         response = await slow  # the call in flight still finishes
         assert sa.JobMeta.decode(response.resource_meta).job_id == "slow"
     assert await asyncio.to_thread(service.proc.wait, 15) == 0
-    assert "draining" in service.log()
+    log = service.log()
+    assert "draining" in log and f"{loop} event loop" in log

@@ -6,8 +6,9 @@ import asyncio
 import importlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
+from typing import Any
 
 import click
 from flyteidl.admin.agent_pb2 import Agent
@@ -39,6 +40,19 @@ def print_agents(agents: Sequence[Agent], title: str) -> None:
         categories = ", ".join(f"{c.name} ({c.version})" for c in agent.supported_task_categories)
         table.add_row(agent.name, categories or ", ".join(agent.supported_task_types), str(agent.is_sync))
     Console(width=max(100, Console().width)).print(table)
+
+
+def _loop_runner(name: str) -> Callable[[Coroutine[Any, Any, int]], int]:
+    """What runs the service's main coroutine: ``uvloop.run`` or ``asyncio.run``."""
+    if name != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if name == "uvloop":
+                raise click.UsageError("--loop uvloop: uvloop is not installed") from None
+        else:
+            return uvloop.run
+    return asyncio.run
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -95,6 +109,15 @@ def cli() -> None:
     envvar=f"{_ENV}MODULES",
     help="Comma-separated modules to import that register agents (besides installed plugins).",
 )
+@click.option(
+    "--loop",
+    "event_loop",
+    type=click.Choice(["auto", "uvloop", "asyncio"]),
+    default="auto",
+    show_default=True,
+    envvar=f"{_ENV}LOOP",
+    help="Event loop: uvloop (about a tenth less CPU per call), asyncio's own, or auto (uvloop where installed).",
+)
 @click.option("--log-level", default="INFO", show_default=True, envvar=f"{_ENV}LOG_LEVEL", help="Logging level.")
 def serve(
     host: str,
@@ -106,6 +129,7 @@ def serve(
     sync_workers: int | None,
     grace_period: float,
     modules: Sequence[str],
+    event_loop: str,
     log_level: str,
 ) -> None:
     """Serve the installed agents to FlytePropeller over gRPC."""
@@ -117,6 +141,7 @@ def serve(
         raise click.UsageError("--tls-cert and --tls-key go together")
     if tls_client_ca and not tls_cert:
         raise click.UsageError("--tls-client-ca needs --tls-cert and --tls-key")
+    run = _loop_runner(event_loop)
     configure_logging(log_level.upper())
     # Like `pyflyte serve`, let --modules name modules in the working directory.
     if os.getcwd() not in sys.path:
@@ -144,7 +169,7 @@ def serve(
         sync_workers=sync_workers,
         grace_period=grace_period,
     )
-    sys.exit(asyncio.run(run_server(registry, config)))
+    sys.exit(run(run_server(registry, config)))
 
 
 @cli.command()

@@ -135,10 +135,17 @@ async def serve(registry: AgentRegistry, config: ServeConfig) -> int:
     metrics_note = f", metrics on port {metrics_server.server_port}" if metrics_server is not None else ""
     # Tests and operators read this line to learn the bound port (``--port 0`` picks a free one).
     print(f"flyteagents serving on {config.host}:{port} ({tls}){metrics_note}", flush=True)
-    logger.info("serving on %s:%s (%s), %d sync workers", config.host, port, tls, runner.max_workers)
+    loop = asyncio.get_running_loop()
+    logger.info(
+        "serving on %s:%s (%s), %d sync workers, %s event loop",
+        config.host,
+        port,
+        tls,
+        runner.max_workers,
+        type(loop).__module__.partition(".")[0],
+    )
 
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
