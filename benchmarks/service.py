@@ -270,7 +270,7 @@ def _report(all_results: dict[str, dict[str, dict[str, Any]]], requests: int, co
         fa, fk, bare = (all_results[n][op]["rounds"] for n in ("flyteagents", "flytekit", "bare"))
         vs_bare = statistics.median(a / b for a, b in zip(fa, bare, strict=True))
         vs_fk = statistics.median(a / b for a, b in zip(fa, fk, strict=True))
-        # The lowest flyteagents/flytekit any grpc.aio server can reach on this machine.
+        # The lowest flyteagents/flytekit a grpc.aio server on the same event loop can reach here.
         bare_vs_fk = statistics.median(a / b for a, b in zip(bare, fk, strict=True))
         floor_bare = vs_bare <= 1.15
         floor_fk = op == "GetTask" or vs_fk <= 0.7
