@@ -69,7 +69,7 @@ def build_server(
     service = AgentService(registry, runner, metrics)
     server = grpc.aio.server(options=options or [])
     agent_pb2_grpc.add_AsyncAgentServiceServicer_to_server(AsyncAgentServicer(service), server)
-    agent_pb2_grpc.add_SyncAgentServiceServicer_to_server(SyncAgentServicer(service), server)
+    SyncAgentServicer(service).add_to_server(server)
     agent_pb2_grpc.add_AgentMetadataServiceServicer_to_server(AgentMetadataServicer(service), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
