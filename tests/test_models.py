@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass, field
 
 import pytest
@@ -60,6 +62,29 @@ def test_bad_bytes_raise_a_clear_error(data: bytes, message: str) -> None:
     with pytest.raises(InvalidResourceMetaError) as info:
         JobMeta.decode(data)
     assert message in str(info.value)
+
+
+@dataclass
+class FlatMeta(ResourceMeta):
+    job_id: str
+    region: str | None
+    attempt: int
+    done: bool
+    zone: str = ""
+
+
+@pytest.mark.parametrize(
+    "meta",
+    [
+        FlatMeta(job_id="j-1", region=None, attempt=3, done=True),
+        FlatMeta(job_id='q"u\\o\nte \u00e9\u2603 \U0001f600 \x00', region="eu", attempt=-(2**70), done=False, zone="b"),
+        FlatMeta(job_id="j", region="eu", attempt=1.5, done=False),  # type: ignore[arg-type]  # a float: general path
+        JobMeta(job_id="j-1", attempt=2, ratio=0.5, tags=["a"], cluster=Cluster("c", 3), extra={"x": 1}),
+    ],
+)
+def test_encoding_is_compact_sorted_ascii_json(meta: ResourceMeta) -> None:
+    expected = json.dumps(dataclasses.asdict(meta), sort_keys=True, separators=(",", ":")).encode()
+    assert meta.encode() == expected
 
 
 def test_oversized_meta_is_refused_at_encode() -> None:
