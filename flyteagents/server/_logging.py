@@ -9,8 +9,8 @@ from typing import Any
 
 __all__ = ["TaskLogFilter", "configure_logging", "current_task", "describe_task"]
 
-#: What the running RPC concerns: a task execution id proto, or resource_meta bytes. Kept raw
-#: so a call pays for formatting only when a line is actually logged.
+#: What the running RPC concerns: the request's TaskExecutionMetadata proto, or resource_meta bytes.
+#: Kept raw so a call pays for reading and formatting it only when a line is actually logged.
 current_task: contextvars.ContextVar[Any] = contextvars.ContextVar("flyteagents_task", default=None)
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [task=%(task)s] %(message)s"
@@ -24,8 +24,9 @@ def describe_task(value: Any) -> str:
         # resource_meta is small JSON with job identifiers only (never secrets, by contract).
         text = value[:120].decode("utf-8", "replace")
         return f"resource_meta:{text}" + ("..." if len(value) > 120 else "")
-    ex = value.node_execution_id.execution_id
-    return f"{ex.project}/{ex.domain}/{ex.name}/{value.node_execution_id.node_id}/{value.retry_attempt}"
+    task_id = value.task_execution_id
+    ex = task_id.node_execution_id.execution_id
+    return f"{ex.project}/{ex.domain}/{ex.name}/{task_id.node_execution_id.node_id}/{task_id.retry_attempt}"
 
 
 class TaskLogFilter(logging.Filter):

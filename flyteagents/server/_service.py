@@ -118,7 +118,7 @@ class AgentService:
         meta_pb: agent_pb2.TaskExecutionMetadata | None,
     ) -> dict[str, Any]:
         """The flytekit models an agent's create/do takes, converted once from the request's protos."""
-        if inputs_pb is not None and template_pb.HasField("interface"):
+        if inputs_pb is not None:
             _check_inputs(template_pb, inputs_pb)
         # Converted on the agent's first read, once: agents pay only for what they use.
         template = lazy_model(TaskTemplate, template_pb)
@@ -197,6 +197,7 @@ def _failed_resource(exc: TaskFailedError) -> Resource:
 
 
 def _check_inputs(template_pb: tasks_pb2.TaskTemplate, inputs_pb: literals_pb2.LiteralMap) -> None:
+    """InvalidTaskError unless the inputs are exactly the ones the template's interface declares (if it has one)."""
     declared = template_pb.interface.inputs.variables
     given = inputs_pb.literals
     if len(declared) == len(given):
@@ -205,6 +206,8 @@ def _check_inputs(template_pb: tasks_pb2.TaskTemplate, inputs_pb: literals_pb2.L
                 break
         else:
             return
+    if not template_pb.HasField("interface"):
+        return
     unknown, missing = set(given) - set(declared), set(declared) - set(given)
     parts = []
     if missing:
@@ -226,7 +229,7 @@ def _execution_metadata(
     if not message.HasField("task_execution_metadata"):
         return None
     meta_pb = message.task_execution_metadata
-    current_task.set(meta_pb.task_execution_id)
+    current_task.set(meta_pb)
     return meta_pb
 
 
