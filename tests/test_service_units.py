@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,9 +25,11 @@ from flyteagents import (
     ResourceMeta,
     UnsupportedOperationError,
 )
+from flyteagents._runner import AgentRunner
 from flyteagents.server import status_for
 from flyteagents.server._lazy import lazy_model, unconverted_proto
 from flyteagents.server._metacache import MetaDecoder
+from flyteagents.server._metrics import ServiceMetrics
 from flyteagents.server._outputs import outputs_to_proto, python_type_of
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -150,3 +153,41 @@ async def test_outputs_follow_the_declared_interface_for_collections():
     floats = types_pb2.LiteralType(collection_type=types_pb2.LiteralType(simple=types_pb2.FLOAT))
     pb = await outputs_to_proto({"xs": [1, 2]}, {"xs": interface_pb2.Variable(type=floats)})
     assert [lit.scalar.primitive.integer for lit in pb.literals["xs"].collection.literals] == [1, 2]
+
+
+def test_metrics_lose_no_call_while_a_scrape_folds_concurrently():
+    metrics = ServiceMetrics(AgentRunner(1))
+    calls = 20_000
+    done = threading.Event()
+    scrapes = 0
+
+    def scrape_until_done() -> None:
+        nonlocal scrapes
+        while not done.is_set():
+            metrics.registry.get_sample_value(
+                "flyteagents_requests_total", {"task_type": "t", "operation": "get", "code": "OK"}
+            )
+            scrapes += 1
+
+    scraper = threading.Thread(target=scrape_until_done)
+    scraper.start()
+    try:
+        for i in range(calls):
+            metrics.observe("t", "get", "OK", 0.002 if i % 2 else 20.0)
+    finally:
+        done.set()
+        scraper.join()
+    registry = metrics.registry
+    assert scrapes > 1
+    assert (
+        registry.get_sample_value("flyteagents_requests_total", {"task_type": "t", "operation": "get", "code": "OK"})
+        == calls
+    )
+    labels = {"task_type": "t", "operation": "get"}
+    assert (
+        registry.get_sample_value("flyteagents_request_duration_seconds_bucket", {**labels, "le": "0.0025"})
+        == calls // 2
+    )
+    assert registry.get_sample_value("flyteagents_request_duration_seconds_sum", labels) == pytest.approx(
+        calls // 2 * 20.002
+    )
