@@ -68,7 +68,7 @@ _LAZY: dict[type, type] = {
 def lazy_model(model: type[_M], pb: Any) -> _M:
     """An instance of ``model`` (TaskTemplate, LiteralMap or TaskExecutionMetadata) built from ``pb`` on first use."""
     obj: Any = object.__new__(_LAZY[model])
-    obj._flyteagents_pb = pb  # an attribute, not obj.__dict__[...]: no dict is built until it converts
+    setattr(obj, _PB, pb)  # an attribute, not obj.__dict__[...]: no dict is built until it converts
     return obj  # type: ignore[no-any-return]
 
 

@@ -46,9 +46,9 @@ class ServiceMetrics(Collector):
     def __init__(self, runner: AgentRunner, registry: CollectorRegistry | None = None) -> None:
         self.runner = runner
         # (task_type, operation, code) -> per-bucket counts (the last one is +Inf), then the sum of
-        # the latencies: one dict lookup per call; the families are summed up at scrape time.
+        # the latencies, folded from _observed in batches; the families are summed up at scrape time.
         self._calls: dict[tuple[str, str, str], list[float]] = {}
-        self._observed: list[tuple[str, str, str, float]] = []
+        self._observed: list[tuple[str, str, str, float]] = []  # (task_type, operation, code, seconds)
         self._fold_lock = threading.Lock()  # the event loop and the scrape thread both fold
         self._in_flight: dict[str, list[int]] = {}
         self.registry = registry if registry is not None else CollectorRegistry()
