@@ -57,11 +57,30 @@ class ResourceMeta:
         Raises:
             ValueError: the encoding exceeds MAX_RESOURCE_META_BYTES.
         """
-        # Same JSON as json.dumps(dataclasses.asdict(self), sort_keys=True), without its deep copy.
-        cls: type = type(self)
-        text = _encode_flat(self, _class_info(cls).json_keys)
-        if text is None:
-            text = _encode_json(_shallow_dict(self))
+        # Same JSON as json.dumps(dataclasses.asdict(self), sort_keys=True), without its deep copy. Fields
+        # holding a str, int, bool or None (most ResourceMetas) are written here, in one frame: this runs on
+        # every CreateTask, between two gRPC calls that leave the caches cold. Anything else goes to json.
+        cls = type(self)
+        keys = _JSON_KEYS.get(cls)
+        if keys is None:
+            keys = _json_keys(cls)
+        parts = []
+        for name, key in keys:
+            value = getattr(self, name)
+            kind = type(value)
+            if kind is str:
+                parts.append(key + _quote(value))
+            elif kind is int:
+                parts.append(key + int.__repr__(value))
+            elif kind is bool:
+                parts.append(key + ("true" if value else "false"))
+            elif value is None:
+                parts.append(key + "null")
+            else:
+                text = _encode_json(_shallow_dict(self))
+                break
+        else:
+            text = "{" + ",".join(parts) + "}"
         data = text.encode()
         if len(data) > MAX_RESOURCE_META_BYTES:
             raise ValueError(
@@ -142,8 +161,6 @@ class _ClassInfo(typing.NamedTuple):
     #: fields typed exactly str, int or bool: a value of that very type needs no further check
     simple: dict[str, type]
     names: tuple[str, ...]
-    #: each field's name and its JSON key with the colon, sorted by name (the order sort_keys gives)
-    json_keys: tuple[tuple[str, str], ...]
 
 
 @functools.cache
@@ -158,8 +175,17 @@ def _class_info(cls: type) -> _ClassInfo:
     )
     simple = {name: hints[name] for name in fields if hints[name] in (str, int, bool)}
     names = tuple(f.name for f in dataclasses.fields(cls))
-    json_keys = tuple((name, _quote(name) + ":") for name in sorted(names))
-    return _ClassInfo(hints, fields, required, simple, names, json_keys)
+    return _ClassInfo(hints, fields, required, simple, names)
+
+
+#: Per ResourceMeta class: each field's name and its JSON key with the colon, sorted by name (the
+#: order sort_keys gives). A plain dict: a functools.cache lookup costs more on every CreateTask.
+_JSON_KEYS: dict[type, tuple[tuple[str, str], ...]] = {}
+
+
+def _json_keys(cls: type) -> tuple[tuple[str, str], ...]:
+    keys = _JSON_KEYS[cls] = tuple((name, _quote(name) + ":") for name in sorted(_class_info(cls).names))
+    return keys
 
 
 def _shallow_dict(obj: Any) -> dict[str, Any]:
@@ -203,29 +229,6 @@ _C_ENCODER = (
     if getattr(json.encoder, "c_make_encoder", None) is not None
     else None
 )
-
-
-def _encode_flat(obj: Any, json_keys: tuple[tuple[str, str], ...]) -> str | None:
-    """The JSON of a dataclass whose fields all hold a str, int, bool or None (most ResourceMetas), else None.
-
-    The same text _encode_json gives, with a fraction of its cost when caches are cold, as
-    they are in a loaded server between one CreateTask and the next.
-    """
-    parts = []
-    for name, key in json_keys:
-        value = getattr(obj, name)
-        kind = type(value)
-        if kind is str:
-            parts.append(key + _quote(value))
-        elif kind is int:
-            parts.append(key + int.__repr__(value))
-        elif kind is bool:
-            parts.append(key + ("true" if value else "false"))
-        elif value is None:
-            parts.append(key + "null")
-        else:
-            return None
-    return "{" + ",".join(parts) + "}"
 
 
 def _encode_json(obj: dict[str, Any]) -> str:
