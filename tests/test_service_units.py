@@ -11,10 +11,11 @@ from pathlib import Path
 
 import grpc
 import pytest
+from flyteidl.admin import agent_pb2
 from flyteidl.core import interface_pb2, tasks_pb2, types_pb2
 from flytekit.core.type_engine import TypeEngine
 from flytekit.models.literals import LiteralMap
-from flytekit.models.task import TaskTemplate
+from flytekit.models.task import TaskExecutionMetadata, TaskTemplate
 
 from flyteagents import (
     AgentError,
@@ -28,10 +29,11 @@ from flyteagents import (
 )
 from flyteagents._runner import AgentRunner
 from flyteagents.server import status_for
-from flyteagents.server._lazy import lazy_model, unconverted_proto
+from flyteagents.server._lazy import task_arguments, unconverted_proto
 from flyteagents.server._metacache import MetaDecoder
 from flyteagents.server._metrics import ServiceMetrics
 from flyteagents.server._outputs import outputs_to_proto, python_type_of
+from flyteagents.server._service import _create_response
 
 sys.path.insert(0, str(Path(__file__).parent))
 import service_agents as sa
@@ -61,7 +63,7 @@ def test_error_table(exc, code):
 
 def test_lazy_template_converts_once_on_first_read():
     pb = sa.template(sa.JOB_TYPE, ("a",), {"sleep": 1.5})
-    template = lazy_model(TaskTemplate, pb)
+    template = task_arguments(pb, "s3://b/out", None, None)["task_template"]
     assert isinstance(template, TaskTemplate)
     assert unconverted_proto(template) is pb
     assert template.custom == {"sleep": 1.5}
@@ -80,7 +82,7 @@ def test_lazy_model_that_cannot_convert_is_an_invalid_task():
             )
         ),
     )
-    template = lazy_model(TaskTemplate, bad)
+    template = task_arguments(bad, "s3://b/out", None, None)["task_template"]
     try:
         _ = template.interface.inputs["a"].type.simple
     except InvalidTaskError:
@@ -89,10 +91,32 @@ def test_lazy_model_that_cannot_convert_is_an_invalid_task():
 
 def test_lazy_literal_map_passes_its_proto_back_unread():
     pb = sa.string_inputs(text="hi")
-    inputs = lazy_model(LiteralMap, pb)
+    inputs = task_arguments(tasks_pb2.TaskTemplate(), "s3://b/out", pb, None)["inputs"]
+    assert isinstance(inputs, LiteralMap)
     assert unconverted_proto(inputs) is pb
     assert inputs.literals["text"].scalar.primitive.string_value == "hi"
     assert inputs.to_flyte_idl() == pb
+
+
+@pytest.mark.parametrize("size", [0, 1, 18, 127, 128, 300, 16383, 16384, 70_000])
+def test_create_response_bytes_are_what_protobuf_writes(size):
+    resource_meta = bytes(i % 251 for i in range(size))
+    expected = agent_pb2.CreateTaskResponse(resource_meta=resource_meta).SerializeToString()
+    assert _create_response(resource_meta) == expected
+    assert agent_pb2.CreateTaskResponse.FromString(_create_response(resource_meta)).resource_meta == resource_meta
+
+
+def test_task_arguments_are_lazy_models_and_none_for_what_was_not_sent():
+    template_pb = sa.template(sa.JOB_TYPE, ("a",), {})
+    meta_pb = agent_pb2.TaskExecutionMetadata(namespace="flytesnacks-development", labels={"team": "data"})
+    args = task_arguments(template_pb, "s3://b/out", None, meta_pb)
+    assert set(args) == {"task_template", "output_prefix", "inputs", "task_execution_metadata"}
+    assert args["output_prefix"] == "s3://b/out"
+    assert args["inputs"] is None
+    meta = args["task_execution_metadata"]
+    assert isinstance(meta, TaskExecutionMetadata)
+    assert meta.namespace == "flytesnacks-development" and meta.labels == {"team": "data"}
+    assert task_arguments(template_pb, "s3://b/out", None, None)["task_execution_metadata"] is None
 
 
 @dataclass

@@ -68,7 +68,7 @@ def build_server(
     runner = runner or AgentRunner()
     service = AgentService(registry, runner, metrics)
     server = grpc.aio.server(options=options or [])
-    agent_pb2_grpc.add_AsyncAgentServiceServicer_to_server(AsyncAgentServicer(service), server)
+    AsyncAgentServicer(service).add_to_server(server)
     SyncAgentServicer(service).add_to_server(server)
     agent_pb2_grpc.add_AgentMetadataServiceServicer_to_server(AgentMetadataServicer(service), server)
     health_servicer = health.aio.HealthServicer()

@@ -12,9 +12,9 @@ from typing import Any, TypeVar
 import grpc
 from flyteidl.admin import agent_pb2
 from flyteidl.core import execution_pb2, literals_pb2, tasks_pb2
+from flyteidl.service import agent_pb2 as service_pb2
 from flyteidl.service import agent_pb2_grpc
 from flytekit.models.literals import LiteralMap
-from flytekit.models.task import TaskExecutionMetadata, TaskTemplate
 
 from .._agent import AgentBase, AsyncAgentBase, SyncAgentBase
 from .._exceptions import (
@@ -27,7 +27,7 @@ from .._models import Resource, ResourceMeta
 from .._registry import AgentRegistry
 from .._runner import AgentRunner
 from ._errors import UnimplementedError, status_for
-from ._lazy import lazy_model, unconverted_proto
+from ._lazy import task_arguments, unconverted_proto
 from ._logging import current_task
 from ._metacache import MetaDecoder
 from ._metrics import ServiceMetrics
@@ -44,7 +44,8 @@ _OK = grpc.StatusCode.OK.name
 _INTERNAL = grpc.StatusCode.INTERNAL
 _QUIET_CODES = frozenset({grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT})
 _A = TypeVar("_A", bound=AgentBase)
-_SYNC_SERVICE = "flyteidl.service.SyncAgentService"
+_ASYNC_SERVICE = service_pb2.DESCRIPTOR.services_by_name["AsyncAgentService"].full_name
+_SYNC_SERVICE = service_pb2.DESCRIPTOR.services_by_name["SyncAgentService"].full_name
 _OPERATIONS = ("create", "get", "delete", "get_metrics", "get_logs", "do", "list_agents", "get_agent")
 
 
@@ -63,7 +64,8 @@ class AgentService:
         self.metrics = metrics if metrics is not None else ServiceMetrics(runner)
         # The registry's live table, read directly on the hot path (no copy, no descriptor call).
         self._agents = registry.agents
-        self._in_flight = {op: self.metrics.in_flight_counter(op) for op in _OPERATIONS}
+        #: operation -> its in-flight counter (a one-item list), resolved once
+        self.in_flight = {op: self.metrics.in_flight_counter(op) for op in _OPERATIONS}
         self.meta_decoder = MetaDecoder()
 
     def invoke(self, agent: AgentBase, method: str, **kwargs: Any) -> Awaitable[Any]:
@@ -71,10 +73,6 @@ class AgentService:
         if method in agent.async_methods:
             return getattr(agent, method)(**kwargs)  # type: ignore[no-any-return]
         return self.runner.call(agent, method, **kwargs)
-
-    def call(self, context: grpc.aio.ServicerContext, operation: str) -> _Call:
-        """A context manager around one RPC: metrics, and exceptions turned into a gRPC status."""
-        return _Call(self.metrics, self._in_flight[operation], context, operation)
 
     def agent(self, task_type: str, version: int) -> AgentBase:
         """The agent for a category; AgentNotFoundError (NOT_FOUND) when none serves it."""
@@ -101,35 +99,35 @@ class AgentService:
         current_task.set(resource_meta)
         return agent, self.meta_decoder.decode(agent.metadata_type, resource_meta)
 
-    def template_agent(self, template: tasks_pb2.TaskTemplate, kind: type[_A], call: _Call) -> _A:
-        """The agent serving a template's task type, which must be of ``kind`` (async or sync)."""
+    def task_agent(
+        self,
+        message: agent_pb2.CreateTaskRequest | agent_pb2.CreateRequestHeader,
+        inputs_pb: literals_pb2.LiteralMap | None,
+        kind: type[_A],
+        call: _Call,
+    ) -> tuple[_A, dict[str, Any]]:
+        """The agent of ``kind`` (async or sync) a create request is for, and the arguments of its create/do.
+
+        The inputs must be the ones the template's interface declares; the call's log lines name the
+        task execution from here on. The arguments are lazy flytekit models, converted on first read.
+        """
+        meta_pb = None
+        if message.HasField("task_execution_metadata"):
+            meta_pb = message.task_execution_metadata
+            current_task.set(meta_pb)
+        template = message.template
         task_type = template.type
-        agent = self.agent(task_type, template.task_type_version)
+        agent = self._agents.get((task_type, template.task_type_version))
+        if agent is None:
+            if not task_type and not message.HasField("template"):
+                raise InvalidTaskError("the request carries no task template")
+            agent = self.agent(task_type, template.task_type_version)
         if not isinstance(agent, kind):
             raise _wrong_kind(agent)
         call.task_type = task_type
-        return agent
-
-    def task_kwargs(
-        self,
-        template_pb: tasks_pb2.TaskTemplate,
-        output_prefix: str,
-        inputs_pb: literals_pb2.LiteralMap | None,
-        meta_pb: agent_pb2.TaskExecutionMetadata | None,
-    ) -> dict[str, Any]:
-        """The flytekit models an agent's create/do takes, converted once from the request's protos."""
         if inputs_pb is not None:
-            _check_inputs(template_pb, inputs_pb)
-        # Converted on the agent's first read, once: agents pay only for what they use.
-        template = lazy_model(TaskTemplate, template_pb)
-        inputs = lazy_model(LiteralMap, inputs_pb) if inputs_pb is not None else None
-        meta = lazy_model(TaskExecutionMetadata, meta_pb) if meta_pb is not None else None
-        return {
-            "task_template": template,
-            "output_prefix": output_prefix,
-            "inputs": inputs,
-            "task_execution_metadata": meta,
-        }
+            _check_inputs(template, inputs_pb)
+        return agent, task_arguments(template, message.output_prefix, inputs_pb, meta_pb)
 
     async def resource_to_proto(
         self,
@@ -222,15 +220,21 @@ def _wrong_kind(agent: AgentBase) -> UnsupportedOperationError:
     return UnsupportedOperationError(f"agent {agent.name!r} for {agent.task_category} is {kind} agent: use {rpc}")
 
 
-def _execution_metadata(
-    message: agent_pb2.CreateTaskRequest | agent_pb2.CreateRequestHeader,
-) -> agent_pb2.TaskExecutionMetadata | None:
-    """A create request's task execution metadata, if sent; its id names the task in this call's log lines."""
-    if not message.HasField("task_execution_metadata"):
-        return None
-    meta_pb = message.task_execution_metadata
-    current_task.set(meta_pb)
-    return meta_pb
+def _create_response(resource_meta: bytes) -> bytes:
+    """``CreateTaskResponse(resource_meta=resource_meta).SerializeToString()``, written directly.
+
+    The message has one field that CreateTask sets: ``bytes resource_meta = 1``, sent as its tag
+    (field 1, length-delimited: 0x0A), the length as a varint, then the bytes; proto3 omits it when empty.
+    """
+    size = len(resource_meta)
+    if size < 0x80:  # a one-byte length: every ResourceMeta of a few identifiers
+        return bytes((0x0A, size)) + resource_meta if size else b""
+    length = bytearray()
+    while size >= 0x80:
+        length.append(size & 0x7F | 0x80)
+        size >>= 7
+    length.append(size)
+    return b"\x0a" + bytes(length) + resource_meta
 
 
 def _encode_meta(meta: Any, agent: AgentBase) -> bytes:
@@ -242,18 +246,16 @@ def _encode_meta(meta: Any, agent: AgentBase) -> bytes:
 class _Call:
     """One RPC: in-flight gauge, latency, count by code, and its exception turned into a status.
 
-    Used as ``with service.call(context, "get") as call:``; an exception leaving the block
+    Used as ``with _Call(service, context, "get") as call:``; an exception leaving the block
     sets the RPC's code and details from the one table in ``_errors`` and is suppressed, so
     the handler returns nothing and gRPC sends the status. Tracebacks only go to the log.
     """
 
     __slots__ = ("context", "in_flight", "metrics", "operation", "start", "task_type")
 
-    def __init__(
-        self, metrics: ServiceMetrics, in_flight: list[int], context: grpc.aio.ServicerContext, operation: str
-    ) -> None:
-        self.metrics = metrics
-        self.in_flight = in_flight
+    def __init__(self, service: AgentService, context: grpc.aio.ServicerContext, operation: str) -> None:
+        self.metrics = service.metrics
+        self.in_flight = in_flight = service.in_flight[operation]
         self.context = context
         self.operation = operation
         self.task_type = _UNKNOWN
@@ -286,37 +288,59 @@ class _Call:
 
 
 class AsyncAgentServicer(agent_pb2_grpc.AsyncAgentServiceServicer):
-    """flyteidl.service.AsyncAgentService: create, poll and delete jobs of async agents."""
+    """flyteidl.service.AsyncAgentService: create, poll and delete jobs of async agents.
+
+    Register it with ``add_to_server``: CreateTask answers its response already serialized
+    (one bytes field), so gRPC is given bytes to send rather than a message to build and encode.
+    """
 
     def __init__(self, service: AgentService) -> None:
         self.service = service
 
-    async def CreateTask(
-        self, request: agent_pb2.CreateTaskRequest, context: grpc.aio.ServicerContext
-    ) -> agent_pb2.CreateTaskResponse | None:
+    def add_to_server(self, server: grpc.aio.Server) -> None:
+        """Serve AsyncAgentService's five methods on ``server``."""
+        handlers = {
+            "CreateTask": grpc.unary_unary_rpc_method_handler(
+                self.CreateTask,
+                request_deserializer=agent_pb2.CreateTaskRequest.FromString,
+                response_serializer=None,  # CreateTask returns bytes
+            ),
+            **{
+                name: grpc.unary_unary_rpc_method_handler(
+                    getattr(self, name),
+                    request_deserializer=getattr(agent_pb2, f"{name}Request").FromString,
+                    response_serializer=getattr(agent_pb2, f"{name}Response").SerializeToString,
+                )
+                for name in ("GetTask", "DeleteTask", "GetTaskMetrics")
+            },
+            "GetTaskLogs": grpc.unary_stream_rpc_method_handler(
+                self.GetTaskLogs,
+                request_deserializer=agent_pb2.GetTaskLogsRequest.FromString,
+                response_serializer=agent_pb2.GetTaskLogsResponse.SerializeToString,
+            ),
+        }
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(_ASYNC_SERVICE, handlers),))
+
+    async def CreateTask(self, request: agent_pb2.CreateTaskRequest, context: grpc.aio.ServicerContext) -> bytes | None:
+        """Start a job; answers the serialized CreateTaskResponse."""
         service = self.service
-        with service.call(context, "create") as call:
-            template = request.template
-            if not template.type and not request.HasField("template"):
-                raise InvalidTaskError("CreateTask needs a task template")
-            agent = service.template_agent(template, AsyncAgentBase, call)
-            meta_pb = _execution_metadata(request)
-            kwargs = service.task_kwargs(
-                template,
-                request.output_prefix,
-                request.inputs if request.HasField("inputs") else None,
-                meta_pb,
-            )
-            meta = await service.invoke(agent, "create", **kwargs)
+        with _Call(service, context, "create") as call:
+            inputs = request.inputs if request.HasField("inputs") else None
+            agent, kwargs = service.task_agent(request, inputs, AsyncAgentBase, call)
+            # invoke's dispatch, written out: one Python call less on every CreateTask
+            if "create" in agent.async_methods:
+                meta = await agent.create(**kwargs)  # type: ignore[misc]  # an async def, as async_methods says
+            else:
+                meta = await service.runner.call(agent, "create", **kwargs)
             resource_meta = meta.encode() if isinstance(meta, ResourceMeta) else _encode_meta(meta, agent)
-            return agent_pb2.CreateTaskResponse(resource_meta=resource_meta)
+            return _create_response(resource_meta)
         return None
 
     async def GetTask(
         self, request: agent_pb2.GetTaskRequest, context: grpc.aio.ServicerContext
     ) -> agent_pb2.GetTaskResponse | None:
         service = self.service
-        with service.call(context, "get") as call:
+        with _Call(service, context, "get") as call:
             agent, meta = service.async_agent(request, call)
             try:
                 resource = await service.invoke(agent, "get", resource_meta=meta)
@@ -333,7 +357,7 @@ class AsyncAgentServicer(agent_pb2_grpc.AsyncAgentServiceServicer):
         self, request: agent_pb2.DeleteTaskRequest, context: grpc.aio.ServicerContext
     ) -> agent_pb2.DeleteTaskResponse | None:
         service = self.service
-        with service.call(context, "delete") as call:
+        with _Call(service, context, "delete") as call:
             agent, meta = service.async_agent(request, call)
             await service.invoke(agent, "delete", resource_meta=meta)
             logger.info("deleted %s job", call.task_type)
@@ -344,7 +368,7 @@ class AsyncAgentServicer(agent_pb2_grpc.AsyncAgentServiceServicer):
         self, request: agent_pb2.GetTaskMetricsRequest, context: grpc.aio.ServicerContext
     ) -> agent_pb2.GetTaskMetricsResponse | None:
         service = self.service
-        with service.call(context, "get_metrics") as call:
+        with _Call(service, context, "get_metrics") as call:
             agent, meta = service.async_agent(request, call)
             if not agent.implements("get_metrics"):
                 raise UnimplementedError(f"agent {agent.name!r} does not report task metrics")
@@ -366,7 +390,7 @@ class AsyncAgentServicer(agent_pb2_grpc.AsyncAgentServiceServicer):
         self, request: agent_pb2.GetTaskLogsRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[agent_pb2.GetTaskLogsResponse]:
         service = self.service
-        with service.call(context, "get_logs") as call:
+        with _Call(service, context, "get_logs") as call:
             agent, meta = service.async_agent(request, call)
             if not agent.implements("get_logs"):
                 raise UnimplementedError(f"agent {agent.name!r} does not serve task logs")
@@ -459,16 +483,10 @@ class SyncAgentServicer(agent_pb2_grpc.SyncAgentServiceServicer):
         # Propeller sends the header, then the inputs, closes its side and reads exactly one answer.
         # context.read rather than the request iterator: fewer layers per call.
         service = self.service
-        with service.call(context, "do") as call:
+        with _Call(service, context, "do") as call:
             first = await context.read()
             if first is grpc.aio.EOF or first.WhichOneof("part") != "header":
                 raise InvalidTaskError("the first ExecuteTaskSync message must carry the header")
-            header = first.header
-            if not header.HasField("template"):
-                raise InvalidTaskError("the ExecuteTaskSync header carries no task template")
-            template = header.template
-            agent = service.template_agent(template, SyncAgentBase, call)
-            meta_pb = _execution_metadata(header)
             second = await context.read()
             inputs_pb = None
             if second is not grpc.aio.EOF:
@@ -476,13 +494,17 @@ class SyncAgentServicer(agent_pb2_grpc.SyncAgentServiceServicer):
                 if part == "header":
                     raise InvalidTaskError("ExecuteTaskSync got a second header where the inputs belong")
                 inputs_pb = second.inputs if part == "inputs" else None
-            kwargs = service.task_kwargs(template, header.output_prefix, inputs_pb, meta_pb)
+            header = first.header
+            agent, kwargs = service.task_agent(header, inputs_pb, SyncAgentBase, call)
             try:
-                resource = await service.invoke(agent, "do", **kwargs)
+                if "do" in agent.async_methods:  # as in CreateTask: invoke's dispatch, written out
+                    resource = await agent.do(**kwargs)  # type: ignore[misc]  # an async def
+                else:
+                    resource = await service.runner.call(agent, "do", **kwargs)
             except TaskFailedError as exc:
                 resource = _failed_resource(exc)
             response = agent_pb2.ExecuteTaskSyncResponse()
-            outputs_interface = template.interface.outputs.variables
+            outputs_interface = header.template.interface.outputs.variables
             await service.resource_to_proto(resource, agent, outputs_interface, into=response.header.resource)
             return response
         return None
@@ -497,13 +519,13 @@ class AgentMetadataServicer(agent_pb2_grpc.AgentMetadataServiceServicer):
     async def ListAgents(
         self, request: agent_pb2.ListAgentsRequest, context: grpc.aio.ServicerContext
     ) -> agent_pb2.ListAgentsResponse | None:
-        with self.service.call(context, "list_agents"):
+        with _Call(self.service, context, "list_agents"):
             return agent_pb2.ListAgentsResponse(agents=self.service.registry.list_agents())
         return None
 
     async def GetAgent(
         self, request: agent_pb2.GetAgentRequest, context: grpc.aio.ServicerContext
     ) -> agent_pb2.GetAgentResponse | None:
-        with self.service.call(context, "get_agent"):
+        with _Call(self.service, context, "get_agent"):
             return agent_pb2.GetAgentResponse(agent=self.service.registry.get_agent_metadata(request.name))
         return None
