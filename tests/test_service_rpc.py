@@ -223,9 +223,11 @@ async def test_execute_task_sync_failures_are_phases(server, text, phase, kind):
 
 async def test_execute_task_sync_protocol_errors(server):
     header, inputs = sa.sync_requests(sa.ECHO_TYPE, text="x")
-    for messages in ([inputs], [], [header, header]):
+    no_template = agent_pb2.ExecuteTaskSyncRequest(header=agent_pb2.CreateRequestHeader(output_prefix="/tmp"))
+    for messages in ([inputs], [], [header, header], [no_template, inputs]):
         err = await rpc_error(sync_call(server, messages))
         assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, messages
+    assert "no task template" in err.details()
     # header only (propeller always sends inputs, but a missing inputs message means none)
     (response,) = await sync_call(server, [header])
     assert response.header.resource.phase == TaskExecution.SUCCEEDED

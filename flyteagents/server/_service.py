@@ -88,7 +88,9 @@ class AgentService:
         category = request.task_category
         task_type = category.name
         if task_type:
-            agent = self.agent(task_type, category.version)
+            agent = self._agents.get((task_type, category.version))
+            if agent is None:  # a plugin not loaded yet, or none: agent() loads it or says NOT_FOUND
+                agent = self.agent(task_type, category.version)
         else:  # the deprecated task_type field, sent by older propellers
             task_type = request.task_type
             agent = self.agent(task_type, 0)
@@ -343,7 +345,10 @@ class AsyncAgentServicer(agent_pb2_grpc.AsyncAgentServiceServicer):
         with _Call(service, context, "get") as call:
             agent, meta = service.async_agent(request, call)
             try:
-                resource = await service.invoke(agent, "get", resource_meta=meta)
+                if "get" in agent.async_methods:  # as in CreateTask: invoke's dispatch, written out
+                    resource = await agent.get(resource_meta=meta)  # type: ignore[misc]  # an async def
+                else:
+                    resource = await service.runner.call(agent, "get", resource_meta=meta)
             except TaskFailedError as exc:
                 resource = _failed_resource(exc)
             response = agent_pb2.GetTaskResponse()
