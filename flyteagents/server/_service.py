@@ -88,9 +88,7 @@ class AgentService:
         category = request.task_category
         task_type = category.name
         if task_type:
-            agent = self._agents.get((task_type, category.version))
-            if agent is None:  # a plugin not loaded yet, or none: agent() loads it or says NOT_FOUND
-                agent = self.agent(task_type, category.version)
+            agent = self.agent(task_type, category.version)
         else:  # the deprecated task_type field, sent by older propellers
             task_type = request.task_type
             agent = self.agent(task_type, 0)
@@ -119,11 +117,9 @@ class AgentService:
             current_task.set(meta_pb)
         template = message.template
         task_type = template.type
-        agent = self._agents.get((task_type, template.task_type_version))
-        if agent is None:
-            if not task_type and not message.HasField("template"):
-                raise InvalidTaskError("the request carries no task template")
-            agent = self.agent(task_type, template.task_type_version)
+        if not task_type and not message.HasField("template"):
+            raise InvalidTaskError("the request carries no task template")
+        agent = self.agent(task_type, template.task_type_version)
         if not isinstance(agent, kind):
             raise _wrong_kind(agent)
         call.task_type = task_type
