@@ -93,6 +93,10 @@ class TaskFailedError(AgentError, FlyteUserException):
         super().__init__(message)
         self.phase = phase
 
+    def __str__(self) -> str:
+        # the agent's message as it wrote it, not flytekit's "USER:Unknown: error=..." framing
+        return str(self.args[0]) if self.args else type(self).__name__
+
 
 class RetryableTaskFailedError(TaskFailedError, FlyteRecoverableException):
     """A job ended in the RETRYABLE_FAILED phase: running the task again may succeed."""

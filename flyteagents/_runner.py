@@ -8,7 +8,7 @@ import functools
 import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from ._agent import AgentBase
@@ -36,10 +36,11 @@ class AgentRunner:
         self.max_workers = max_workers or default_sync_workers()
         self._executor = ThreadPoolExecutor(self.max_workers, thread_name_prefix="flyteagents-sync")
         self._busy = 0
+        self._lock = threading.Lock()
 
     @property
     def busy_workers(self) -> int:
-        """How many plain-function agent calls are running or queued right now."""
+        """How many plain-function calls are running or queued, counted until their thread is done with them."""
         return self._busy
 
     async def call(self, agent: AgentBase, method: str, **kwargs: Any) -> Any:
@@ -47,24 +48,22 @@ class AgentRunner:
         fn = getattr(agent, method)
         if method in agent.async_methods:
             return await fn(**kwargs)
-        ctx = contextvars.copy_context()
-        self._busy += 1
-        try:
-            return await asyncio.get_running_loop().run_in_executor(
-                self._executor, functools.partial(ctx.run, fn, **kwargs)
-            )
-        finally:
-            self._busy -= 1
+        return await self._submit(functools.partial(fn, **kwargs))
 
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run the plain function ``fn(*args)`` on this runner's thread pool (say, to drain a generator)."""
-        ctx = contextvars.copy_context()
-        self._busy += 1
-        try:
-            return await asyncio.get_running_loop().run_in_executor(
-                self._executor, functools.partial(ctx.run, fn, *args)
-            )
-        finally:
+        return await self._submit(functools.partial(fn, *args))
+
+    def _submit(self, fn: Callable[[], Any]) -> asyncio.Future[Any]:
+        # Counted until the thread is done with it: a cancelled caller does not stop a thread.
+        with self._lock:
+            self._busy += 1
+        future = self._executor.submit(contextvars.copy_context().run, fn)
+        future.add_done_callback(self._done)
+        return asyncio.wrap_future(future)
+
+    def _done(self, _: Future[Any]) -> None:
+        with self._lock:
             self._busy -= 1
 
     def shutdown(self, wait: bool = True) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from flyteidl.admin.agent_pb2 import GetTaskMetricsResponse
@@ -51,6 +53,15 @@ def _raise_for(outcome: str) -> None:
         raise InvalidTaskError("the query is empty")
     if outcome == "boom":
         raise RuntimeError("secret-token-123 leaked in a bug")
+    # what a misbehaving agent may raise that is not an Exception
+    if outcome == "exit":
+        raise SystemExit(3)
+    if outcome == "interrupt":
+        raise KeyboardInterrupt
+    if outcome == "cancelled":
+        raise asyncio.CancelledError()
+    if outcome == "generator-exit":
+        raise GeneratorExit
 
 
 class JobAgent(AsyncAgentBase):
@@ -82,10 +93,16 @@ class JobAgent(AsyncAgentBase):
             raise TaskFailedError("the job was rejected")
         if outcome == "retry":
             raise RetryableTaskFailedError("the cluster was preempted")
+        if outcome == "file":  # outputs flytekit stores as files: a FlyteFile and a pickled set
+            from flytekit.types.file import FlyteFile
+
+            path = Path(tempfile.mkdtemp()) / "report.txt"
+            path.write_text(f"report of {resource_meta.job_id}")
+            return Resource(phase=TaskExecution.SUCCEEDED, outputs={"report": FlyteFile(str(path)), "tags": {"x", "y"}})
         return Resource(
             phase=TaskExecution.SUCCEEDED,
             message="done",
-            outputs={"rows": 3, "names": ["a", "b"], "scores": {"a": 1.5}},
+            outputs={"rows": 3, "names": ["a", "b"], "scores": {"a": 1.5}, "job": resource_meta.job_id},
         )
 
     async def delete(self, resource_meta: JobMeta, **kw) -> None:
@@ -112,7 +129,9 @@ class PlainAgent(AsyncAgentBase):
         return JobMeta(job_id="plain")
 
     def get(self, resource_meta: JobMeta, **kw) -> Resource:
-        time.sleep(0.001)
+        outcome = resource_meta.outcome
+        _raise_for(outcome)
+        time.sleep(float(outcome.removeprefix("sleep-")) if outcome.startswith("sleep-") else 0.001)
         return Resource(phase=TaskExecution.RUNNING)
 
     def delete(self, resource_meta: JobMeta, **kw) -> None:

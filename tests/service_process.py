@@ -19,13 +19,22 @@ SERVING = re.compile(r"serving on [\d.]+:(\d+) \((\w+)\)(?:, metrics on port (\d
 class Service:
     """A `flyteagents serve` subprocess on free ports; stdout and stderr are kept for assertions."""
 
-    def __init__(self, tmp: Path, modules: str, cwd: Path = TESTS, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        modules: str,
+        cwd: Path = TESTS,
+        env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
+        port: int = 0,
+    ) -> None:
         self.stderr_path = tmp / f"serve-{time.monotonic_ns()}.log"
         self.stderr = open(self.stderr_path, "w")
+        command = [str(BIN / "flyteagents"), "serve", "--host", "127.0.0.1", "--port", str(port)]
         self.proc = subprocess.Popen(
-            [str(BIN / "flyteagents"), "serve", "--host", "127.0.0.1", "--port", "0", "--metrics-port", "0"],
+            [*command, "--metrics-port", "0", *args],
             cwd=cwd,
-            env={**os.environ, **(env or {}), "FLYTEAGENTS_MODULES": modules, "FLYTEAGENTS_GRACE_PERIOD": "10"},
+            env={**os.environ, "FLYTEAGENTS_GRACE_PERIOD": "10", **(env or {}), "FLYTEAGENTS_MODULES": modules},
             stdout=subprocess.PIPE,
             stderr=self.stderr,
             text=True,
@@ -50,6 +59,11 @@ class Service:
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    def rss(self) -> int:
+        """The server's resident memory, in bytes."""
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        return int(re.search(r"VmRSS:\s+(\d+) kB", status)[1]) * 1024  # type: ignore[index]
 
     def log(self) -> str:
         self.stderr.flush()

@@ -228,9 +228,10 @@ async def test_execute_task_sync_protocol_errors(server):
         err = await rpc_error(sync_call(server, messages))
         assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, messages
     assert "no task template" in err.details()
-    # header only (propeller always sends inputs, but a missing inputs message means none)
-    (response,) = await sync_call(server, [header])
-    assert response.header.resource.phase == TaskExecution.SUCCEEDED
+    # header only: the template declares an input that never came
+    err = await rpc_error(sync_call(server, [header]))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "missing text" in err.details()
 
 
 # Error codes

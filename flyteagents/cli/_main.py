@@ -72,6 +72,18 @@ def cli() -> None:
     help="Prometheus metrics port (0: any free port, -1: no metrics server).",
 )
 @click.option(
+    "--metrics-host",
+    envvar=f"{_ENV}METRICS_HOST",
+    help="Address the metrics server listens on (plain HTTP, even under TLS) [default: --host].",
+)
+@click.option(
+    "--reflection/--no-reflection",
+    default=True,
+    show_default=True,
+    envvar=f"{_ENV}REFLECTION",
+    help="Serve gRPC server reflection (lets grpcurl list and call the services).",
+)
+@click.option(
     "--tls-cert",
     envvar=f"{_ENV}TLS_CERT",
     type=click.Path(exists=True, dir_okay=False),
@@ -101,7 +113,7 @@ def cli() -> None:
     show_default=True,
     type=click.FloatRange(min=0),
     envvar=f"{_ENV}GRACE_PERIOD",
-    help="Seconds in-flight calls get to finish after SIGTERM.",
+    help="Seconds of drain after SIGTERM: health says NOT_SERVING while calls are still answered.",
 )
 @click.option(
     "--modules",
@@ -123,6 +135,8 @@ def serve(
     host: str,
     port: int,
     metrics_port: int,
+    metrics_host: str | None,
+    reflection: bool,
     tls_cert: str | None,
     tls_key: str | None,
     tls_client_ca: str | None,
@@ -163,6 +177,8 @@ def serve(
         host=host,
         port=port,
         metrics_port=None if metrics_port < 0 else metrics_port,
+        metrics_host=metrics_host,
+        reflection=reflection,
         tls_cert=_read(tls_cert),
         tls_key=_read(tls_key),
         tls_client_ca=_read(tls_client_ca),

@@ -5,17 +5,19 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import signal
+import sys
 from dataclasses import dataclass, field
 
 import grpc
 from flyteidl.service import agent_pb2 as service_pb2
-from flyteidl.service import agent_pb2_grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_health.v1 import health, health_pb2
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from .._registry import AgentRegistry
 from .._runner import AgentRunner
+from ._handlers import add_guarded_servicer
 from ._metrics import ServiceMetrics
 from ._service import AgentMetadataServicer, AgentService, AsyncAgentServicer, SyncAgentServicer
 
@@ -56,25 +58,31 @@ def build_server(
     runner: AgentRunner | None = None,
     metrics: ServiceMetrics | None = None,
     options: list[tuple[str, int]] | None = None,
+    reflection_enabled: bool = True,
 ) -> AgentServerHandle:
-    """A grpc.aio server with the three agent services, health and reflection added.
+    """A grpc.aio server with the three agent services, health and (unless disabled) reflection added.
 
     Args:
         registry: the agents to serve.
         runner: calls agent methods; a new AgentRunner (default pool size) when None.
         metrics: where calls are counted; new ServiceMetrics when None.
         options: extra grpc server options.
+        reflection_enabled: serve gRPC server reflection (what grpcurl uses to list and call methods).
     """
     runner = runner or AgentRunner()
     service = AgentService(registry, runner, metrics)
     server = grpc.aio.server(options=options or [])
     AsyncAgentServicer(service).add_to_server(server)
     SyncAgentServicer(service).add_to_server(server)
-    agent_pb2_grpc.add_AgentMetadataServiceServicer_to_server(AgentMetadataServicer(service), server)
+    metadata = service_pb2.DESCRIPTOR.services_by_name["AgentMetadataService"]
+    add_guarded_servicer(server, AgentMetadataServicer(service), metadata)
     health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    add_guarded_servicer(server, health_servicer, health_pb2.DESCRIPTOR.services_by_name["Health"])
     names = SERVICE_NAMES
-    reflection.enable_server_reflection((*names, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    if reflection_enabled:
+        served = (*names, health.SERVICE_NAME, reflection.SERVICE_NAME)
+        reflected = reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"]
+        add_guarded_servicer(server, reflection.aio.ReflectionServicer(served), reflected)
     return AgentServerHandle(server=server, service=service, health=health_servicer, service_names=names)
 
 
@@ -85,6 +93,9 @@ class ServeConfig:
     host: str = "0.0.0.0"
     port: int = 8000
     metrics_port: int | None = 9090
+    #: the metrics server's own address (plain HTTP even under TLS); None: the same as ``host``
+    metrics_host: str | None = None
+    reflection: bool = True
     tls_cert: bytes | None = None
     tls_key: bytes | None = None
     tls_client_ca: bytes | None = None
@@ -105,16 +116,19 @@ async def close_agents(registry: AgentRegistry, timeout: float = 5.0) -> None:
 
 
 async def serve(registry: AgentRegistry, config: ServeConfig) -> int:
-    """Run the service until SIGTERM or SIGINT, then drain in-flight calls and return 0.
+    """Run the service until SIGTERM or SIGINT, then drain and return 0.
 
-    On a signal the server stops accepting calls, health turns NOT_SERVING, and calls
-    in flight get ``grace_period`` seconds to finish before they are cancelled.
+    On the first signal health turns NOT_SERVING and stays so for ``grace_period`` seconds
+    while every call, in flight or new, is still answered: a load balancer learns to stop
+    routing here before the port closes. Then the port closes and calls still running are
+    cancelled. A second signal ends the drain at once. Plain-function agent calls still
+    running on their threads then are abandoned: the process exits without waiting for them.
     """
     from prometheus_client import start_http_server
 
     runner = AgentRunner(config.sync_workers)
     metrics = ServiceMetrics(runner)
-    handle = build_server(registry, runner=runner, metrics=metrics)
+    handle = build_server(registry, runner=runner, metrics=metrics, reflection_enabled=config.reflection)
     address = f"{config.host}:{config.port}"
     if config.tls_cert is not None and config.tls_key is not None:
         port = handle.server.add_secure_port(
@@ -124,7 +138,8 @@ async def serve(registry: AgentRegistry, config: ServeConfig) -> int:
         port = handle.server.add_insecure_port(address)
     metrics_server = None
     if config.metrics_port is not None:
-        metrics_server, _ = start_http_server(config.metrics_port, addr=config.host, registry=metrics.registry)
+        metrics_host = config.metrics_host or config.host
+        metrics_server, _ = start_http_server(config.metrics_port, addr=metrics_host, registry=metrics.registry)
     await handle.set_serving(True)
     await handle.server.start()
     # Everything imported so far (flytekit, plugins, agents) lives as long as the process: keep it
@@ -145,14 +160,25 @@ async def serve(registry: AgentRegistry, config: ServeConfig) -> int:
         type(loop).__module__.partition(".")[0],
     )
 
-    stop = asyncio.Event()
+    signals = asyncio.Queue[int]()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, signals.put_nowait, sig)
     try:
-        await stop.wait()
-        logger.info("stopping: draining in-flight calls for up to %.1fs", config.grace_period)
+        await signals.get()
+        logger.info(
+            "draining: health is NOT_SERVING and calls are still answered for %.1fs (a second signal stops now)",
+            config.grace_period,
+        )
         await handle.set_serving(False)
-        await handle.server.stop(config.grace_period)
+        try:
+            await asyncio.wait_for(signals.get(), config.grace_period)
+            logger.info("second signal: stopping now")
+        except asyncio.TimeoutError:
+            pass
+        in_flight = sum(counter[0] for counter in handle.service.in_flight.values())
+        if in_flight:
+            logger.warning("cancelling %d calls still in flight", in_flight)
+        await handle.server.stop(0)
         await close_agents(registry)
         logger.info("stopped")
     finally:
@@ -161,4 +187,11 @@ async def serve(registry: AgentRegistry, config: ServeConfig) -> int:
         runner.shutdown(wait=False)
         if metrics_server is not None:
             metrics_server.shutdown()
+    if runner.busy_workers:
+        # Python would wait at exit for the threads of these calls, however long they take.
+        logger.warning("exiting without %d plain-function agent calls still running", runner.busy_workers)
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0

@@ -15,7 +15,7 @@ from .._exceptions import (
     UnsupportedOperationError,
 )
 
-__all__ = ["ERROR_CODES", "UnimplementedError", "status_for"]
+__all__ = ["ERROR_CODES", "MAX_DETAILS", "UnimplementedError", "clip_details", "status_for"]
 
 
 class UnimplementedError(UnsupportedOperationError):
@@ -34,8 +34,17 @@ ERROR_CODES: dict[type[BaseException], grpc.StatusCode] = {
     AgentError: grpc.StatusCode.FAILED_PRECONDITION,
 }
 
-#: The longest error message sent to a client; the full one is in the server log.
+#: The most bytes of UTF-8 error message sent to a client (gRPC carries it in a header, whose
+#: soft limit a longer one would break); the full message is in the server log.
 MAX_DETAILS = 1000
+
+
+def clip_details(text: str, limit: int = MAX_DETAILS) -> str:
+    """``text`` cut to at most ``limit`` bytes of UTF-8, never inside a character."""
+    data = text.encode("utf-8", "replace")
+    if len(data) <= limit:
+        return text
+    return data[: limit - 3].decode("utf-8", "ignore") + "..."
 
 
 def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
@@ -50,5 +59,5 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
             continue
         if isinstance(exc, ExternalServiceError) and not exc.retryable:
             code = grpc.StatusCode.FAILED_PRECONDITION
-        return code, (str(exc) or type(exc).__name__)[:MAX_DETAILS]
+        return code, clip_details(str(exc) or type(exc).__name__)
     return grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__}); see the agent service log"

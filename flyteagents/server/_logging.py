@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import re
 import sys
+import time
 from typing import Any
 
-__all__ = ["TaskLogFilter", "configure_logging", "current_task", "describe_task"]
+__all__ = [
+    "EscapingFormatter",
+    "LogLimiter",
+    "TaskLogFilter",
+    "configure_logging",
+    "current_task",
+    "describe_task",
+    "escape_controls",
+]
 
 #: What the running RPC concerns: the request's TaskExecutionMetadata proto, or resource_meta bytes.
 #: Kept raw so a call pays for reading and formatting it only when a line is actually logged.
@@ -29,6 +39,56 @@ def describe_task(value: Any) -> str:
     return f"{ex.project}/{ex.domain}/{ex.name}/{task_id.node_execution_id.node_id}/{task_id.retry_attempt}"
 
 
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _escaped(match: re.Match[str]) -> str:
+    char = match.group()
+    return {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(char) or f"\\u{ord(char):04x}"
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with line breaks and other control characters written as escapes, so it stays one line."""
+    return _CONTROLS.sub(_escaped, text) if _CONTROLS.search(text) else text
+
+
+class EscapingFormatter(logging.Formatter):
+    """A Formatter whose lines cannot be split or forged by what a request carries.
+
+    The message and the task it names come from the network (resource_meta, names, error
+    messages), so their control characters are escaped; a traceback keeps its own lines.
+    """
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return escape_controls(super().formatMessage(record))
+
+
+class LogLimiter:
+    """Allows at most ``rate`` log lines per ``period`` seconds, counting the ones it held back.
+
+    Bad requests are the client's business: a client sending thousands must not flood the log.
+    """
+
+    def __init__(self, rate: int = 20, period: float = 10.0) -> None:
+        self.rate = rate
+        self.period = period
+        self._window_start = float("-inf")
+        self._count = 0
+        self.suppressed = 0
+
+    def allow(self) -> tuple[bool, int]:
+        """Whether to log this line, and how many lines were held back since the last one logged."""
+        now = time.monotonic()
+        if now - self._window_start >= self.period:
+            self._window_start, self._count = now, 0
+        if self._count >= self.rate:
+            self.suppressed += 1
+            return False, 0
+        self._count += 1
+        held, self.suppressed = self.suppressed, 0
+        return True, held
+
+
 class TaskLogFilter(logging.Filter):
     """Adds ``record.task``: the task execution id (or resource_meta) of the RPC being served."""
 
@@ -41,7 +101,7 @@ class TaskLogFilter(logging.Filter):
 def configure_logging(level: str | int = "INFO") -> None:
     """Send logs to stderr, each line naming the task it concerns (for ``flyteagents serve``)."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.setFormatter(EscapingFormatter(LOG_FORMAT))
     handler.addFilter(TaskLogFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -1,30 +1,65 @@
-"""Turning the Python values an agent returns as outputs into a LiteralMap proto."""
+"""Turning the Python values an agent returns as outputs into a LiteralMap proto.
+
+Values that flytekit stores as files (pickled objects, FlyteFile, FlyteDirectory, data
+frames) are written under the task's output_prefix, the one place the next task, on
+another machine, can read them from; never to the service's own disk.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
+import enum
+import functools
+import tempfile
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from flyteidl.core import literals_pb2
+from flytekit.configuration import DataConfig
 from flytekit.core.context_manager import FlyteContextManager
+from flytekit.core.data_persistence import FileAccessProvider
 from flytekit.core.type_engine import TypeEngine
 from flytekit.models.types import LiteralType
 
+from .._exceptions import TaskFailedError
+
 __all__ = ["outputs_to_proto", "python_type_of"]
+
+#: Values flytekit turns into literals without storing anything.
+_INLINE = (str, int, float, bool, type(None), datetime.datetime, datetime.date, datetime.timedelta, enum.Enum)
 
 
 async def outputs_to_proto(
-    values: Mapping[str, Any], interface: Mapping[str, Any] | None = None
+    values: Mapping[str, Any], interface: Mapping[str, Any] | None = None, output_prefix: str | None = None
 ) -> literals_pb2.LiteralMap:
     """Convert ``{name: value}`` with flytekit's async TypeEngine.
 
     A value's own type is used, except for lists and dicts, whose element types are
     erased at runtime: those take the type the task's interface declares (``interface``:
     output name -> flyteidl Variable) when it is known, else one inferred from the elements.
+    Values stored as files go under ``output_prefix``.
+
+    Raises:
+        TaskFailedError: a value must be stored as a file and there is no ``output_prefix``.
     """
     if not isinstance(values, Mapping):
         raise TypeError(f"Resource.outputs must be a dict or a LiteralMap, not {type(values).__name__}")
+    stored = not all(_inline(value) for value in values.values())
+    pb = await _convert(values, interface, _file_access(output_prefix) if stored and output_prefix else None)
+    if stored and not output_prefix:
+        for name, uri in _local_uris(pb):
+            raise TaskFailedError(
+                f"output {name!r} is stored as a file, and the request carries no output_prefix to store it "
+                f"under where the next task can read it (it would stay at {uri} on the agent service's disk)"
+            )
+    return pb
+
+
+async def _convert(
+    values: Mapping[str, Any], interface: Mapping[str, Any] | None, file_access: FileAccessProvider | None
+) -> literals_pb2.LiteralMap:
     hints: dict[str, type] = {}
     declared: dict[str, type] = {}
     for name, value in values.items():
@@ -34,6 +69,8 @@ async def outputs_to_proto(
             if declared_type is not None:
                 declared[name] = declared_type
     ctx = FlyteContextManager.current_context()
+    if file_access is not None:
+        ctx = ctx.with_file_access(file_access).build()
     if declared:
         try:
             pb = await TypeEngine.dict_to_literal_map_pb(ctx, dict(values), {**hints, **declared})
@@ -43,6 +80,61 @@ async def outputs_to_proto(
         pb = await TypeEngine.dict_to_literal_map_pb(ctx, dict(values), hints)
     assert pb is not None
     return pb
+
+
+def _inline(value: Any) -> bool:
+    """Whether flytekit converts ``value`` without storing a file (so no output_prefix is needed)."""
+    if isinstance(value, _INLINE):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_inline(v) for v in value)
+    if isinstance(value, dict):
+        return all(_inline(v) for v in value.values())
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return all(_inline(getattr(value, f.name)) for f in dataclasses.fields(value))
+    return False
+
+
+@functools.cache
+def _data_config() -> DataConfig:
+    return DataConfig.auto()  # credentials and endpoints from the service's environment, read once
+
+
+@functools.cache
+def _sandbox() -> str:
+    return tempfile.mkdtemp(prefix="flyteagents-outputs-")
+
+
+def _file_access(output_prefix: str) -> FileAccessProvider:
+    """Where flytekit writes the files of outputs: under the task's output_prefix."""
+    return FileAccessProvider(local_sandbox_dir=_sandbox(), raw_output_prefix=output_prefix, data_config=_data_config())
+
+
+def _local_uris(pb: literals_pb2.LiteralMap) -> Iterator[tuple[str, str]]:
+    """(output name, uri) for each file an output points to on this machine's disk."""
+    for name, literal in pb.literals.items():
+        for uri in _uris(literal):
+            if "://" not in uri or uri.startswith("file://"):
+                yield name, uri
+
+
+def _uris(literal: literals_pb2.Literal) -> Iterator[str]:
+    which = literal.WhichOneof("value")
+    if which == "collection":
+        for item in literal.collection.literals:
+            yield from _uris(item)
+    elif which == "map":
+        for item in literal.map.literals.values():
+            yield from _uris(item)
+    elif which == "scalar":
+        scalar = literal.scalar
+        kind = scalar.WhichOneof("value")
+        if kind == "union":
+            yield from _uris(scalar.union.value)
+        elif kind in ("blob", "schema", "structured_dataset"):
+            uri = getattr(scalar, kind).uri
+            if uri:
+                yield uri
 
 
 def _declared_type(variable: Any) -> type | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 import logging
@@ -11,7 +12,7 @@ from typing import Any, TypeVar
 
 import grpc
 from flyteidl.admin import agent_pb2
-from flyteidl.core import execution_pb2, literals_pb2, tasks_pb2
+from flyteidl.core import execution_pb2, literals_pb2
 from flyteidl.service import agent_pb2 as service_pb2
 from flyteidl.service import agent_pb2_grpc
 from flytekit.models.literals import LiteralMap
@@ -27,8 +28,10 @@ from .._models import Resource, ResourceMeta
 from .._registry import AgentRegistry
 from .._runner import AgentRunner
 from ._errors import UnimplementedError, status_for
+from ._handlers import decoder, refuse_undecodable
+from ._inputs import check_inputs
 from ._lazy import task_arguments, unconverted_proto
-from ._logging import current_task
+from ._logging import LogLimiter, current_task
 from ._metacache import MetaDecoder
 from ._metrics import ServiceMetrics
 from ._outputs import outputs_to_proto
@@ -42,7 +45,15 @@ _RETRYABLE_FAILED = execution_pb2.TaskExecution.RETRYABLE_FAILED
 _UNKNOWN = "unknown"  # the task_type label of calls whose agent was not found (bounds label cardinality)
 _OK = grpc.StatusCode.OK.name
 _INTERNAL = grpc.StatusCode.INTERNAL
-_QUIET_CODES = frozenset({grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT})
+#: Codes of the caller's (or the deployment's) making: logged in one line, no traceback, rate-limited.
+_CLIENT_CODES = frozenset(
+    {
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.UNIMPLEMENTED,
+    }
+)
 _A = TypeVar("_A", bound=AgentBase)
 _ASYNC_SERVICE = service_pb2.DESCRIPTOR.services_by_name["AsyncAgentService"].full_name
 _SYNC_SERVICE = service_pb2.DESCRIPTOR.services_by_name["SyncAgentService"].full_name
@@ -85,6 +96,7 @@ class AgentService:
 
     def async_agent(self, request: Any, call: _Call) -> tuple[AsyncAgentBase, ResourceMeta]:
         """The async agent a Get/Delete/Metrics/Logs request is for, and its decoded resource_meta."""
+        refuse_undecodable(request)
         category = request.task_category
         task_type = category.name
         if task_type:
@@ -123,8 +135,7 @@ class AgentService:
         if not isinstance(agent, kind):
             raise _wrong_kind(agent)
         call.task_type = task_type
-        if inputs_pb is not None:
-            _check_inputs(template, inputs_pb)
+        check_inputs(template, inputs_pb)
         return agent, task_arguments(template, message.output_prefix, inputs_pb, meta_pb)
 
     async def resource_to_proto(
@@ -133,16 +144,33 @@ class AgentService:
         agent: AgentBase,
         outputs_interface: Mapping[str, Any] | None = None,
         into: agent_pb2.Resource | None = None,
+        output_prefix: str | None = None,
     ) -> agent_pb2.Resource:
         """The wire form of an agent's Resource, written ``into`` a message when given.
 
-        Outputs given as Python values are converted with flytekit's TypeEngine.
+        Outputs given as Python values are converted with flytekit's TypeEngine; those it
+        stores as files go under ``output_prefix``.
         """
         pb = agent_pb2.Resource() if into is None else into
         values = _write_resource(resource, agent, pb)
         if values is not None:
-            pb.outputs.CopyFrom(await outputs_to_proto(values, outputs_interface))
+            await _write_outputs(pb, agent, values, outputs_interface, output_prefix)
         return pb
+
+
+async def _write_outputs(
+    pb: agent_pb2.Resource,
+    agent: AgentBase,
+    values: Mapping[str, Any],
+    interface: Mapping[str, Any] | None,
+    output_prefix: str | None,
+) -> None:
+    """Convert Python-valued outputs into ``pb``; a job whose outputs cannot be stored fails readably."""
+    try:
+        pb.outputs.CopyFrom(await outputs_to_proto(values, interface, output_prefix))
+    except TaskFailedError as exc:
+        pb.Clear()
+        _write_resource(_failed_resource(exc), agent, pb)
 
 
 def _write_resource(resource: Any, agent: AgentBase, pb: agent_pb2.Resource) -> Mapping[str, Any] | None:
@@ -190,27 +218,6 @@ def _failed_resource(exc: TaskFailedError) -> Resource:
     """A job or user error raised by an agent, reported as the FAILED (or RETRYABLE_FAILED) phase."""
     phase = _RETRYABLE_FAILED if isinstance(exc, RetryableTaskFailedError) else _FAILED
     return Resource(phase=phase, message=str(exc))
-
-
-def _check_inputs(template_pb: tasks_pb2.TaskTemplate, inputs_pb: literals_pb2.LiteralMap) -> None:
-    """InvalidTaskError unless the inputs are exactly the ones the template's interface declares (if it has one)."""
-    declared = template_pb.interface.inputs.variables
-    given = inputs_pb.literals
-    if len(declared) == len(given):
-        for name in given:  # a loop, not all(...): this runs on every CreateTask
-            if name not in declared:
-                break
-        else:
-            return
-    if not template_pb.HasField("interface"):
-        return
-    unknown, missing = set(given) - set(declared), set(declared) - set(given)
-    parts = []
-    if missing:
-        parts.append(f"missing {', '.join(sorted(missing))}")
-    if unknown:
-        parts.append(f"not declared: {', '.join(sorted(unknown))}")
-    raise InvalidTaskError(f"the inputs do not match the task's interface ({'; '.join(parts)})")
 
 
 def _wrong_kind(agent: AgentBase) -> UnsupportedOperationError:
@@ -269,20 +276,41 @@ class _Call:
         if exc is None:
             self.metrics.observe(self.task_type, self.operation, _OK, elapsed)
             return False
-        if not isinstance(exc, Exception):  # cancelled by the client, or the server stopping
+        if isinstance(exc, asyncio.CancelledError) and _cancelled():  # by the client, or the server stopping
             self.metrics.observe(self.task_type, self.operation, grpc.StatusCode.CANCELLED.name, elapsed)
             return False
+        # Anything else an agent raised, SystemExit and KeyboardInterrupt included, fails this call only.
         code, details = status_for(exc)
         if code is _INTERNAL:
             logger.error("%s for %s failed", self.operation, self.task_type, exc_info=exc)
-        elif code in _QUIET_CODES:
-            logger.warning("%s for %s: %s %s", self.operation, self.task_type, code.name, details)
+        elif code in _CLIENT_CODES:
+            allowed, held_back = _client_errors.allow()
+            if allowed:
+                logger.warning(
+                    "%s for %s: %s %s%s",
+                    self.operation,
+                    self.task_type,
+                    code.name,
+                    details,
+                    f" ({held_back} more such lines held back)" if held_back else "",
+                )
         else:
             logger.warning("%s for %s: %s %s", self.operation, self.task_type, code.name, details, exc_info=exc)
         self.context.set_code(code)
         self.context.set_details(details)
         self.metrics.observe(self.task_type, self.operation, code.name, elapsed)
         return True
+
+
+#: Client errors logged per 10 s at most, whatever a misbehaving client sends.
+_client_errors = LogLimiter(rate=20, period=10.0)
+
+
+def _cancelled() -> bool:
+    """Whether the running task was cancelled (not merely handed a CancelledError an agent raised)."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)  # Python 3.11+; before it, trust the exception
+    return task is None or cancelling is None or cancelling() > 0
 
 
 class AsyncAgentServicer(agent_pb2_grpc.AsyncAgentServiceServicer):
@@ -300,20 +328,20 @@ class AsyncAgentServicer(agent_pb2_grpc.AsyncAgentServiceServicer):
         handlers = {
             "CreateTask": grpc.unary_unary_rpc_method_handler(
                 self.CreateTask,
-                request_deserializer=agent_pb2.CreateTaskRequest.FromString,
+                request_deserializer=decoder(agent_pb2.CreateTaskRequest),
                 response_serializer=None,  # CreateTask returns bytes
             ),
             **{
                 name: grpc.unary_unary_rpc_method_handler(
                     getattr(self, name),
-                    request_deserializer=getattr(agent_pb2, f"{name}Request").FromString,
+                    request_deserializer=decoder(getattr(agent_pb2, f"{name}Request")),
                     response_serializer=getattr(agent_pb2, f"{name}Response").SerializeToString,
                 )
                 for name in ("GetTask", "DeleteTask", "GetTaskMetrics")
             },
             "GetTaskLogs": grpc.unary_stream_rpc_method_handler(
                 self.GetTaskLogs,
-                request_deserializer=agent_pb2.GetTaskLogsRequest.FromString,
+                request_deserializer=decoder(agent_pb2.GetTaskLogsRequest),
                 response_serializer=agent_pb2.GetTaskLogsResponse.SerializeToString,
             ),
         }
@@ -323,6 +351,7 @@ class AsyncAgentServicer(agent_pb2_grpc.AsyncAgentServiceServicer):
         """Start a job; answers the serialized CreateTaskResponse."""
         service = self.service
         with _Call(service, context, "create") as call:
+            refuse_undecodable(request)
             inputs = request.inputs if request.HasField("inputs") else None
             agent, kwargs = service.task_agent(request, inputs, AsyncAgentBase, call)
             # invoke's dispatch, written out here, in GetTask and in ExecuteTaskSync: through invoke,
@@ -351,7 +380,7 @@ class AsyncAgentServicer(agent_pb2_grpc.AsyncAgentServiceServicer):
             response = agent_pb2.GetTaskResponse()
             values = _write_resource(resource, agent, response.resource)
             if values is not None:
-                response.resource.outputs.CopyFrom(await outputs_to_proto(values))
+                await _write_outputs(response.resource, agent, values, None, request.output_prefix)
             return response
         return None
 
@@ -470,7 +499,7 @@ class SyncAgentServicer(agent_pb2_grpc.SyncAgentServiceServicer):
         """Serve ExecuteTaskSync on ``server``."""
         handler = grpc.stream_unary_rpc_method_handler(
             self.ExecuteTaskSync,
-            request_deserializer=agent_pb2.ExecuteTaskSyncRequest.FromString,
+            request_deserializer=decoder(agent_pb2.ExecuteTaskSyncRequest),
             response_serializer=agent_pb2.ExecuteTaskSyncResponse.SerializeToString,
         )
         server.add_generic_rpc_handlers(
@@ -487,11 +516,13 @@ class SyncAgentServicer(agent_pb2_grpc.SyncAgentServiceServicer):
         service = self.service
         with _Call(service, context, "do") as call:
             first = await context.read()
+            refuse_undecodable(first)
             if first is grpc.aio.EOF or first.WhichOneof("part") != "header":
                 raise InvalidTaskError("the first ExecuteTaskSync message must carry the header")
             second = await context.read()
             inputs_pb = None
             if second is not grpc.aio.EOF:
+                refuse_undecodable(second)
                 part = second.WhichOneof("part")
                 if part == "header":
                     raise InvalidTaskError("ExecuteTaskSync got a second header where the inputs belong")
@@ -507,7 +538,9 @@ class SyncAgentServicer(agent_pb2_grpc.SyncAgentServiceServicer):
                 resource = _failed_resource(exc)
             response = agent_pb2.ExecuteTaskSyncResponse()
             outputs_interface = header.template.interface.outputs.variables
-            await service.resource_to_proto(resource, agent, outputs_interface, into=response.header.resource)
+            await service.resource_to_proto(
+                resource, agent, outputs_interface, into=response.header.resource, output_prefix=header.output_prefix
+            )
             return response
         return None
 
@@ -522,6 +555,7 @@ class AgentMetadataServicer(agent_pb2_grpc.AgentMetadataServiceServicer):
         self, request: agent_pb2.ListAgentsRequest, context: grpc.aio.ServicerContext
     ) -> agent_pb2.ListAgentsResponse | None:
         with _Call(self.service, context, "list_agents"):
+            refuse_undecodable(request)
             return agent_pb2.ListAgentsResponse(agents=self.service.registry.list_agents())
         return None
 
@@ -529,5 +563,6 @@ class AgentMetadataServicer(agent_pb2_grpc.AgentMetadataServiceServicer):
         self, request: agent_pb2.GetAgentRequest, context: grpc.aio.ServicerContext
     ) -> agent_pb2.GetAgentResponse | None:
         with _Call(self.service, context, "get_agent"):
+            refuse_undecodable(request)
             return agent_pb2.GetAgentResponse(agent=self.service.registry.get_agent_metadata(request.name))
         return None
