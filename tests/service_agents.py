@@ -87,6 +87,8 @@ class JobAgent(AsyncAgentBase):
         _raise_for(outcome)
         if outcome == "running":
             return Resource(phase=TaskExecution.RUNNING, message="still running", custom_info={"step": 3})
+        if outcome.startswith("until-") and time.time() < float(outcome.removeprefix("until-")):
+            return Resource(phase=TaskExecution.RUNNING, message="running until its end time")
         if outcome == "fail":
             return Resource(phase=TaskExecution.FAILED, message="the query had a syntax error")
         if outcome == "raise-fail":

@@ -515,19 +515,11 @@ class SyncAgentServicer(agent_pb2_grpc.SyncAgentServiceServicer):
         # context.read rather than the request iterator: fewer layers per call.
         service = self.service
         with _Call(service, context, "do") as call:
-            first = await context.read()
-            refuse_undecodable(first)
-            if first is grpc.aio.EOF or first.WhichOneof("part") != "header":
-                raise InvalidTaskError("the first ExecuteTaskSync message must carry the header")
-            second = await context.read()
-            inputs_pb = None
-            if second is not grpc.aio.EOF:
-                refuse_undecodable(second)
-                part = second.WhichOneof("part")
-                if part == "header":
-                    raise InvalidTaskError("ExecuteTaskSync got a second header where the inputs belong")
-                inputs_pb = second.inputs if part == "inputs" else None
-            header = first.header
+            try:
+                header, inputs_pb = await _read_sync_request(context)
+            except InvalidTaskError:
+                await _drain(context)
+                raise
             agent, kwargs = service.task_agent(header, inputs_pb, SyncAgentBase, call)
             try:
                 if "do" in agent.async_methods:  # as in CreateTask: invoke's dispatch, written out
@@ -543,6 +535,43 @@ class SyncAgentServicer(agent_pb2_grpc.SyncAgentServiceServicer):
             )
             return response
         return None
+
+
+async def _read_sync_request(
+    context: grpc.aio.ServicerContext,
+) -> tuple[agent_pb2.CreateRequestHeader, literals_pb2.LiteralMap | None]:
+    """The header and the inputs (None when the client sent none) of an ExecuteTaskSync call."""
+    first = await context.read()
+    refuse_undecodable(first)
+    if first is grpc.aio.EOF or first.WhichOneof("part") != "header":
+        raise InvalidTaskError("the first ExecuteTaskSync message must carry the header")
+    second = await context.read()
+    inputs_pb = None
+    if second is not grpc.aio.EOF:
+        refuse_undecodable(second)
+        part = second.WhichOneof("part")
+        if part == "header":
+            raise InvalidTaskError("ExecuteTaskSync got a second header where the inputs belong")
+        inputs_pb = second.inputs if part == "inputs" else None
+    return first.header, inputs_pb
+
+
+async def _drain(context: grpc.aio.ServicerContext, messages: int = 4, seconds: float = 1.0) -> None:
+    """Read, for a bounded while, what a client is still sending before it is told its call failed.
+
+    Answering while the client still writes makes some clients (grpc's Python one) report their
+    own INTERNAL instead of the status the server sent.
+    """
+
+    async def read_to_end() -> None:
+        for _ in range(messages):
+            if await context.read() is grpc.aio.EOF:
+                return
+
+    try:
+        await asyncio.wait_for(read_to_end(), seconds)
+    except Exception:  # best effort: the call fails with its own error whatever happens here
+        return
 
 
 class AgentMetadataServicer(agent_pb2_grpc.AgentMetadataServiceServicer):
