@@ -398,6 +398,7 @@ class BaseSensor(AsyncAgentExecutorMixin, PythonTask):  # type: ignore[misc]
         """Run the sensor locally: poke on its schedule until done, timeout or Ctrl-C."""
         from ._engine import local_engine, next_poke_wait
         from ._file import _FILESYSTEMS
+        from ._http import _SESSIONS
 
         run = _LocalRun(self, kwargs)
         backend = _backend(run.template, local_engine())
@@ -419,6 +420,7 @@ class BaseSensor(AsyncAgentExecutorMixin, PythonTask):  # type: ignore[misc]
             finally:
                 # This run's loop ends with it: close the clients its pokes opened on it.
                 await _FILESYSTEMS.aclose_loop()
+                await _SESSIONS.aclose_loop()
 
         return run.outputs(run_coroutine(poke_until_done()))
 
