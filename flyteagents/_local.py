@@ -180,7 +180,8 @@ class _Reporter:
 
     def update(self, resource: Resource) -> None:
         links = ", ".join(f"{link.name}: {link.uri}" for link in resource.log_links or [])
-        state = (resource.phase_name, resource.message or "", links, _poke_history(resource.custom_info))
+        history = _poke_history(resource.custom_info, resource.message or "")
+        state = (resource.phase_name, resource.message or "", links, history)
         if state == self.last:
             return
         self.last = state
@@ -201,12 +202,12 @@ class _Reporter:
                 print(f"{self.task_name}: {self.last[0]}", flush=True)
 
 
-def _poke_history(info: dict[str, Any] | None) -> str:
+def _poke_history(info: dict[str, Any] | None, message: str) -> str:
     """A sensor's poke history from its custom_info, for a person: "poke 3, next at 12:00:05 UTC"."""
     if not info or "pokes" not in info:
         return ""
     parts = [f"poke {info['pokes']}"]
-    if info.get("last_error"):
+    if info.get("last_error") and str(info["last_error"]) not in message:
         parts.append(f"last error: {info['last_error']}")
     next_at = info.get("next_poke_at")
     if isinstance(next_at, str):

@@ -235,7 +235,7 @@ def test_local_run_shows_the_last_poke_error(capsys: pytest.CaptureFixture[str])
     flaky(key="flaky-shown")
     err = capsys.readouterr().err
     first = next(line for line in err.splitlines() if "RUNNING - poke error 1/5" in line)
-    assert "(poke 1, last error: ConnectionError: network down" in first and "next at " in first
+    assert "(poke 1, next at " in first  # the error is the message: not repeated
     assert "flaky_shown: SUCCEEDED (poke 4, last error: " in err
 
 

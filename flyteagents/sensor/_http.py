@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import codecs
 import logging
 import re
 import ssl
@@ -157,6 +158,16 @@ def _headers(headers: Any) -> dict[str, str]:
     return out
 
 
+def _charset(name: str | None) -> str:
+    """The body's declared charset if Python knows it, else UTF-8 (no guessing from a cut body)."""
+    if name:
+        try:
+            return codecs.lookup(name).name
+        except LookupError:
+            pass
+    return "utf-8"
+
+
 def _same_origin(a: URL, b: URL) -> bool:
     return (a.scheme, a.host, a.port) == (b.scheme, b.host, b.port)
 
@@ -282,7 +293,7 @@ class HTTPSensor(BaseSensor):
                 location = response.headers.get("Location")
                 if not (config.follow_redirects and response.status in _REDIRECTS and location):
                     data = await response.content.read(config.max_body_bytes) if method != "HEAD" else b""
-                    text = data.decode(response.get_encoding() if data else "utf-8", errors="replace")
+                    text = data.decode(_charset(response.charset), errors="replace")
                     return response.status, _headers(response.headers), text, url
             next_url = url.join(URL(location))
             if next_url.scheme not in ("http", "https"):
