@@ -191,6 +191,10 @@ class HTTPSensor(BaseSensor):
         poke_interval: as for BaseSensor.
         soft_fail: as for BaseSensor.
         max_consecutive_errors: as for BaseSensor.
+        backoff: as for BaseSensor.
+        max_poke_interval: as for BaseSensor.
+        jitter: as for BaseSensor.
+        **options: HTTPSensorConfig's fields, when no ``sensor_config`` is given.
 
     Example:
         >>> ready = HTTPSensor(

@@ -66,7 +66,8 @@ class TimeSensor(BaseSensor):
         until: a timezone-aware datetime, or an ISO 8601 string (UTC without an offset).
         delay: seconds (or a timedelta) to wait after the task started.
         sensor_config: a whole TimeSensorConfig instead of ``until``/``delay``.
-        timeout, poke_interval, soft_fail, max_consecutive_errors: as for BaseSensor.
+        poke_interval: as for BaseSensor; 1 s by default.
+        **kwargs: BaseSensor's other options (``timeout``, ``soft_fail``, ...).
 
     Example:
         >>> settle = TimeSensor(name="settle", delay=timedelta(minutes=10))
