@@ -7,6 +7,7 @@ the same next due time, without sharing any state.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from dataclasses import dataclass
@@ -112,13 +113,6 @@ class PollSchedule:
     start: float | None = None
     deadline: float | None = None
 
-    def _seed(self) -> int:
-        return int.from_bytes(hashlib.blake2b(self.key.encode(), digest_size=8).digest(), "big")
-
-    def _fraction(self, seed: int, i: int) -> float:
-        """A number in [0, 1) from the key and ``i``: the jitter of one wait."""
-        return _mix(seed ^ (i & _MASK)) / 2.0**64
-
     def slot(self, now: float) -> tuple[int, float, float]:
         """The slot ``now`` falls in: its index, when it became due, and when the next one is due.
 
@@ -138,32 +132,23 @@ class PollSchedule:
 
     def _slot(self, now: float) -> tuple[int, float, float]:
         policy = self.policy
-        seed = self._seed()
-        jitter = policy.jitter
+        if self.start is None and policy.backoff != 1.0:
+            policy = _steady(policy)  # backoff counts from a start; without one the interval stays put
+        growth, lengths, period, phase = _plan(policy, self.key)
+        index = 0
         if self.start is None:
             # A steady interval, its phase drawn from the key: slots fall at the same instants everywhere.
-            gap = policy.interval
-            return self._periodic(seed, now, 0, self._fraction(seed, -1) * gap, gap)
-        due = self.start
-        wait = policy.interval
-        cap = policy.cap
-        index = 0
-        if now < due:  # a clock behind the one that started the job: the first slot still holds
-            return 0, due, due + wait * (1 + jitter * self._fraction(seed, 0))
-        while wait < cap:
-            length = wait * (1 + jitter * self._fraction(seed, index))
-            if now < due + length:
-                return index, due, due + length
-            due += length
-            index += 1
-            wait = min(wait * policy.backoff, cap)
-        return self._periodic(seed, now, index, due, cap)
-
-    def _periodic(self, seed: int, now: float, index: int, due: float, gap: float) -> tuple[int, float, float]:
-        """Slots from ``index`` (due at ``due``) on, each ``gap`` apart plus a jitter repeating every _PERIOD."""
-        jitter = self.policy.jitter
-        lengths = [gap * (1 + jitter * self._fraction(seed, (1 << 32) + m)) for m in range(_PERIOD)]
-        period = math.fsum(lengths)
+            due = phase
+        else:
+            due = self.start
+            if now < due:  # a clock behind the one that started the job: the first slot still holds
+                return 0, due, due + (growth[0] if growth else lengths[0])
+            for length in growth:
+                if now < due + length:
+                    return index, due, due + length
+                due += length
+                index += 1
+        # Waits at the cap, their jitter repeating every _PERIOD slots.
         if now >= due + period:
             rounds = math.floor((now - due) / period)
             due += rounds * period
@@ -174,3 +159,28 @@ class PollSchedule:
                     return index, due, due + length
                 due += length
                 index += 1
+
+
+@functools.lru_cache(maxsize=256)
+def _steady(policy: PollPolicy) -> PollPolicy:
+    return PollPolicy(interval=policy.interval, jitter=policy.jitter)
+
+
+@functools.lru_cache(maxsize=4096)
+def _plan(policy: PollPolicy, key: str) -> tuple[tuple[float, ...], tuple[float, ...], float, float]:
+    """A job's waits, worked out once per (policy, key): those while backing off, those at the cap
+    (one _PERIOD of them), the period's length, and the phase of a schedule without a start."""
+    seed = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big")
+    jitter = policy.jitter
+
+    def fraction(i: int) -> float:  # a number in [0, 1) from the key and i: the jitter of one wait
+        return _mix(seed ^ (i & _MASK)) / 2.0**64
+
+    growth: list[float] = []
+    wait, cap = policy.interval, policy.cap
+    if policy.backoff > 1.0:
+        while wait < cap:
+            growth.append(wait * (1 + jitter * fraction(len(growth))))
+            wait = min(wait * policy.backoff, cap)
+    lengths = tuple(cap * (1 + jitter * fraction((1 << 32) + m)) for m in range(_PERIOD))
+    return tuple(growth), lengths, math.fsum(lengths), fraction(-1) * policy.interval
