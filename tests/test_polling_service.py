@@ -180,3 +180,26 @@ async def test_terminal_answers_are_not_remembered(server):
         response = await server.async_stub.GetTask(request)
         assert response.resource.phase == TaskExecution.SUCCEEDED
     assert len(CALLS[meta.key]) == 2
+
+
+async def test_every_replica_reports_the_same_next_due_poke(server):
+    other = AgentRegistry()
+    other.register(SensorEngine())
+    sensor = Flips(name="replicas", poke_interval=30, backoff=2.0, max_poke_interval=600)
+    key = f"replicas-{uuid.uuid4().hex}"
+    meta = await create_sensor(server, sensor, key)
+    async with AgentServer(other) as replica:
+        answers = [await running.async_stub.GetTask(get_task_request(meta, "sensor")) for running in (server, replica)]
+    first, second = (dict(a.resource.custom_info) for a in answers)
+    assert first["next_poke_at"] == second["next_poke_at"]
+    assert first["pokes"] == second["pokes"] == 1  # each replica's first GetTask of the task pokes
+    assert len(CALLS[key]) == 2
+
+
+def test_resource_meta_from_before_started_at_keeps_its_schedule():
+    meta = SensorMetadata(
+        sensor_module="m", sensor_name="n", sensor_id="s", poke_interval=10.0, deadline=1_000_100.0, timeout=100.0
+    )
+    schedule = sensor_schedule(meta)
+    assert schedule is not None and schedule.start == 1_000_000.0 and schedule.deadline == 1_000_100.0
+    assert sensor_schedule(SensorMetadata(sensor_module="m", sensor_name="n", poke_interval=None)) is None

@@ -175,13 +175,15 @@ def test_credentials_do_not_follow_a_redirect_to_another_origin(token: str) -> N
         sensor = HTTPSensor(
             name="away",
             bearer_token_secret=token,
+            secret_headers={"X-Api-Key": token},
             headers={"X-Trace": "t1"},
             poke_interval=0.01,
         )
         answer = sensor(url=f"{first.url}/away")
         seen = json.loads(answer.body)
-        assert seen.get("X-Trace") == "t1" and "Authorization" not in seen
+        assert seen.get("X-Trace") == "t1" and "Authorization" not in seen and "X-Api-Key" not in seen
         assert first.requests[0][1]["Authorization"] == f"Bearer {TOKEN}"
+        assert first.requests[0][1]["X-Api-Key"] == TOKEN
         assert answer.url == f"http://localhost:{other.port}/echo"
         no_follow = HTTPSensor(name="stay", follow_redirects=False, expected_status=[307], poke_interval=0.01)
         assert no_follow(url=f"{first.url}/away").headers["Location"].endswith("/echo")
