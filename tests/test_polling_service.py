@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import math
 import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import grpc
 import pytest
 import pytest_asyncio
 from flyteidl.admin import agent_pb2
@@ -203,3 +205,12 @@ def test_resource_meta_from_before_started_at_keeps_its_schedule():
     schedule = sensor_schedule(meta)
     assert schedule is not None and schedule.start == 1_000_000.0 and schedule.deadline == 1_000_100.0
     assert sensor_schedule(SensorMetadata(sensor_module="m", sensor_name="n", poke_interval=None)) is None
+
+
+async def test_resource_meta_with_an_impossible_schedule_is_invalid_argument(server):
+    meta = json.loads(await create_sensor(server, Flips(name="tampered", poke_interval=5), "tampered"))
+    meta["jitter"] = 5.0
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await server.async_stub.GetTask(get_task_request(json.dumps(meta).encode(), "sensor"))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "jitter must be a fraction" in (info.value.details() or "")

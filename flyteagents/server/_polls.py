@@ -18,6 +18,7 @@ from typing import Any
 from flyteidl.admin import agent_pb2
 
 from .._agent import AsyncAgentBase
+from .._exceptions import InvalidResourceMetaError
 from .._models import ResourceMeta
 from .._phase import TERMINAL_PHASES
 
@@ -83,7 +84,10 @@ class PollCache:
 
         (None, None) means: call ``get``, nothing will be remembered (the job has no schedule).
         """
-        schedule = agent.poll_schedule(meta, resource_meta)
+        try:
+            schedule = agent.poll_schedule(meta, resource_meta)
+        except (ValueError, TypeError) as exc:  # options in resource_meta no schedule can follow
+            raise InvalidResourceMetaError(f"resource_meta gives no poll schedule: {exc}") from None
         if schedule is None:
             self.calls += 1
             return None, None
