@@ -180,8 +180,13 @@ async def _kafka(args: argparse.Namespace, server: str, pid: int, broker: Any) -
     await admin.start()
     await admin.create_topics([NewTopic(t, 1, 1) for t in topics])
     await admin.close()
+    # poke_interval 0: every GetTask pokes, so the figures are the cost of a poke, not of a remembered answer
     templates = [
-        _template(KafkaSensor(name="bench_kafka", sensor_config=KafkaSensorConfig(broker.bootstrap_servers, t)))
+        _template(
+            KafkaSensor(
+                name="bench_kafka", sensor_config=KafkaSensorConfig(broker.bootstrap_servers, t), poke_interval=0
+            )
+        )
         for t in topics
     ]
 
@@ -206,6 +211,7 @@ async def _sqs(args: argparse.Namespace, server: str, pid: int, moto: Any) -> di
             SQSSensor(
                 name="bench_sqs",
                 sensor_config=SQSSensorConfig(url, endpoint_url=moto.endpoint_url, wait_seconds=0),
+                poke_interval=0,
             )
         )
         for url in urls

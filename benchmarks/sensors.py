@@ -158,7 +158,8 @@ def _scenarios(moto: MotoServer, tmp: Path) -> dict[str, tuple[dict[str, Any], C
 
 def _sensor(framework: str, storage_options: dict[str, Any]) -> Any:
     if framework == "flyteagents":
-        return FileSensor(name="bench_file_sensor", storage_options=storage_options)
+        # poke_interval 0: every GetTask pokes (as flytekit's do), so this measures a poke, not a remembered answer
+        return FileSensor(name="bench_file_sensor", storage_options=storage_options, poke_interval=0)
     return FlytekitFileSensor(name="bench_file_sensor")
 
 

@@ -22,6 +22,7 @@ from ._exceptions import (
 from ._local import AsyncAgentExecutorMixin, SyncAgentExecutorMixin
 from ._models import Resource, ResourceMeta, TaskCategory
 from ._phase import is_terminal_phase, to_phase
+from ._polling import PollPolicy, PollSchedule
 from ._registry import AgentRegistry
 from ._runner import AgentRunner
 from ._secrets import get_secret
@@ -42,6 +43,8 @@ __all__ = [
     "ExternalServiceError",
     "InvalidResourceMetaError",
     "InvalidTaskError",
+    "PollPolicy",
+    "PollSchedule",
     "Resource",
     "ResourceMeta",
     "RetryableTaskFailedError",

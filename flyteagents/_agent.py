@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from typing import Any, ClassVar
 
@@ -10,6 +11,7 @@ from flytekit.models.literals import LiteralMap
 from flytekit.models.task import TaskExecutionMetadata, TaskTemplate
 
 from ._models import Resource, ResourceMeta, TaskCategory
+from ._polling import PollPolicy, PollSchedule
 
 __all__ = ["AgentBase", "AsyncAgentBase", "SyncAgentBase"]
 
@@ -74,6 +76,12 @@ class AsyncAgentBase(AgentBase):
     """
 
     name: ClassVar[str] = "Base Async Agent"
+    #: The least time between two ``get`` calls of one job in the service, and how it grows.
+    #: Between calls the service answers GetTask with the last ``get``'s answer. None (the
+    #: default): every GetTask calls ``get``. A task overrides the interval when its
+    #: ResourceMeta has a ``poll_interval`` field (seconds, set by ``create``); backoff needs
+    #: the job's start, read from a ``started_at`` field (epoch seconds).
+    poll_policy: PollPolicy | None = None
 
     def __init__(self, metadata_type: type[ResourceMeta] = ResourceMeta, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -102,6 +110,29 @@ class AsyncAgentBase(AgentBase):
     def delete(self, resource_meta: ResourceMeta, **kwargs: Any) -> None:
         """Cancel the job; deleting a job that is gone or finished is not an error."""
         raise NotImplementedError
+
+    def poll_schedule(self, resource_meta: ResourceMeta, job: bytes = b"") -> PollSchedule | None:
+        """When the service may call ``get`` for this job; None: on every GetTask.
+
+        The default applies ``poll_policy``, with the job's own ``poll_interval`` and
+        ``started_at`` where its ResourceMeta has them. It must depend only on the
+        ResourceMeta (so every replica agrees) and be cheap: it runs on every GetTask.
+
+        Args:
+            resource_meta: the job's decoded ResourceMeta.
+            job: the job's resource_meta bytes, a stable identity for the schedule's jitter.
+        """
+        policy = self.poll_policy
+        if policy is None:
+            return None
+        interval = getattr(resource_meta, "poll_interval", None)
+        if interval is not None and interval != policy.interval:
+            cap = policy.max_interval
+            policy = dataclasses.replace(
+                policy, interval=float(interval), max_interval=None if cap is None else max(cap, interval)
+            )
+        start = getattr(resource_meta, "started_at", None)
+        return policy.schedule(job.hex(), start if isinstance(start, (int, float)) else None)
 
     def get_metrics(self, resource_meta: ResourceMeta, **kwargs: Any) -> GetTaskMetricsResponse:
         """Optional: the job's metrics (``GetTaskMetrics``)."""

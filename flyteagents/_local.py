@@ -10,7 +10,7 @@ import sys
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any, Protocol, TypeVar
@@ -169,7 +169,7 @@ class _Reporter:
 
     def __init__(self, task_name: str) -> None:
         self.task_name = task_name
-        self.last: tuple[str, str, str] | None = None
+        self.last: tuple[str, str, str, str] | None = None
         self.live: Any = None
         if sys.stdout.isatty():
             from rich.console import Console
@@ -180,11 +180,14 @@ class _Reporter:
 
     def update(self, resource: Resource) -> None:
         links = ", ".join(f"{link.name}: {link.uri}" for link in resource.log_links or [])
-        state = (resource.phase_name, resource.message or "", links)
+        history = _poke_history(resource.custom_info, resource.message or "")
+        state = (resource.phase_name, resource.message or "", links, history)
         if state == self.last:
             return
         self.last = state
         text = f"{self.task_name}: {state[0]}" + (f" - {state[1]}" if state[1] else "")
+        if state[3]:
+            text += f" ({state[3]})"
         if links:
             text += f" [{links}]"
         if self.live is not None:
@@ -197,6 +200,19 @@ class _Reporter:
             self.live.stop()
             if self.last:
                 print(f"{self.task_name}: {self.last[0]}", flush=True)
+
+
+def _poke_history(info: dict[str, Any] | None, message: str) -> str:
+    """A sensor's poke history from its custom_info, for a person: "poke 3, next at 12:00:05 UTC"."""
+    if not info or "pokes" not in info:
+        return ""
+    parts = [f"poke {info['pokes']}"]
+    if info.get("last_error") and str(info["last_error"]) not in message:
+        parts.append(f"last error: {info['last_error']}")
+    next_at = info.get("next_poke_at")
+    if isinstance(next_at, str):
+        parts.append(f"next at {next_at[11:19]} UTC")  # the time of day of an ISO 8601 UTC timestamp
+    return ", ".join(parts)
 
 
 def _max_poll_interval(task: Any) -> float:
@@ -222,6 +238,7 @@ async def _run_async_job(
     timeout: timedelta | None,
     max_interval: float,
     first_interval: float = _FIRST_POLL_INTERVAL,
+    next_wait: Callable[[Any], float | None] | None = None,
 ) -> Resource:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout.total_seconds() if timeout else None
@@ -235,7 +252,8 @@ async def _run_async_job(
             if is_terminal_phase(resource.phase):
                 finished = True
                 return resource
-            await _bounded(asyncio.sleep(interval), deadline, task_name, timeout)
+            wait = next_wait(handle) if next_wait is not None else None
+            await _bounded(asyncio.sleep(interval if wait is None else wait), deadline, task_name, timeout)
         raise AssertionError("unreachable: poll_intervals is endless")
     finally:
         reporter.close()

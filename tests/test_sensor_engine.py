@@ -246,7 +246,8 @@ async def test_deadline_fails_or_soft_fails(engine: SensorEngine) -> None:
     assert failed.message is not None and "timed out after 0.05s" in failed.message
     skipped = await engine.get(soft)
     assert skipped.phase == TaskExecution.SUCCEEDED
-    assert skipped.custom_info == {"skipped": True, "reason": "timed out after 0.05s"}
+    assert skipped.custom_info is not None
+    assert {"skipped": True, "reason": "timed out after 0.05s"}.items() <= skipped.custom_info.items()
     assert skipped.message is not None and skipped.message.startswith("skipped:")
 
 

@@ -215,3 +215,32 @@ def test_poke_signature_is_checked_at_definition() -> None:
         @sensor
         async def untyped(key) -> bool:  # type: ignore[no-untyped-def]
             return True
+
+
+def test_local_run_backs_off_and_shows_the_poke_history(capsys: pytest.CaptureFixture[str]) -> None:
+    backing_off = CountdownSensor(
+        name="backing_off", sensor_config=Countdown(target=4), poke_interval=0.1, backoff=2.0, max_poke_interval=0.2
+    )
+    start = time.monotonic()
+    assert backing_off(key="backoff-local").pokes == 4
+    # waits of 0.1, 0.2 (capped) and 0.2 s, each up to a tenth longer
+    assert 0.5 <= time.monotonic() - start < 1.5
+    lines = [line for line in capsys.readouterr().err.splitlines() if "backing_off" in line]
+    assert any("RUNNING - waiting (poke 1, next at " in line for line in lines), lines
+    assert any("(poke 3, next at " in line for line in lines), lines
+
+
+def test_local_run_shows_the_last_poke_error(capsys: pytest.CaptureFixture[str]) -> None:
+    flaky = FlakySensor(name="flaky_shown", sensor_config=Countdown(target=3), poke_interval=0.01)
+    flaky(key="flaky-shown")
+    err = capsys.readouterr().err
+    first = next(line for line in err.splitlines() if "RUNNING - poke error 1/5" in line)
+    assert "(poke 1, next at " in first  # the error is the message: not repeated
+    assert "flaky_shown: SUCCEEDED (poke 4, last error: " in err
+
+
+def test_bad_backoff_is_refused_at_definition() -> None:
+    with pytest.raises(ValueError, match="backoff must be between 1"):
+        NeverSensor(name="bad_backoff", backoff=0.5)
+    with pytest.raises(ValueError, match="max_interval"):
+        NeverSensor(name="bad_cap", poke_interval=10, backoff=2, max_poke_interval=5)

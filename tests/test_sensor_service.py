@@ -110,6 +110,7 @@ async def test_class_sensor_polled_like_propeller_returns_outputs(server):
     for _ in range(3):
         response = await server.async_stub.GetTask(get_request(created.resource_meta))
         phases.append(response.resource.phase)
+        await asyncio.sleep(0.03)  # the next poke is due 0.02-0.022 s later (poke_interval, jitter)
     assert phases == [TaskExecution.RUNNING, TaskExecution.RUNNING, TaskExecution.SUCCEEDED]
     outputs = LiteralMap.from_flyte_idl(response.resource.outputs)
     values = TypeEngine.literal_map_to_kwargs(

@@ -31,11 +31,14 @@ from .._local import (
     run_coroutine,
 )
 from .._models import _convert
+from .._polling import PollPolicy
 
 __all__ = ["DEFAULT_POKE_INTERVAL", "BaseSensor", "config_from_dict", "config_to_dict"]
 
 #: Seconds between two pokes when a sensor sets no ``poke_interval``.
 DEFAULT_POKE_INTERVAL = 5.0
+#: The fraction by which a wait between pokes is lengthened at most, unless a sensor sets its own.
+DEFAULT_JITTER = 0.1
 #: Consecutive retryable poke errors after which a sensor fails, unless it sets its own.
 DEFAULT_MAX_CONSECUTIVE_ERRORS = 5
 
@@ -218,8 +221,14 @@ class BaseSensor(AsyncAgentExecutorMixin, PythonTask):  # type: ignore[misc]
         sensor_config: a dataclass instance, or an object with ``to_dict()`` and a
             ``from_dict()`` classmethod; it reaches ``self.sensor_config`` wherever the
             sensor runs.
-        poke_interval: seconds (or timedelta) between pokes in local runs; reported to
-            operators. On a Flyte cluster FlytePropeller's resync interval sets the pace.
+        poke_interval: least seconds (or timedelta) between two pokes, locally and in the
+            service, whatever FlytePropeller's polling rate; 0 pokes on every GetTask.
+        backoff: each wait between pokes is this many times the one before (2 doubles
+            it), up to ``max_poke_interval``; 1 (the default) keeps it steady.
+        max_poke_interval: the longest wait between pokes when backing off (seconds or
+            timedelta; default an hour).
+        jitter: each wait is lengthened by up to this fraction of itself (default 0.1),
+            the same on every replica, so sensors started together do not poke together.
         soft_fail: on timeout, end SUCCEEDED (skipped) instead of FAILED. Output fields
             then need defaults, which are the outputs of a skipped sensor.
         max_consecutive_errors: fail after this many retryable poke errors in a row.
@@ -252,6 +261,9 @@ class BaseSensor(AsyncAgentExecutorMixin, PythonTask):  # type: ignore[misc]
         soft_fail: bool = False,
         max_consecutive_errors: int = DEFAULT_MAX_CONSECUTIVE_ERRORS,
         task_type: str = "sensor",
+        backoff: float = 1.0,
+        max_poke_interval: _Seconds | None = None,
+        jitter: float = DEFAULT_JITTER,
         **kwargs: Any,
     ) -> None:
         inputs, outputs = self._declared_io()
@@ -273,6 +285,13 @@ class BaseSensor(AsyncAgentExecutorMixin, PythonTask):  # type: ignore[misc]
         self._timeout = _seconds(timeout, "timeout")
         interval = _seconds(poke_interval, "poke_interval")
         self._poke_interval = DEFAULT_POKE_INTERVAL if interval is None else interval
+        # Checked here, where the author can fix it, rather than when the engine starts the task.
+        self._policy = PollPolicy(
+            interval=self._poke_interval,
+            backoff=float(backoff),
+            max_interval=_seconds(max_poke_interval, "max_poke_interval"),
+            jitter=float(jitter),
+        )
         self._soft_fail = soft_fail
         self._max_consecutive_errors = max_consecutive_errors
         self._outputs_type = outputs
@@ -310,8 +329,13 @@ class BaseSensor(AsyncAgentExecutorMixin, PythonTask):  # type: ignore[misc]
 
     @property
     def poke_interval(self) -> float:
-        """Seconds between two pokes in local runs."""
+        """Least seconds between two pokes."""
         return self._poke_interval
+
+    @property
+    def poll_policy(self) -> PollPolicy:
+        """When pokes are due: poke_interval, backoff, max_poke_interval and jitter."""
+        return self._policy
 
     @property
     def sensor_timeout(self) -> float | None:
@@ -365,12 +389,16 @@ class BaseSensor(AsyncAgentExecutorMixin, PythonTask):  # type: ignore[misc]
             "timeout": self._timeout,
             "soft_fail": self._soft_fail,
             "max_consecutive_errors": self._max_consecutive_errors,
+            "backoff": self._policy.backoff,
+            "max_poke_interval": self._policy.max_interval,
+            "jitter": self._policy.jitter,
         }
 
     def execute(self, **kwargs: Any) -> LiteralMap:
-        """Run the sensor locally: poke every ``poke_interval`` until done, timeout or Ctrl-C."""
-        from ._engine import local_engine
+        """Run the sensor locally: poke on its schedule until done, timeout or Ctrl-C."""
+        from ._engine import local_engine, next_poke_wait
         from ._file import _FILESYSTEMS
+        from ._http import _SESSIONS
 
         run = _LocalRun(self, kwargs)
         backend = _backend(run.template, local_engine())
@@ -387,10 +415,12 @@ class BaseSensor(AsyncAgentExecutorMixin, PythonTask):  # type: ignore[misc]
                     run.template.metadata.timeout or None,
                     max_interval=self._poke_interval,
                     first_interval=self._poke_interval,
+                    next_wait=next_poke_wait,
                 )
             finally:
                 # This run's loop ends with it: close the clients its pokes opened on it.
                 await _FILESYSTEMS.aclose_loop()
+                await _SESSIONS.aclose_loop()
 
         return run.outputs(run_coroutine(poke_until_done()))
 

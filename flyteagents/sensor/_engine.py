@@ -28,10 +28,13 @@ from flytekit.models.task import TaskExecutionMetadata, TaskTemplate
 from .._agent import AsyncAgentBase
 from .._exceptions import ExternalServiceError, InvalidResourceMetaError, InvalidTaskError
 from .._models import Resource, ResourceMeta
+from .._phase import is_terminal_phase
+from .._polling import PollPolicy, PollSchedule
 from .._registry import AgentRegistry
 from .._runner import shared_runner
 from ._base import (
     DEFAULT_MAX_CONSECUTIVE_ERRORS,
+    DEFAULT_POKE_INTERVAL,
     BaseSensor,
     config_from_dict,
     import_object,
@@ -39,7 +42,7 @@ from ._base import (
 )
 from ._context import PokeContext, _current
 
-__all__ = ["SensorEngine", "SensorMetadata", "local_engine", "run_sync"]
+__all__ = ["SensorEngine", "SensorMetadata", "local_engine", "next_poke_wait", "run_sync", "sensor_schedule"]
 
 logger = logging.getLogger("flyteagents.sensor")
 
@@ -47,7 +50,7 @@ logger = logging.getLogger("flyteagents.sensor")
 #: propeller's GetTask deadline (10 s by default), so the answer arrives before propeller gives up.
 DEFAULT_POKE_TIMEOUT = 8.0
 _MAX_CACHED_SENSORS = 256
-_MAX_TRACKED_ERRORS = 10_000
+_MAX_TRACKED_SENSORS = 10_000
 
 
 @dataclass
@@ -71,6 +74,10 @@ class SensorMetadata(ResourceMeta):
     poke_interval: float | None = None
     output_prefix: str = ""
     state: dict[str, Any] | None = None
+    started_at: float | None = None
+    backoff: float | None = None
+    max_poke_interval: float | None = None
+    jitter: float | None = None
 
     @classmethod
     def decode(cls, data: bytes) -> SensorMetadata:
@@ -232,8 +239,15 @@ class SensorEngine(AsyncAgentBase):
         super().__init__(task_type_name="sensor", metadata_type=SensorMetadata)
         self.poke_timeout = poke_timeout
         self._sensors: OrderedDict[tuple[str, str, str, str], Any] = OrderedDict()
-        self._errors: OrderedDict[str, int] = OrderedDict()
+        self._history: OrderedDict[str, _History] = OrderedDict()
         self._lock = threading.Lock()
+
+    #: Enables the service's poll memory; each sensor's own schedule comes from ``poll_schedule``.
+    poll_policy = PollPolicy(interval=DEFAULT_POKE_INTERVAL)
+
+    def poll_schedule(self, resource_meta: ResourceMeta, job: bytes = b"") -> PollSchedule | None:
+        """The sensor's pokes: every ``poke_interval``, backing off as configured, from its start."""
+        return sensor_schedule(resource_meta, job)  # type: ignore[arg-type]
 
     async def create(  # type: ignore[override]
         self,
@@ -256,18 +270,27 @@ class SensorEngine(AsyncAgentBase):
             raise InvalidTaskError(f"custom.sensor_config must be an object, got {type(config).__name__}")
         # The template's custom field travels as a protobuf Struct, where every number is a float.
         config = _struct_numbers(config)
+        now = time.time()
         meta = SensorMetadata(
             sensor_module=str(custom["sensor_module"]),
             sensor_name=str(custom["sensor_name"]),
             sensor_config=config,
             sensor_config_type=custom.get("sensor_config_type"),
             sensor_id=_sensor_id(task_execution_metadata),
-            deadline=time.time() + float(timeout) if timeout else None,
+            deadline=now + float(timeout) if timeout else None,
             timeout=float(timeout) if timeout else None,
             soft_fail=bool(custom.get("soft_fail", False)),
             max_consecutive_errors=int(custom.get("max_consecutive_errors", DEFAULT_MAX_CONSECUTIVE_ERRORS)),
             poke_interval=custom.get("poke_interval"),
+            started_at=now,
+            backoff=custom.get("backoff"),
+            max_poke_interval=custom.get("max_poke_interval"),
+            jitter=custom.get("jitter"),
         )
+        try:
+            sensor_schedule(meta)
+        except (ValueError, TypeError) as exc:
+            raise InvalidTaskError(f"sensor poke schedule: {exc}") from None
         sensor = self._sensor(meta)
         meta.inputs = await self._carry_inputs(sensor, inputs)
         meta.output_prefix = output_prefix
@@ -372,15 +395,40 @@ class SensorEngine(AsyncAgentBase):
             # resource_meta written by flytekit's engine has no id: the sensor and its inputs stand in.
             meta.sensor_id = json.dumps([meta.sensor_module, meta.sensor_name, meta.inputs], sort_keys=True)
         label = f"{meta.sensor_module}.{meta.sensor_name}"
-        if meta.deadline is not None and time.time() >= meta.deadline:
-            return await self._timed_out(meta, label)
+        now = time.time()
+        if meta.deadline is not None and now >= meta.deadline:
+            return self._with_history(meta, await self._timed_out(meta, label), now)
         sensor = self._sensor(meta)
         try:
             result = await self._poke_with_context(meta, sensor)
         except Exception as exc:
-            return self._poke_failed(meta, sensor, label, exc)
-        self._forget(meta.sensor_id)
-        return await self._outcome(meta, sensor, label, result)
+            resource = self._poke_failed(meta, sensor, label, exc, now)
+        else:
+            self._record(meta.sensor_id, now, None)
+            resource = await self._outcome(meta, sensor, label, result)
+        return self._with_history(meta, resource, now)
+
+    def _with_history(self, meta: SensorMetadata, resource: Resource, now: float) -> Resource:
+        """The poke history (count, last poke, last error, next due poke) in the answer's custom_info."""
+        with self._lock:
+            history = self._history.get(meta.sensor_id)
+            if is_terminal_phase(resource.phase):
+                self._history.pop(meta.sensor_id, None)
+        info: dict[str, Any] = {"poke_interval": meta.poke_interval}
+        if history is not None:
+            info["pokes"] = history.pokes
+            info["last_poke_at"] = _iso(history.last_poke)
+            if history.last_error is not None:
+                info["last_error"] = history.last_error
+            if history.consecutive_errors:
+                info["consecutive_errors"] = history.consecutive_errors
+        if not is_terminal_phase(resource.phase):
+            schedule = sensor_schedule(meta)
+            next_due = schedule.next_due(now) if schedule is not None else None
+            if next_due is not None:
+                info["next_poke_at"] = _iso(next_due)
+        resource.custom_info = {**info, **(resource.custom_info or {})}
+        return resource
 
     async def _poke(self, sensor: Any, inputs: dict[str, Any]) -> Any:
         if isinstance(sensor, BaseSensor):
@@ -401,37 +449,28 @@ class SensorEngine(AsyncAgentBase):
         finally:
             _current.reset(token)
 
-    def _poke_failed(self, meta: SensorMetadata, sensor: Any, label: str, exc: Exception) -> Resource:
+    def _poke_failed(self, meta: SensorMetadata, sensor: Any, label: str, exc: Exception, now: float) -> Resource:
         error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         if isinstance(exc, asyncio.TimeoutError) and not str(exc):
             error = f"poke took longer than {_format_seconds(self.poke_timeout)}"
         if not is_retryable(sensor, exc):
-            self._forget(meta.sensor_id)
+            self._record(meta.sensor_id, now, error)
             logger.warning("sensor %s (%s) failed: %s", label, meta.sensor_id, error, exc_info=exc)
             return Resource(phase=TaskExecution.FAILED, message=f"sensor {label} failed: {error}")
-        count = self._count_error(meta.sensor_id)
+        count = self._record(meta.sensor_id, now, error)
         limit = meta.max_consecutive_errors
         logger.warning("sensor %s (%s) poke error %d/%d: %s", label, meta.sensor_id, count, limit, error)
         if count >= limit:
-            self._forget(meta.sensor_id)
             return Resource(
                 phase=TaskExecution.FAILED,
                 message=f"sensor {label} failed after {count} consecutive poke errors; last: {error}",
             )
-        return Resource(
-            phase=TaskExecution.RUNNING,
-            message=f"poke error {count}/{limit}: {error}",
-            custom_info={"consecutive_errors": count, "poke_interval": meta.poke_interval},
-        )
+        return Resource(phase=TaskExecution.RUNNING, message=f"poke error {count}/{limit}: {error}")
 
     async def _outcome(self, meta: SensorMetadata, sensor: Any, label: str, result: Any) -> Resource:
         outputs_type = getattr(sensor, "outputs_type", None)
         if result is None or result is False:
-            return Resource(
-                phase=TaskExecution.RUNNING,
-                message="waiting",
-                custom_info={"poke_interval": meta.poke_interval},
-            )
+            return Resource(phase=TaskExecution.RUNNING, message="waiting")
         if outputs_type is None and result is True:
             return Resource(phase=TaskExecution.SUCCEEDED, outputs=LiteralMap(literals={}))
         if outputs_type is not None and isinstance(result, outputs_type):
@@ -455,7 +494,6 @@ class SensorEngine(AsyncAgentBase):
             raise InvalidTaskError(f"sensor {label}: outputs do not fit their declared types: {exc}") from None
 
     async def _timed_out(self, meta: SensorMetadata, label: str) -> Resource:
-        self._forget(meta.sensor_id)
         reason = f"timed out after {_format_seconds(meta.timeout)}"
         if not meta.soft_fail:
             return Resource(phase=TaskExecution.FAILED, message=f"sensor {label} {reason}")
@@ -477,21 +515,85 @@ class SensorEngine(AsyncAgentBase):
         """Forget the sensor's error count; there is no external job to cancel."""
         self._forget(resource_meta.sensor_id)
 
-    def _count_error(self, sensor_id: str) -> int:
+    def _record(self, sensor_id: str, now: float, error: str | None) -> int:
+        """Count a poke (and its error, if any); returns the errors in a row so far."""
         with self._lock:
-            count = self._errors.pop(sensor_id, 0) + 1
-            self._errors[sensor_id] = count
-            while len(self._errors) > _MAX_TRACKED_ERRORS:
-                self._errors.popitem(last=False)
-            return count
+            history = self._history.pop(sensor_id, None) or _History()
+            self._history[sensor_id] = history
+            while len(self._history) > _MAX_TRACKED_SENSORS:
+                self._history.popitem(last=False)
+            history.pokes += 1
+            history.last_poke = now
+            if error is None:
+                history.consecutive_errors = 0
+            else:
+                history.last_error = error
+                history.consecutive_errors += 1
+            return history.consecutive_errors
 
     def _forget(self, sensor_id: str) -> None:
         with self._lock:
-            self._errors.pop(sensor_id, None)
+            self._history.pop(sensor_id, None)
 
     def consecutive_errors(self, sensor_id: str) -> int:
         """How many retryable poke errors in a row this process has seen for a sensor."""
-        return self._errors.get(sensor_id, 0)
+        history = self._history.get(sensor_id)
+        return history.consecutive_errors if history is not None else 0
+
+    def pokes(self, sensor_id: str) -> int:
+        """How many times this process has poked a sensor that is still waiting."""
+        history = self._history.get(sensor_id)
+        return history.pokes if history is not None else 0
+
+
+@dataclass
+class _History:
+    """What one process saw of a waiting sensor's pokes."""
+
+    pokes: int = 0
+    last_poke: float = 0.0
+    last_error: str | None = None
+    consecutive_errors: int = 0
+
+
+def _iso(epoch: float) -> str:
+    return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def next_poke_wait(handle: Any) -> float | None:
+    """Seconds until a local run's next poke is due; None when its handle carries no schedule."""
+    if isinstance(handle, SensorMetadata):
+        meta = handle
+    else:  # a job created through a service (FLYTEAGENTS_ENDPOINT): its resource_meta
+        try:
+            meta = SensorMetadata.decode(getattr(handle, "resource_meta", b""))
+        except InvalidResourceMetaError:
+            return None
+    schedule = sensor_schedule(meta)
+    if schedule is None:
+        return None
+    now = time.time()
+    return max(schedule.next_due(now) - now, 0.0)
+
+
+def sensor_schedule(meta: SensorMetadata, job: bytes = b"") -> PollSchedule | None:
+    """When a sensor's pokes are due, from its resource_meta alone; None: whenever asked.
+
+    Raises:
+        ValueError: the sensor's options make no schedule (a negative interval, ...).
+    """
+    if not meta.poke_interval:
+        return None
+    policy = PollPolicy(
+        interval=meta.poke_interval,
+        backoff=1.0 if meta.backoff is None else meta.backoff,
+        max_interval=meta.max_poke_interval,
+        jitter=0.1 if meta.jitter is None else meta.jitter,
+    )
+    start = meta.started_at
+    if start is None and meta.deadline is not None and meta.timeout is not None:
+        start = meta.deadline - meta.timeout  # written before started_at existed
+    return policy.schedule(meta.sensor_id or job.hex(), start, meta.deadline)
 
 
 _local: SensorEngine | None = None

@@ -35,6 +35,7 @@ from ._logging import LogLimiter, current_task
 from ._metacache import MetaDecoder
 from ._metrics import ServiceMetrics
 from ._outputs import outputs_to_proto
+from ._polls import PollCache
 
 __all__ = ["AgentMetadataServicer", "AgentService", "AsyncAgentServicer", "SyncAgentServicer"]
 
@@ -78,6 +79,8 @@ class AgentService:
         #: operation -> its in-flight counter (a one-item list), resolved once
         self.in_flight = {op: self.metrics.in_flight_counter(op) for op in _OPERATIONS}
         self.meta_decoder = MetaDecoder()
+        #: GetTask answers remembered between an agent's due ``get`` calls
+        self.polls = PollCache()
 
     def invoke(self, agent: AgentBase, method: str, **kwargs: Any) -> Awaitable[Any]:
         """Call an agent method: its own coroutine, or a plain function run on the runner's thread pool."""
@@ -370,6 +373,11 @@ class AsyncAgentServicer(agent_pb2_grpc.AsyncAgentServiceServicer):
         service = self.service
         with _Call(service, context, "get") as call:
             agent, meta = service.async_agent(request, call)
+            claim = None
+            if agent.poll_policy is not None:  # between due calls, answer with the last one (see _polls)
+                claim, answer = service.polls.check(agent, meta, request.resource_meta)
+                if answer is not None:
+                    return answer
             try:
                 if "get" in agent.async_methods:  # as in CreateTask: invoke's dispatch, written out
                     resource = await agent.get(resource_meta=meta)  # type: ignore[misc]  # an async def
@@ -381,7 +389,7 @@ class AsyncAgentServicer(agent_pb2_grpc.AsyncAgentServiceServicer):
             values = _write_resource(resource, agent, response.resource)
             if values is not None:
                 await _write_outputs(response.resource, agent, values, None, request.output_prefix)
-            return response
+            return response if claim is None else service.polls.keep(claim, response)
         return None
 
     async def DeleteTask(
@@ -390,6 +398,7 @@ class AsyncAgentServicer(agent_pb2_grpc.AsyncAgentServiceServicer):
         service = self.service
         with _Call(service, context, "delete") as call:
             agent, meta = service.async_agent(request, call)
+            service.polls.forget(agent, request.resource_meta)
             await service.invoke(agent, "delete", resource_meta=meta)
             logger.info("deleted %s job", call.task_type)
             return agent_pb2.DeleteTaskResponse()

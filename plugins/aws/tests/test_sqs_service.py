@@ -20,7 +20,8 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 def create_request(config: dict[str, Any], output_prefix: str = "/tmp/sqs-rpc") -> agent_pb2.CreateTaskRequest:
     sensor = SQSSensor(name="sqs_rpc", sensor_config=SQSSensorConfig(queue_url="http://h/1/q"))
-    return create_task_request(sensor, output_prefix, custom={"sensor_config": config})
+    # poke_interval 0: every GetTask pokes, so back-to-back polls see each change at once
+    return create_task_request(sensor, output_prefix, custom={"sensor_config": config, "poke_interval": 0})
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")

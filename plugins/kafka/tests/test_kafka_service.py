@@ -23,7 +23,8 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 def create_request(config: dict[str, Any]) -> agent_pb2.CreateTaskRequest:
     sensor = KafkaSensor(name="kafka_rpc", sensor_config=KafkaSensorConfig(bootstrap_servers="h:1", topic="t"))
-    return create_task_request(sensor, "/tmp/kafka-rpc", custom={"sensor_config": config})
+    # poke_interval 0: every GetTask pokes, so back-to-back polls see each change at once
+    return create_task_request(sensor, "/tmp/kafka-rpc", custom={"sensor_config": config, "poke_interval": 0})
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
