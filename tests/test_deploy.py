@@ -240,6 +240,8 @@ def test_settings_reach_the_container_through_the_configmap(render: Render) -> N
         "gracePeriod": 40,
         "loop": "asyncio",
         "logLevel": "DEBUG",
+        "metricsHost": "127.0.0.1",
+        "reflection": False,
     }
     rendered = render({"settings": {**settings, "modules": ["a.agents", "b"]}, "extraEnv": {"REGION": "eu"}})
     configmap = _one(rendered, "ConfigMap")
@@ -247,6 +249,8 @@ def test_settings_reach_the_container_through_the_configmap(render: Render) -> N
         "FLYTEAGENTS_HOST": "0.0.0.0",
         "FLYTEAGENTS_PORT": "8100",
         "FLYTEAGENTS_METRICS_PORT": "9100",
+        "FLYTEAGENTS_METRICS_HOST": "127.0.0.1",
+        "FLYTEAGENTS_REFLECTION": "false",
         "FLYTEAGENTS_SYNC_WORKERS": "7",
         "FLYTEAGENTS_GRACE_PERIOD": "40",
         "FLYTEAGENTS_LOOP": "asyncio",
