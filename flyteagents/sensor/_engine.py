@@ -26,7 +26,7 @@ from flytekit.models.literals import LiteralMap
 from flytekit.models.task import TaskExecutionMetadata, TaskTemplate
 
 from .._agent import AsyncAgentBase
-from .._exceptions import ExternalServiceError, InvalidResourceMetaError, InvalidTaskError
+from .._exceptions import AgentError, ExternalServiceError, InvalidResourceMetaError, InvalidTaskError
 from .._models import Resource, ResourceMeta
 from .._registry import AgentRegistry
 from .._runner import shared_runner
@@ -407,7 +407,10 @@ class SensorEngine(AsyncAgentBase):
             error = f"poke took longer than {_format_seconds(self.poke_timeout)}"
         if not is_retryable(sensor, exc):
             self._forget(meta.sensor_id)
-            logger.warning("sensor %s (%s) failed: %s", label, meta.sensor_id, error, exc_info=exc)
+            # A classified error (a missing queue, a bad config) is one line; a traceback only
+            # helps for an exception the sensor did not expect.
+            trace = None if isinstance(exc, AgentError) else exc
+            logger.warning("sensor %s (%s) failed: %s", label, meta.sensor_id, error, exc_info=trace)
             return Resource(phase=TaskExecution.FAILED, message=f"sensor {label} failed: {error}")
         count = self._count_error(meta.sensor_id)
         limit = meta.max_consecutive_errors
