@@ -6,11 +6,12 @@ import asyncio
 import base64
 import json
 import logging
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
 from flytekit.core.context_manager import FlyteContextManager
 from flytekit.core.type_engine import TypeEngine
 
@@ -18,7 +19,7 @@ from flyteagents import ExternalServiceError
 from flyteagents.sensor import BaseSensor, poke_context
 
 from ._clients import READ_MARGIN, sqs_client
-from ._config import SQSSensorConfig, parse_json_path
+from ._config import SQSSensorConfig, parse_json_path, resolve_endpoint
 from ._outputs import outputs_path, read_outputs, write_outputs
 
 __all__ = ["SQSMessage", "SQSMessages", "SQSSensor"]
@@ -84,6 +85,13 @@ def _failed(exc: Exception, what: str) -> ExternalServiceError:
         code = exc.response.get("Error", {}).get("Code", "")
         message = exc.response.get("Error", {}).get("Message", "")
         return ExternalServiceError(f"SQS {what} failed: {code}: {message}", retryable=code not in _PERMANENT)
+    if isinstance(exc, NoCredentialsError):
+        return ExternalServiceError(
+            f"SQS {what} failed: the agent has no AWS credentials: set AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY (or a profile or role) in the agent's environment, or name a "
+            "credentials_secret in the sensor's config",
+            retryable=False,
+        )
     return ExternalServiceError(f"SQS {what} failed: {type(exc).__name__}: {exc}", retryable=True)
 
 
@@ -129,7 +137,15 @@ class SQSSensor(BaseSensor):
         config = self.config
         prefix = poke_context().output_prefix
         path = outputs_path(prefix) if prefix else None
-        client = await sqs_client(config.region, config.endpoint_url, config.credentials_secret)
+        region, endpoint = resolve_endpoint(config, os.environ)
+        try:
+            client = await sqs_client(region, endpoint, config.credentials_secret)
+        except NoRegionError:
+            raise ExternalServiceError(
+                f"no AWS region for {config.queue_url}: set region in the SQSSensorConfig or "
+                "AWS_DEFAULT_REGION in the agent's environment",
+                retryable=False,
+            ) from None
         if path is not None:
             recorded = await read_outputs(path)
             if recorded is not None:
