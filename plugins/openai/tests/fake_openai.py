@@ -15,7 +15,9 @@ Behaviour is chosen by the request, so concurrent callers do not interfere:
   then is cancelling for one retrieve and cancelled after; an input file with a line
   that is not JSON fails the batch; requests whose model is ``fail-400`` land in the
   error file;
-- ``inject(status, path_prefix, count)`` makes the next matching requests fail.
+- ``inject(status, path_prefix, count)`` makes the next matching requests fail;
+- ``fastapi=True`` answers as FastAPI-based servers (llama-cpp-python, many proxies) do:
+  errors as ``{"detail": "<text>"}``, and a path outside ``/v1/`` is ``404 {"detail": "Not Found"}``.
 """
 
 from __future__ import annotations
@@ -52,10 +54,16 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         path = self.path.split("?", 1)[0]
-        if path.startswith("/v1/"):
+        outside = not path.startswith("/v1/")
+        if not outside:
             path = path[3:]
         fake.record(method, path, dict(self.headers.items()), self.client_address[1], body)
-        status, payload = fake.handle(method, path, dict(self.headers.items()), body)
+        if fake.fastapi and outside:
+            status, payload = 404, {"detail": "Not Found"}
+        else:
+            status, payload = fake.handle(method, path, dict(self.headers.items()), body)
+        if fake.fastapi and status >= 400 and isinstance(payload, dict) and isinstance(payload.get("error"), dict):
+            payload = {"detail": payload["error"]["message"]}
         data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         self.send_response(status)
         ctype = "application/octet-stream" if isinstance(payload, bytes) else "application/json"
@@ -90,10 +98,14 @@ class FakeOpenAI:
         api_keys: the keys it accepts.
         port: 0 picks a free port.
         record: keep every request in ``requests``.
+        fastapi: answer errors and unknown paths as a FastAPI server does (``detail``).
     """
 
-    def __init__(self, api_keys: tuple[str, ...] = ("sk-test",), port: int = 0, record: bool = True) -> None:
+    def __init__(
+        self, api_keys: tuple[str, ...] = ("sk-test",), port: int = 0, record: bool = True, fastapi: bool = False
+    ) -> None:
         self.api_keys = set(api_keys)
+        self.fastapi = fastapi
         self.ids = itertools.count(1)
         self.record_requests = record
         self.requests: list[dict[str, Any]] = []
