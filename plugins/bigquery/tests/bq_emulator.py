@@ -671,14 +671,16 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=9050)
     parser.add_argument("--setup", help="SQL file to run first (create schemas and tables)")
     parser.add_argument("--project", default="example-project", help="project of the printed credentials")
+    parser.add_argument("--no-auth", action="store_true", help="accept calls without credentials")
     args = parser.parse_args()
-    emulator = BigQueryEmulator().start(args.port)
+    emulator = BigQueryEmulator(require_auth=not args.no_auth).start(args.port)
     if args.setup:
         emulator.sql(Path(args.setup).read_text())
     key = Path(tempfile.mkdtemp(prefix="bq-emulator-")) / "service-account.json"
     key.write_text(json.dumps(emulator.service_account_info(args.project)))
     print(f"export BIGQUERY_EMULATOR_HOST={emulator.url}", flush=True)
-    print(f"export GOOGLE_APPLICATION_CREDENTIALS={key}", flush=True)
+    if not args.no_auth:
+        print(f"export GOOGLE_APPLICATION_CREDENTIALS={key}", flush=True)
     try:
         threading.Event().wait()
     except KeyboardInterrupt:

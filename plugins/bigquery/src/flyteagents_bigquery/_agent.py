@@ -15,7 +15,6 @@ from flyteidl.core.execution_pb2 import TaskExecution, TaskLog
 from flytekit.models import literals
 from flytekit.models.literals import LiteralMap
 from flytekit.models.task import TaskExecutionMetadata, TaskTemplate
-from flytekit.models.types import StructuredDatasetType
 from google.api_core import exceptions as gexc
 from google.cloud import bigquery
 
@@ -30,6 +29,7 @@ from flyteagents import (
 
 from ._client import ClientCache
 from ._config import parse_custom
+from ._decoder import results_metadata
 from ._params import query_parameters
 
 __all__ = ["TASK_TYPE", "BigQueryAgent", "BigQueryJob", "job_id_for"]
@@ -255,7 +255,8 @@ class BigQueryAgent(AsyncAgentBase):
                     log_links=links,
                     custom_info=info,
                 )
-            outputs = _results_literal(f"bq://{dst.project}:{dst.dataset_id}.{dst.table_id}")
+            uri = f"bq://{dst.project}:{dst.dataset_id}.{dst.table_id}"
+            outputs = _results_literal(uri, resource_meta.credentials_secret)
         return Resource(phase=phase, message=state, log_links=links, outputs=outputs, custom_info=info)
 
     def delete(self, resource_meta: BigQueryJob, **kwargs: Any) -> None:  # type: ignore[override]
@@ -275,11 +276,8 @@ class BigQueryAgent(AsyncAgentBase):
             raise _service_error(exc, f"BigQuery did not cancel job {resource_meta.job_id}") from None
 
 
-def _results_literal(uri: str) -> LiteralMap:
-    sd = literals.StructuredDataset(
-        uri=uri,
-        metadata=literals.StructuredDatasetMetadata(structured_dataset_type=StructuredDatasetType(format="")),
-    )
+def _results_literal(uri: str, credentials_secret: str | None) -> LiteralMap:
+    sd = literals.StructuredDataset(uri=uri, metadata=results_metadata(credentials_secret))
     return LiteralMap(literals={RESULTS: literals.Literal(scalar=literals.Scalar(structured_dataset=sd))})
 
 
