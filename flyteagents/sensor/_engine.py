@@ -375,12 +375,13 @@ class SensorEngine(AsyncAgentBase):
         if meta.deadline is not None and time.time() >= meta.deadline:
             return await self._timed_out(meta, label)
         sensor = self._sensor(meta)
+        context = PokeContext(meta.sensor_id, meta.output_prefix, meta.state)
         try:
-            result = await self._poke_with_context(meta, sensor)
+            result = await self._poke_with_context(context, meta, sensor)
         except Exception as exc:
             return self._poke_failed(meta, sensor, label, exc)
         self._forget(meta.sensor_id)
-        return await self._outcome(meta, sensor, label, result)
+        return await self._outcome(meta, sensor, label, result, context.waiting_reason)
 
     async def _poke(self, sensor: Any, inputs: dict[str, Any]) -> Any:
         if isinstance(sensor, BaseSensor):
@@ -394,8 +395,8 @@ class SensorEngine(AsyncAgentBase):
                 return await call
         return await asyncio.wait_for(call, self.poke_timeout)
 
-    async def _poke_with_context(self, meta: SensorMetadata, sensor: Any) -> Any:
-        token = _current.set(PokeContext(meta.sensor_id, meta.output_prefix, meta.state))
+    async def _poke_with_context(self, context: PokeContext, meta: SensorMetadata, sensor: Any) -> Any:
+        token = _current.set(context)
         try:
             return await self._poke(sensor, meta.inputs or {})
         finally:
@@ -427,12 +428,14 @@ class SensorEngine(AsyncAgentBase):
             custom_info={"consecutive_errors": count, "poke_interval": meta.poke_interval},
         )
 
-    async def _outcome(self, meta: SensorMetadata, sensor: Any, label: str, result: Any) -> Resource:
+    async def _outcome(
+        self, meta: SensorMetadata, sensor: Any, label: str, result: Any, reason: str | None = None
+    ) -> Resource:
         outputs_type = getattr(sensor, "outputs_type", None)
         if result is None or result is False:
             return Resource(
                 phase=TaskExecution.RUNNING,
-                message="waiting",
+                message=f"waiting: {reason}" if reason else "waiting",
                 custom_info={"poke_interval": meta.poke_interval},
             )
         if outputs_type is None and result is True:
