@@ -162,7 +162,8 @@ class BigQueryAgent(AsyncAgentBase):
         taken = {p.name for p in job_config.query_parameters} & {p.name for p in params}
         if taken:
             raise InvalidTaskError(f"query parameters {sorted(taken)} are set both by inputs and QueryJobConfig")
-        job_config.query_parameters = [*job_config.query_parameters, *params]
+        if params:  # no empty queryParameters field: some emulators refuse the field outright
+            job_config.query_parameters = [*job_config.query_parameters, *params]
         job_id = job_id_for(task_execution_metadata)
         client = self.clients.get(spec.project, spec.credentials_secret)
         try:

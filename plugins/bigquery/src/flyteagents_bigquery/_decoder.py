@@ -111,7 +111,7 @@ def _rows(flyte_value: literals.StructuredDataset, metadata: StructuredDatasetMe
     sdt = metadata.structured_dataset_type if metadata else None
     if sdt is not None and sdt.columns:
         wanted = [c.name for c in sdt.columns]
-    fields = table.schema
+    fields = None  # every column: no selectedFields, which some emulators do not support
     if wanted:
         by_name = {f.name: f for f in table.schema}
         missing = [c for c in wanted if c not in by_name]
