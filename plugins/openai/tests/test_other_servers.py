@@ -199,3 +199,30 @@ def test_example_against_a_server_named_by_openai_base_url() -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     assert "summary='(Explain the topic in one short sentence.) echo: flyte agents'" in done.stdout
     assert paths.count("/chat/completions") == 2 and "/batches" in paths, "this server, not one the example started"
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_through_the_service_on_fakellm(fakellm: FakeLLM, api_key: str) -> None:
+    """ExecuteTaskSync as FlytePropeller sends it, answered by fakellm through the service."""
+    from flyteidl.admin import agent_pb2
+
+    from flyteagents.testing import AgentServer
+
+    registry = AgentRegistry()
+    registry.register(ChatGPTAgent(OpenAISettings(base_url=fakellm.base_url, timeout=5)))
+    busy = ChatGPTTask(name="busy_on_fakellm", chatgpt_config={"model": "busy-2"})
+    answers = []
+    async with AgentServer(registry) as server:
+        for t in (outline, busy):
+            call = server.sync_stub.ExecuteTaskSync()
+            header = agent_pb2.CreateRequestHeader(template=template_of(t).to_flyte_idl(), output_prefix="/tmp/out")
+            await call.write(agent_pb2.ExecuteTaskSyncRequest(header=header))
+            await call.write(agent_pb2.ExecuteTaskSyncRequest(inputs=message("flyte").to_flyte_idl()))
+            await call.done_writing()
+            answers.append([r.header.resource async for r in call])
+    (ok,), (limited,) = answers
+    assert ok.phase == TaskExecution.SUCCEEDED
+    assert ok.outputs.literals["o0"].scalar.primitive.string_value == "Agents run Flyte tasks without pods."
+    assert limited.phase == TaskExecution.RETRYABLE_FAILED
+    assert limited.agent_error.kind == agent_pb2.AgentError.RECOVERABLE
+    assert "Rate limit exceeded (mock)" in limited.message
