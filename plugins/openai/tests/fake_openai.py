@@ -99,10 +99,16 @@ class FakeOpenAI:
         port: 0 picks a free port.
         record: keep every request in ``requests``.
         fastapi: answer errors and unknown paths as a FastAPI server does (``detail``).
+        tls: (certificate, key) PEM paths: serve https, as ``https://localhost:<port>/v1``.
     """
 
     def __init__(
-        self, api_keys: tuple[str, ...] = ("sk-test",), port: int = 0, record: bool = True, fastapi: bool = False
+        self,
+        api_keys: tuple[str, ...] = ("sk-test",),
+        port: int = 0,
+        record: bool = True,
+        fastapi: bool = False,
+        tls: tuple[str, str] | None = None,
     ) -> None:
         self.api_keys = set(api_keys)
         self.fastapi = fastapi
@@ -117,11 +123,23 @@ class FakeOpenAI:
         self._server = _Server(("127.0.0.1", port), _Handler)
         self._server.fake = self
         self._thread: threading.Thread | None = None
+        self._tls = tls is not None
+        if tls is not None:
+            import ssl
+
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            # Handshake in the connection's thread, not in accept().
+            self._server.socket = context.wrap_socket(
+                self._server.socket, server_side=True, do_handshake_on_connect=False
+            )
 
     @property
     def base_url(self) -> str:
         """The URL to hand the client (``.../v1``)."""
         host, port = self._server.server_address[:2]
+        if self._tls:
+            return f"https://localhost:{port}/v1"
         return f"http://{host}:{port}/v1"
 
     def start(self) -> FakeOpenAI:

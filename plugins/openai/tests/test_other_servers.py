@@ -226,3 +226,56 @@ async def test_through_the_service_on_fakellm(fakellm: FakeLLM, api_key: str) ->
     assert limited.phase == TaskExecution.RETRYABLE_FAILED
     assert limited.agent_error.kind == agent_pb2.AgentError.RECOVERABLE
     assert "Rate limit exceeded (mock)" in limited.message
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """A self-signed certificate for localhost: a private CA's, as far as the client can tell."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    directory = tmp_path_factory.mktemp("tls")
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return str(cert_path), str(key_path)
+
+
+async def test_a_private_ca_is_trusted_through_ssl_cert_file(
+    certificate: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLYTE_OPENAI_API_KEY", "sk-tls")
+    with FakeOpenAI(api_keys=("sk-tls",), tls=certificate) as server:
+        assert server.base_url.startswith("https://localhost:")
+        monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+        untrusted = ChatGPTAgent(OpenAISettings(base_url=server.base_url, timeout=5))
+        refused = await untrusted.do(template_of(shout), "/tmp/out", message("hi"))
+        await untrusted.aclose()
+        monkeypatch.setenv("SSL_CERT_FILE", certificate[0])  # read when the agent makes its client
+        trusted = ChatGPTAgent(OpenAISettings(base_url=server.base_url, timeout=5))
+        answered = await trusted.do(template_of(shout), "/tmp/out", message("hi"))
+        await trusted.aclose()
+    assert refused.phase == TaskExecution.FAILED, "a certificate error is configuration, not an outage"
+    assert "not trusted" in refused.message and "SSL_CERT_FILE" in refused.message
+    assert answered.phase == TaskExecution.SUCCEEDED, answered.message

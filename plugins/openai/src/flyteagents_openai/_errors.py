@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,6 +83,18 @@ def _call_of(exc: openai.APIError) -> tuple[str, str, str]:
     return str(request.method), str(url.path), f"{url.scheme}://{url.host}{port}"
 
 
+def _untrusted_certificate(exc: BaseException) -> bool:
+    """Whether a certificate verification failure is among ``exc``'s causes."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(current):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
 def classify(exc: openai.OpenAIError, api_key: str | None) -> OpenAIFailure:
     """Describe an error the OpenAI client raised, naming the call and the server for network errors and 404s."""
     if isinstance(exc, openai.APITimeoutError):
@@ -92,9 +105,15 @@ def classify(exc: openai.OpenAIError, api_key: str | None) -> OpenAIFailure:
         cause = exc.__cause__ or exc
         method, path, origin = _call_of(exc)
         where = f" at {origin} ({method} {path})" if origin else ""
-        return OpenAIFailure(
-            True, redact(f"could not reach the OpenAI API{where}: {type(cause).__name__}: {cause}", api_key)
-        )
+        text = f"could not reach the OpenAI API{where}: {type(cause).__name__}: {cause}"
+        if _untrusted_certificate(exc):
+            # The same certificate fails the same way every time: a configuration error, not an outage.
+            text += (
+                " (the server's TLS certificate is not trusted: for a private CA, set SSL_CERT_FILE in the "
+                "agent's environment to a PEM bundle that includes it)"
+            )
+            return OpenAIFailure(False, redact(text, api_key))
+        return OpenAIFailure(True, redact(text, api_key))
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
         # 429 also means "out of credit" (insufficient_quota): asking again will not help.
