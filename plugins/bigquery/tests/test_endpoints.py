@@ -182,3 +182,63 @@ def test_the_output_names_its_secret_never_its_value(monkeypatch: pytest.MonkeyP
     assert secret_of(StructuredDataset(uri="bq://p:d.t", metadata=results_metadata(None))) is None
     monkeypatch.setenv("FLYTEAGENTS_BIGQUERY_CREDENTIALS_SECRET", "bq/other")
     assert secret_of(literal) == "bq/other", "the reading process's own setting wins"
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """A self-signed certificate for localhost: a private CA's, as far as the client can tell."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    directory = tmp_path_factory.mktemp("tls")
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return str(cert_path), str(key_path)
+
+
+def test_an_api_root_behind_a_private_ca(
+    certificate: tuple[str, str], no_credentials: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FLYTEAGENTS_BIGQUERY_API_ENDPOINT over https with a private CA: refused at once, then trusted."""
+    server = BigQueryEmulator(pending_polls=0, running_polls=0).start(tls=certificate)
+    try:
+        server.sql("CREATE SCHEMA demo; CREATE TABLE demo.t AS SELECT 1 AS one")
+        assert server.url.startswith("https://localhost:")
+        monkeypatch.setenv("FLYTEAGENTS_BIGQUERY_API_ENDPOINT", server.url)
+        monkeypatch.setenv("_FSEC_BQ_TLS", json.dumps(server.service_account_info(PROJECT)))
+        monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+        monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+        config = BigQueryConfig(project=PROJECT, credentials_secret="bq/tls")
+        agent = BigQueryAgent(clients=ClientCache(), timeout=5, create_retry_deadline=30)
+        with pytest.raises(ExternalServiceError) as info:
+            run(agent, "SELECT one FROM demo.t", config, "tls-untrusted")
+        assert not info.value.retryable, "not retried: the certificate will not change"
+        assert "REQUESTS_CA_BUNDLE" in str(info.value)
+        assert server.count("POST", "/jobs") == 0
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", certificate[0])
+        _, resource = run(agent, "SELECT one FROM demo.t", config, "tls-trusted")
+        assert resource.phase == TaskExecution.SUCCEEDED, resource.message
+    finally:
+        server.stop()
