@@ -121,3 +121,87 @@ def test_example_with_sqs_queue_url_of_a_local_server(moto: MotoServer, sqs: Any
     result = subprocess.run([sys.executable, str(EXAMPLE)], capture_output=True, text=True, timeout=180, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "processing uploaded.csv" in result.stdout, result.stdout
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """A self-signed certificate for localhost: a private CA's, as far as the client can tell."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    directory = tmp_path_factory.mktemp("tls")
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return str(cert_path), str(key_path)
+
+
+class TlsMoto(MotoServer):
+    """moto_server over https with a given certificate (for localhost)."""
+
+    def __init__(self, certificate: tuple[str, str]) -> None:
+        super().__init__()
+        self.certificate = certificate
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"https://localhost:{self.port}"
+
+    def command(self) -> list[str]:
+        cert, key = self.certificate
+        return [*super().command(), "-c", cert, "-k", key]
+
+    def ready(self) -> bool:
+        import ssl
+        import urllib.error
+        import urllib.request
+
+        context = ssl.create_default_context(cafile=self.certificate[0])
+        try:
+            with urllib.request.urlopen(f"{self.endpoint_url}/moto-api/data.json", timeout=1, context=context):
+                return True
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return False
+
+
+async def test_a_queue_behind_a_private_ca(
+    certificate: tuple[str, str], moto: MotoServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """An https queue URL whose certificate the agent does not trust fails at once; AWS_CA_BUNDLE fixes it."""
+    import boto3
+
+    with TlsMoto(certificate) as server:
+        monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+        monkeypatch.delenv("AWS_ENDPOINT_URL_SQS", raising=False)
+        sqs = boto3.client("sqs", endpoint_url=server.endpoint_url, verify=certificate[0], **server.credentials)
+        queue_url = sqs.create_queue(QueueName=f"tls-{uuid.uuid4().hex[:6]}")["QueueUrl"]
+        assert queue_url.startswith("https://localhost:")
+        sqs.send_message(QueueUrl=queue_url, MessageBody="over tls")
+        monkeypatch.delenv("AWS_CA_BUNDLE", raising=False)
+        refused = await poke(sensor_on(queue_url), tmp_path)
+        monkeypatch.setenv("AWS_CA_BUNDLE", certificate[0])
+        trusted = await poke(sensor_on(queue_url, region="us-east-1"), tmp_path)  # another client key: a new client
+    assert refused.phase == TaskExecution.FAILED, refused.message
+    assert "not trusted" in refused.message and "AWS_CA_BUNDLE" in refused.message
+    assert trusted.phase == TaskExecution.SUCCEEDED, trusted.message
