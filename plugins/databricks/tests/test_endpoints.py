@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import datetime
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
-from conftest import TOKEN, jobs_server_module
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from databricks_test_workflows import double
 from flyteagents_databricks import DatabricksAgent, DatabricksRunMeta, DatabricksSettings
 from flyteagents_databricks._client import DatabricksAPIError
@@ -31,6 +24,7 @@ from flytekit.models.literals import Literal, LiteralMap, Primitive, Scalar
 from flyteagents import AgentRegistry, testing
 
 HERE = Path(__file__).parent
+TOKEN = "dapi-test-0123456789abcdef"  # the token the tests' servers accept (conftest.py)
 ROOT = HERE.parents[2]
 SETTINGS = SerializationSettings(ImageConfig(default_image=Image(name="default", fqn="ghcr.io/example/task", tag="7")))
 CATEGORY = agent_pb2.TaskCategory(name="databricks", version=0)
@@ -47,37 +41,13 @@ def execution(name: str) -> Any:
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     """A self-signed certificate for ``localhost`` (not for 127.0.0.1), as a private CA would issue."""
-    directory = tmp_path_factory.mktemp("tls")
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return str(cert_path), str(key_path)
+    return testing.self_signed_certificate(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture
-def tls_server(certificate: tuple[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    ws = jobs_server_module.Workspace({TOKEN}, execute=False, run_seconds=float("inf"))
-    server = jobs_server_module.JobsServer(ws, tls=certificate).serve_in_thread()
+def tls_server(make_server: Any, certificate: tuple[str, str], monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setenv("FLYTEAGENTS_SECRET_DATABRICKS_TOKEN", TOKEN)
-    yield server
-    server.close()
+    return make_server(tls=certificate, execute=False, run_seconds=float("inf"))
 
 
 def agent_for(instance: str) -> DatabricksAgent:
