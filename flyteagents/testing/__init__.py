@@ -5,6 +5,7 @@ from ._process import ServerProcess
 from ._requests import create_task_request, get_task_request
 from ._server import AgentServer
 from ._templates import execution_metadata, template_of
+from ._tls import self_signed_certificate
 
 __all__ = [
     "AgentServer",
@@ -13,5 +14,6 @@ __all__ = [
     "create_task_request",
     "execution_metadata",
     "get_task_request",
+    "self_signed_certificate",
     "template_of",
 ]
