@@ -118,6 +118,13 @@ def cli() -> None:
     envvar=f"{_ENV}LOOP",
     help="Event loop: uvloop (about a tenth less CPU per call), asyncio's own, or auto (uvloop where installed).",
 )
+@click.option(
+    "--protocols",
+    default="v1,v2",
+    show_default=True,
+    envvar=f"{_ENV}PROTOCOLS",
+    help="Comma-separated protocols to answer: v1 (FlytePropeller's agent services), v2 (Flyte 2's connectors).",
+)
 @click.option("--log-level", default="INFO", show_default=True, envvar=f"{_ENV}LOG_LEVEL", help="Logging level.")
 def serve(
     host: str,
@@ -130,13 +137,17 @@ def serve(
     grace_period: float,
     modules: Sequence[str],
     event_loop: str,
+    protocols: str,
     log_level: str,
 ) -> None:
-    """Serve the installed agents to FlytePropeller over gRPC."""
+    """Serve the installed agents over gRPC to FlytePropeller (v1) and Flyte 2's backend (v2)."""
     from flyteagents import AgentRegistry
-    from flyteagents.server import ServeConfig, configure_logging
+    from flyteagents.server import PROTOCOLS, ServeConfig, configure_logging
     from flyteagents.server import serve as run_server
 
+    chosen = tuple(dict.fromkeys(p.strip().lower() for p in protocols.split(",") if p.strip()))
+    if not chosen or set(chosen) - set(PROTOCOLS):
+        raise click.BadParameter(f"choose from {', '.join(PROTOCOLS)}, got {protocols!r}", param_hint="--protocols")
     if bool(tls_cert) != bool(tls_key):
         raise click.UsageError("--tls-cert and --tls-key go together")
     if tls_client_ca and not tls_cert:
@@ -168,6 +179,7 @@ def serve(
         tls_client_ca=_read(tls_client_ca),
         sync_workers=sync_workers,
         grace_period=grace_period,
+        protocols=chosen,
     )
     sys.exit(run(run_server(registry, config)))
 

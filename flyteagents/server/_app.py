@@ -16,15 +16,27 @@ from grpc_reflection.v1alpha import reflection
 
 from .._registry import AgentRegistry
 from .._runner import AgentRunner
+from ._connector import add_connector_services
 from ._metrics import ServiceMetrics
 from ._service import AgentMetadataServicer, AgentService, AsyncAgentServicer, SyncAgentServicer
 
-__all__ = ["SERVICE_NAMES", "AgentServerHandle", "ServeConfig", "build_server", "serve", "server_credentials"]
+__all__ = [
+    "PROTOCOLS",
+    "SERVICE_NAMES",
+    "AgentServerHandle",
+    "ServeConfig",
+    "build_server",
+    "serve",
+    "server_credentials",
+]
 
 logger = logging.getLogger("flyteagents.server")
 
 #: The gRPC services the agent service answers (health reports SERVING for each of them).
 SERVICE_NAMES: tuple[str, ...] = tuple(s.full_name for s in service_pb2.DESCRIPTOR.services_by_name.values())
+#: The protocols a server can answer: "v1", FlytePropeller's agent services (flyteidl), and "v2",
+#: Flyte 2's connector services (flyteidl2).
+PROTOCOLS: tuple[str, ...] = ("v1", "v2")
 
 
 @dataclass
@@ -56,24 +68,34 @@ def build_server(
     runner: AgentRunner | None = None,
     metrics: ServiceMetrics | None = None,
     options: list[tuple[str, int]] | None = None,
+    protocols: tuple[str, ...] = PROTOCOLS,
 ) -> AgentServerHandle:
-    """A grpc.aio server with the three agent services, health and reflection added.
+    """A grpc.aio server with the agent services of each protocol, health and reflection added.
 
     Args:
         registry: the agents to serve.
         runner: calls agent methods; a new AgentRunner (default pool size) when None.
         metrics: where calls are counted; new ServiceMetrics when None.
         options: extra grpc server options.
+        protocols: which of ``PROTOCOLS`` to answer: "v1" (FlytePropeller's three agent services),
+            "v2" (Flyte 2's two connector services), or both.
     """
+    unknown = set(protocols) - set(PROTOCOLS)
+    if unknown or not protocols:
+        raise ValueError(f"protocols must be some of {', '.join(PROTOCOLS)}, got {', '.join(protocols) or 'none'}")
     runner = runner or AgentRunner()
     service = AgentService(registry, runner, metrics)
     server = grpc.aio.server(options=options or [])
-    AsyncAgentServicer(service).add_to_server(server)
-    SyncAgentServicer(service).add_to_server(server)
-    agent_pb2_grpc.add_AgentMetadataServiceServicer_to_server(AgentMetadataServicer(service), server)
+    names: tuple[str, ...] = ()
+    if "v1" in protocols:
+        AsyncAgentServicer(service).add_to_server(server)
+        SyncAgentServicer(service).add_to_server(server)
+        agent_pb2_grpc.add_AgentMetadataServiceServicer_to_server(AgentMetadataServicer(service), server)
+        names += SERVICE_NAMES
+    if "v2" in protocols:
+        names += add_connector_services(server, service)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    names = SERVICE_NAMES
     reflection.enable_server_reflection((*names, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     return AgentServerHandle(server=server, service=service, health=health_servicer, service_names=names)
 
@@ -90,6 +112,7 @@ class ServeConfig:
     tls_client_ca: bytes | None = None
     sync_workers: int | None = None
     grace_period: float = 25.0
+    protocols: tuple[str, ...] = PROTOCOLS
 
 
 async def close_agents(registry: AgentRegistry, timeout: float = 5.0) -> None:
@@ -114,7 +137,7 @@ async def serve(registry: AgentRegistry, config: ServeConfig) -> int:
 
     runner = AgentRunner(config.sync_workers)
     metrics = ServiceMetrics(runner)
-    handle = build_server(registry, runner=runner, metrics=metrics)
+    handle = build_server(registry, runner=runner, metrics=metrics, protocols=config.protocols)
     address = f"{config.host}:{config.port}"
     if config.tls_cert is not None and config.tls_key is not None:
         port = handle.server.add_secure_port(
