@@ -7,6 +7,7 @@ the same Connection and finally DeleteTask with it; it lists connectors every po
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from dataclasses import dataclass
@@ -21,13 +22,26 @@ from flyteidl2.connector import connector_pb2
 from flyteidl2.core import identifier_pb2, interface_pb2, literals_pb2, security_pb2, tasks_pb2, types_pb2
 from flyteidl2.core.execution_pb2 import TaskExecution
 from flyteidl2.task import common_pb2
+from flytekit import kwtypes
+from flytekit.core.base_task import PythonTask
+from flytekit.core.interface import Interface
 from flytekit.models.literals import LiteralMap
 from flytekit.models.task import TaskExecutionMetadata, TaskTemplate
 from google.protobuf import json_format
 from google.protobuf.unknown_fields import UnknownFieldSet
 from grpc_health.v1 import health_pb2
 
-from flyteagents import AsyncAgentBase, ExternalServiceError, Resource, ResourceMeta, get_secret
+from flyteagents import (
+    AsyncAgentBase,
+    AsyncAgentExecutorMixin,
+    ExternalServiceError,
+    InvalidTaskError,
+    Resource,
+    ResourceMeta,
+    SyncAgentExecutorMixin,
+    UnsupportedOperationError,
+    get_secret,
+)
 from flyteagents.sensor import SensorEngine
 from flyteagents.server import CONNECTOR_SERVICE_NAMES, SERVICE_NAMES, TaskLogFilter
 from flyteagents.testing import AgentServer, create_task_request
@@ -426,3 +440,53 @@ async def test_no_protocol_is_a_clear_error():
 
     with pytest.raises(ValueError, match="protocols must be some of v1, v2"):
         build_server(sa.make_registry(), protocols=("v3",))
+
+
+# Local runs through the service over v2 (FLYTEAGENTS_ENDPOINT with FLYTEAGENTS_PROTOCOL=v2)
+
+
+class CredentialTask(AsyncAgentExecutorMixin, PythonTask):
+    """A task for CredentialAgent whose Connection names its secret, as a Flyte 2 task's custom does."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            task_type=CRED_TYPE,
+            name="connector_tests.credential",
+            task_config=None,
+            interface=Interface(inputs=kwtypes(text=str), outputs=kwtypes(answer=str)),
+        )
+
+    def get_custom(self, settings: Any) -> dict[str, Any]:
+        return {"secrets": {"api-token": "MY_LAPTOP_API_TOKEN"}, "configs": {"region": "eu"}}
+
+
+class EchoTask(SyncAgentExecutorMixin, PythonTask):
+    def __init__(self) -> None:
+        super().__init__(
+            task_type=sa.ECHO_TYPE,
+            name="connector_tests.echo",
+            task_config=None,
+            interface=Interface(inputs=kwtypes(text=str), outputs=kwtypes(loud=str)),
+        )
+
+
+async def test_a_local_run_can_go_through_the_service_over_v2(server, monkeypatch):
+    agent = server.registry.get_agent(CRED_TYPE)
+    monkeypatch.setenv("FLYTEAGENTS_ENDPOINT", server.address)
+    monkeypatch.setenv("FLYTEAGENTS_SECRET_API_TOKEN", "the-service-own-token")
+    monkeypatch.setenv("MY_LAPTOP_API_TOKEN", SECRET)
+    for protocol, token in (("v2", SECRET), ("v1", "the-service-own-token")):
+        monkeypatch.setenv("FLYTEAGENTS_PROTOCOL", protocol)
+        agent.seen.clear()
+        # The task runs its own event loop; the server keeps serving on this one meanwhile.
+        assert await asyncio.to_thread(CredentialTask(), text="hi") == "42"
+        assert agent.seen == [("create", token), ("get", token)], protocol
+    monkeypatch.delenv("MY_LAPTOP_API_TOKEN")
+    monkeypatch.setenv("FLYTEAGENTS_PROTOCOL", "v2")
+    with pytest.raises(InvalidTaskError, match="names 'MY_LAPTOP_API_TOKEN': set that environment variable"):
+        await asyncio.to_thread(CredentialTask(), text="hi")
+    with pytest.raises(UnsupportedOperationError, match="no sync call"):
+        await asyncio.to_thread(EchoTask(), text="hi")
+    monkeypatch.setenv("FLYTEAGENTS_PROTOCOL", "v3")
+    with pytest.raises(InvalidTaskError, match="FLYTEAGENTS_PROTOCOL must be v1 or v2"):
+        await asyncio.to_thread(CredentialTask(), text="hi")
