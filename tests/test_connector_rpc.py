@@ -76,8 +76,11 @@ class CredentialAgent(AsyncAgentBase):
         token = get_secret("api-token")
         self.seen.append(("create", token))
         logging.getLogger("flyteagents.tests").warning("calling the job API with %s", token)
-        if inputs is not None and inputs.literals["text"].scalar.primitive.string_value == "reject":
+        text = inputs.literals["text"].scalar.primitive.string_value if inputs is not None else ""
+        if text == "reject":
             raise ExternalServiceError(f"the job API refused token {token}", retryable=False)
+        if text == "leak":  # a bug: the backend stores resource_meta
+            return CredMeta(job_id=f"job-for-{token}")
         return CredMeta(job_id="cred-1")
 
     def get(self, resource_meta: CredMeta, **kw) -> Resource:
@@ -390,6 +393,19 @@ async def test_connection_secret_is_masked_in_error_details_and_logs(server, cap
     assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "refused token [redacted]" in (err.details() or "")
     assert caplog.records and all(SECRET not in caplog.handler.format(r) for r in caplog.records)
+
+
+async def test_a_resource_meta_holding_a_connection_secret_is_not_sent(server, caplog):
+    caplog.handler.addFilter(TaskLogFilter())
+    request = create_request(CRED_TYPE, conn=connection(**{"api-token": SECRET}), text="leak")
+    with caplog.at_level(logging.INFO):
+        err = await rpc_error(server.connector_stub.CreateTask(request))
+    assert err.code() == grpc.StatusCode.INTERNAL
+    assert "put a secret into its resource_meta" in (err.details() or "") and SECRET not in (err.details() or "")
+    assert any("holding a Connection secret" in r.getMessage() for r in caplog.records)
+    # a short secret is not looked for (it would match ordinary bytes by chance)
+    short = create_request(CRED_TYPE, conn=connection(**{"api-token": "job"}), text="leak")
+    assert CredMeta.decode((await server.connector_stub.CreateTask(short)).resource_meta).job_id == "job-for-job"
 
 
 # Health, reflection, metrics, and turning a protocol off

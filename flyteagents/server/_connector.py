@@ -15,6 +15,8 @@ set for the length of the call); they are not stored, and are masked in error de
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -35,6 +37,10 @@ _METADATA_SERVICE = service_pb2.DESCRIPTOR.services_by_name["ConnectorMetadataSe
 CONNECTOR_SERVICE_NAMES: tuple[str, ...] = (_ASYNC_SERVICE, _METADATA_SERVICE)
 PROTOCOL = "v2"  # the metrics' protocol label of these calls
 _REDACTED = "[redacted]"
+# Secret values shorter than this are not looked for in resource_meta: they would match by chance.
+_MIN_SECRET = 8
+
+logger = logging.getLogger("flyteagents.server")
 
 Request = tuple[Any, Any]  # (flyteidl's twin of the request, its Connection or None)
 
@@ -117,7 +123,14 @@ class AsyncConnectorServicer:
             return None
         if connection is None:
             return await self._v1.CreateTask(v1_request, context)
-        return await _with_connection(connection, context, self._v1.CreateTask(v1_request, context))
+        answer = await _with_connection(connection, context, self._v1.CreateTask(v1_request, context))
+        if answer is not None and _carries_secret(answer, connection.secrets):
+            # The agent put a secret of this call into its resource_meta, which the backend stores.
+            logger.error("%s create returned a resource_meta holding a Connection secret: refused", template.type)
+            context.set_code(grpc.StatusCode.INTERNAL)
+            context.set_details(f"the agent for {template.type!r} put a secret into its resource_meta; not sent")
+            return None
+        return answer
 
     async def GetTask(self, request: Request, context: grpc.aio.ServicerContext) -> agent_pb2.GetTaskResponse | None:
         """The job's phase, outputs and links."""
@@ -146,6 +159,14 @@ async def _with_connection(connection: Any, context: grpc.aio.ServicerContext, c
         details = context.details()
         if details:
             context.set_details(redact(details, connection.secrets))
+
+
+def _carries_secret(data: bytes, secrets: Mapping[str, str]) -> bool:
+    """Whether ``data`` holds one of the secret values, as is or JSON-escaped."""
+    for value in secrets.values():
+        if len(value) >= _MIN_SECRET and (value.encode() in data or json.dumps(value)[1:-1].encode() in data):
+            return True
+    return False
 
 
 def redact(text: Any, secrets: Mapping[str, str]) -> Any:
