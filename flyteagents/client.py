@@ -189,6 +189,20 @@ class AgentClient:
         response = await self.metadata_stub.ListAgents(agent_pb2.ListAgentsRequest(), timeout=self.timeout)
         return list(response.agents)
 
+    async def list_connectors(self) -> list[agent_pb2.Agent]:
+        """Flyte 2's ListConnectors, each connector as an (async) ``Agent`` message."""
+        stub = service_pb2_grpc.ConnectorMetadataServiceStub(self.channel)
+        response = await stub.ListConnectors(connector_pb2.ListConnectorsRequest(), timeout=self.timeout)
+        return [
+            agent_pb2.Agent(
+                name=c.name,
+                supported_task_categories=[
+                    agent_pb2.TaskCategory(name=t.name, version=t.version) for t in c.supported_task_categories
+                ],
+            )
+            for c in response.connectors
+        ]
+
     async def get_agent(self, name: str) -> agent_pb2.Agent:
         """GetAgent."""
         response = await self.metadata_stub.GetAgent(agent_pb2.GetAgentRequest(name=name), timeout=self.timeout)

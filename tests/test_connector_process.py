@@ -28,6 +28,13 @@ def both(tmp_path_factory):
     svc.stop()
 
 
+def test_agents_command_lists_what_flyte2_sees(both):
+    listed = run(str(BIN / "flyteagents"), "agents", "--endpoint", both.address, "--protocol", "v2")
+    assert listed.returncode == 0, listed.stderr
+    assert "svc_job (0)" in listed.stdout and "sensor (0)" in listed.stdout
+    assert "svc_echo" not in listed.stdout  # a sync agent: Flyte 2 cannot call it
+
+
 def test_grpcurl_lists_and_calls_the_connector_services_through_reflection(both):
     grpcurl = _grpcurl()
     listed = run(grpcurl, "-plaintext", both.address, "list")

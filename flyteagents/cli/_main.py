@@ -195,8 +195,17 @@ def serve(
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="PEM client certificate (mutual TLS).")
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="PEM client key (mutual TLS).")
 @click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait for the answer.")
-def agents(endpoint: str, tls_ca: str | None, tls_cert: str | None, tls_key: str | None, timeout: float) -> None:
-    """List the agents a running service serves (its ListAgents answer)."""
+@click.option(
+    "--protocol",
+    type=click.Choice(["v1", "v2"]),
+    default="v1",
+    show_default=True,
+    help="Ask as FlytePropeller 1.x does (ListAgents) or as Flyte 2's backend does (ListConnectors).",
+)
+def agents(
+    endpoint: str, tls_ca: str | None, tls_cert: str | None, tls_key: str | None, timeout: float, protocol: str
+) -> None:
+    """List the agents a running service serves (its ListAgents, or ListConnectors, answer)."""
     import grpc
 
     from flyteagents.client import AgentClient, channel_credentials
@@ -205,6 +214,8 @@ def agents(endpoint: str, tls_ca: str | None, tls_cert: str | None, tls_key: str
 
     async def list_agents() -> list[Agent]:
         async with AgentClient(endpoint, credentials=credentials, timeout=timeout) as client:
+            if protocol == "v2":
+                return await client.list_connectors()
             return await client.list_agents()
 
     try:
