@@ -8,6 +8,7 @@ and a sync one echoing its inputs as outputs):
 
 - ``flyteagents serve``
 - flytekit's ``pyflyte serve connector``
+- flyte-sdk's connector service, ``c0`` (Flyte 2's own; CreateTask and GetTask over flyteidl2 only)
 - a bare grpc.aio server answering constants (the ceiling: what gRPC itself costs), on the
   event loop ``flyteagents serve`` runs on by default (uvloop where installed), while flytekit's
   service runs on asyncio's own, as it ships
@@ -16,9 +17,9 @@ and drives each with the same propeller-shaped requests: CreateTask, GetTask and
 ExecuteTaskSync (header, inputs, close, one answer). The ``flyteagents-v2`` rows are the same
 ``flyteagents serve`` processes called as the Flyte 2 backend calls them (flyteidl2's
 AsyncConnectorService; CreateTask and GetTask, each carrying a Connection with a secret), in the
-same rounds. For each it prints requests/s, p50 and p99 latency, and the server process's own CPU
-time per request, read from /proc/<pid>/stat (so it does not depend on the load generator sharing
-the machine).
+same rounds, next to ``c0`` called the same way. For each it prints requests/s, p50 and p99
+latency, and the server process's own CPU time per request, read from /proc/<pid>/stat (so it
+does not depend on the load generator sharing the machine).
 
 Floors: flyteagents' CPU per request within 1.15x the bare server's on all three calls,
 at most 0.7x flytekit's on CreateTask and ExecuteTaskSync, and its v2 calls within 1.1x of
@@ -151,6 +152,10 @@ def _start(name: str, port: int) -> subprocess.Popen:
         env["BENCH_FRAMEWORK"] = "flyteagents"
         cmd = [str(VENV_BIN / "flyteagents"), "serve", "--host", "127.0.0.1", "--port", str(port)]
         cmd += ["--metrics-port", "-1", "--modules", "service_agents", "--log-level", "WARNING"]
+    elif name == "c0":
+        env["BENCH_FRAMEWORK"] = "flyte"
+        cmd = [str(VENV_BIN / "c0"), "--port", str(port), "--prometheus_port", str(free_port())]
+        cmd += ["--modules", "service_agents"]
     elif name == "flytekit":
         env["BENCH_FRAMEWORK"] = "flytekit"
         cmd = [str(VENV_BIN / "pyflyte"), "serve", "connector", "--port", str(port)]
@@ -164,12 +169,13 @@ def _start(name: str, port: int) -> subprocess.Popen:
 
 async def _wait_ready(channel: grpc.aio.Channel, proc: subprocess.Popen, name: str) -> None:
     stub = agent_pb2_grpc.AsyncAgentServiceStub(channel)
+    v2_stub = service_pb2_grpc.AsyncConnectorServiceStub(channel)  # c0 speaks flyteidl2 only
     deadline = time.monotonic() + 180  # several servers importing flytekit at once on 2 cores
     while True:
         if proc.poll() is not None:
             raise RuntimeError(f"{name} server exited with {proc.returncode}")
         try:
-            await stub.GetTask(GET, timeout=1)
+            await (v2_stub.GetTask(GET_V2, timeout=1) if name == "c0" else stub.GetTask(GET, timeout=1))
             return
         except grpc.aio.AioRpcError:
             if time.monotonic() > deadline:
@@ -251,7 +257,10 @@ async def _measure_all(
         for name in servers:
             for channel, proc in zip(channels[name], procs[name], strict=True):
                 await _wait_ready(channel, proc, name)
-        calls = {name: [(_calls_v2 if name == V2 else _calls)(channel) for channel in channels[name]] for name in names}
+        calls = {
+            name: [(_calls_v2 if name in (V2, "c0") else _calls)(channel) for channel in channels[name]]
+            for name in names
+        }
         for op in ("CreateTask", "GetTask", "ExecuteTaskSync"):
             callers = [name for name in names if op in calls[name][0]]
             cpu: dict[str, list[float]] = {name: [] for name in callers}
@@ -301,7 +310,7 @@ def _report(
     print("-" * len(header))
     ok = True
     for op in ("CreateTask", "GetTask", "ExecuteTaskSync"):
-        for name in ("flyteagents", V2, "flytekit", "bare"):
+        for name in ("flyteagents", V2, "c0", "flytekit", "bare"):
             r = all_results.get(name, {}).get(op)
             if r is None:
                 continue
@@ -329,10 +338,16 @@ def _report(
             print(
                 f"{'':<16} v2/v1 = {v2_vs_v1:.2f}x on the same processes (floor 1.1x: {'ok' if floor_v2 else 'MISSED'})"
             )
+        c0 = all_results.get("c0", {}).get(op)
+        if v2 is not None and c0 is not None:
+            v2_vs_c0 = statistics.median(a / b for a, b in zip(v2["rounds"], c0["rounds"], strict=True))
+            print(f"{'':<16} flyteagents-v2/c0 = {v2_vs_c0:.2f}x (c0: flyte-sdk's own connector service)")
         if show_rounds:
             by_name = [("flyteagents", fa), ("flytekit", fk), ("bare", bare)]
             if v2 is not None:
                 by_name.insert(1, (V2, v2["rounds"]))
+            if c0 is not None:
+                by_name.insert(2, ("c0", c0["rounds"]))
             for name, rounds in by_name:
                 print(f"{'':<16} {name} CPU us/req by round: {' '.join(f'{x:.0f}' for x in rounds)}")
         print()
@@ -348,7 +363,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=16, help="interleaved rounds (CPU/request is their median)")
     parser.add_argument("--processes", type=int, default=2, help="processes per server, taking turns by round")
     parser.add_argument("--show-rounds", action="store_true", help="print each round's CPU per request")
-    parser.add_argument("--servers", default=f"flyteagents,{V2},flytekit,bare", help=argparse.SUPPRESS)
+    parser.add_argument("--servers", default=f"flyteagents,{V2},c0,flytekit,bare", help=argparse.SUPPRESS)
     parser.add_argument("--bare-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare_server:

@@ -160,10 +160,11 @@ async def serve(registry: AgentRegistry, config: ServeConfig) -> int:
     print(f"flyteagents serving on {config.host}:{port} ({tls}){metrics_note}", flush=True)
     loop = asyncio.get_running_loop()
     logger.info(
-        "serving on %s:%s (%s), %d sync workers, %s event loop",
+        "serving on %s:%s (%s, protocols %s), %d sync workers, %s event loop",
         config.host,
         port,
         tls,
+        ",".join(config.protocols),
         runner.max_workers,
         type(loop).__module__.partition(".")[0],
     )
