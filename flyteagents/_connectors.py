@@ -59,6 +59,7 @@ async def _python_inputs(task_template: Any, inputs: Any) -> dict[str, Any] | No
     declared = task_template.interface.inputs if task_template.interface is not None else {}
     if not inputs.literals:
         return {}
+    # flytekit's coroutine behind literal_map_to_kwargs, which would run it to completion on the loop
     return await TypeEngine._literal_map_to_kwargs(  # type: ignore[no-any-return,misc]
         FlyteContextManager.current_context(), inputs, literal_types=declared
     )
