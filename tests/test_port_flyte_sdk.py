@@ -16,6 +16,7 @@ from typing import Any
 
 import grpc
 import pytest
+from flyteidl.admin import agent_pb2
 from flyteidl2.connector import connector_pb2, service_pb2_grpc
 from flyteidl2.core import identifier_pb2, interface_pb2, literals_pb2, security_pb2, tasks_pb2, types_pb2
 from flyteidl2.core.execution_pb2 import TaskExecution
@@ -165,7 +166,18 @@ async def test_it_runs_under_flyteagents_with_only_its_imports_changed(tmp_path:
 
     assert isinstance(ConnectorRegistry.get_connector(TASK_TYPE), module.WarehouseConnector)
     async with AgentServer(AgentRegistry.default()) as server:
-        check(await drive(server.channel, "ported"), "ported", module.JOBS)
+        result = await drive(server.channel, "ported")
+        check(result, "ported", module.JOBS)
+        # FlytePropeller 1.x reaches the same connector through flyteidl's agent protocol.
+        v1 = await server.async_stub.GetTask(
+            agent_pb2.GetTaskRequest(
+                task_category=agent_pb2.TaskCategory(name=TASK_TYPE),
+                resource_meta=json.dumps(result["resource_meta"]).encode(),
+            )
+        )
+        assert v1.resource.phase == TaskExecution.SUCCEEDED
+        assert v1.resource.outputs.literals["rows"].scalar.primitive.integer == 42
+        assert v1.resource.log_links[0].name == "Warehouse"
         # Without the Connection's secret the connector refuses, and the service says so as v1 would.
         request = create_request("no-token")
         request.ClearField("connection")
