@@ -1,5 +1,6 @@
 """Helpers for testing agents against real local services: the agent service, moto_server, any server process."""
 
+from ._connection import flyte_connection
 from ._moto import MotoServer
 from ._process import ServerProcess
 from ._requests import create_task_request, get_task_request
@@ -12,6 +13,7 @@ __all__ = [
     "ServerProcess",
     "create_task_request",
     "execution_metadata",
+    "flyte_connection",
     "get_task_request",
     "template_of",
 ]
