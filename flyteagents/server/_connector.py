@@ -83,7 +83,6 @@ class AsyncConnectorServicer:
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         """Serve AsyncConnectorService's five methods on ``server``."""
-        serialize = agent_pb2.GetTaskMetricsResponse.SerializeToString
         handlers = {
             "CreateTask": grpc.unary_unary_rpc_method_handler(
                 self.CreateTask,
@@ -103,7 +102,7 @@ class AsyncConnectorServicer:
             "GetTaskMetrics": grpc.unary_unary_rpc_method_handler(
                 self._v1.GetTaskMetrics,  # no Connection in this request
                 request_deserializer=agent_pb2.GetTaskMetricsRequest.FromString,
-                response_serializer=serialize,
+                response_serializer=agent_pb2.GetTaskMetricsResponse.SerializeToString,
             ),
             "GetTaskLogs": grpc.unary_stream_rpc_method_handler(
                 self._v1.GetTaskLogs,  # no Connection in this request
