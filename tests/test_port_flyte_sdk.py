@@ -1,15 +1,22 @@
 """A connector written for flyte-sdk (Flyte 2) runs under flyteagents with only its imports changed.
 
 The same flyteidl2 calls, as the Flyte 2 backend makes them, drive the connector first under
-flyte-sdk's own connector service and then, ported, under flyteagents' server: the answers agree.
+flyte-sdk's own connector service (its ``c0`` script, in a process of its own: importing flyte-sdk
+replaces fsspec's s3 implementation process-wide) and then, ported, under flyteagents' server: the
+answers agree.
 """
 
 from __future__ import annotations
 
+import asyncio
 import difflib
 import importlib.util
 import json
+import socket
+import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -124,29 +131,56 @@ def expected(execution: str) -> dict[str, Any]:
     }
 
 
-def check(result: dict[str, Any], execution: str, jobs: dict[str, Any]) -> None:
+def check(result: dict[str, Any], execution: str) -> None:
     assert result["connectors"]["Warehouse Connector"] == [TASK_TYPE]
     assert {k: v for k, v in result.items() if k != "connectors"} == expected(execution)
-    job = jobs[f"{execution}-nightly"]
-    assert job == {"query": "SELECT * FROM numbers", "limit": 21, "polls": 2, "region": "eu", "cancelled": True}
 
 
-async def test_the_source_is_a_working_flyte_sdk_connector(tmp_path: Path) -> None:
-    from flyte.connectors._server import AsyncConnectorService, ConnectorMetadataService
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
+
+async def ready(channel: grpc.aio.Channel, proc: subprocess.Popen) -> None:
+    metadata = service_pb2_grpc.ConnectorMetadataServiceStub(channel)
+    deadline = time.monotonic() + 120
+    while True:
+        assert proc.poll() is None, proc.communicate()[1]
+        try:
+            await metadata.ListConnectors(connector_pb2.ListConnectorsRequest(), timeout=2)
+            return
+        except grpc.aio.AioRpcError:
+            assert time.monotonic() < deadline, "c0 did not start"
+            await asyncio.sleep(0.3)
+
+
+@pytest.fixture
+def c0(tmp_path: Path) -> Iterator[tuple[subprocess.Popen, int]]:
+    """flyte-sdk's connector service, as its ``c0`` script runs it, serving the unported source."""
     source = SOURCE.read_text()
     assert "flyteagents" not in source
-    module = load(source, "port_under_flyte_sdk", tmp_path)
-    server = grpc.aio.server()
-    service_pb2_grpc.add_AsyncConnectorServiceServicer_to_server(AsyncConnectorService(), server)
-    service_pb2_grpc.add_ConnectorMetadataServiceServicer_to_server(ConnectorMetadataService(), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            check(await drive(channel, "sdk"), "sdk", module.JOBS)
-    finally:
-        await server.stop(None)
+    (tmp_path / "port_under_flyte_sdk.py").write_text(source)
+    port = free_port()
+    command = [str(Path(sys.executable).parent / "c0"), "--port", str(port), "--prometheus_port", str(free_port())]
+    proc = subprocess.Popen(
+        [*command, "--modules", "port_under_flyte_sdk"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    yield proc, port
+    proc.kill()
+    proc.communicate()
+
+
+@pytest.mark.slow
+async def test_the_source_is_a_working_flyte_sdk_connector(c0: tuple[subprocess.Popen, int]) -> None:
+    proc, port = c0
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        await ready(channel, proc)
+        check(await drive(channel, "sdk"), "sdk")
 
 
 async def test_it_runs_under_flyteagents_with_only_its_imports_changed(tmp_path: Path) -> None:
@@ -167,7 +201,9 @@ async def test_it_runs_under_flyteagents_with_only_its_imports_changed(tmp_path:
     assert isinstance(ConnectorRegistry.get_connector(TASK_TYPE), module.WarehouseConnector)
     async with AgentServer(AgentRegistry.default()) as server:
         result = await drive(server.channel, "ported")
-        check(result, "ported", module.JOBS)
+        check(result, "ported")
+        job = module.JOBS["ported-nightly"]
+        assert job == {"query": "SELECT * FROM numbers", "limit": 21, "polls": 2, "region": "eu", "cancelled": True}
         # FlytePropeller 1.x reaches the same connector through flyteidl's agent protocol.
         v1 = await server.async_stub.GetTask(
             agent_pb2.GetTaskRequest(
