@@ -1,7 +1,7 @@
 """KafkaCluster: one pooled aiokafka client per cluster settings, reading partitions statelessly.
 
-Every sensor watching the same cluster (same servers, protocol, user and secret names)
-shares one ``AIOKafkaClient``, hence one connection per broker, in each event loop. Reads
+Every sensor watching the same cluster (same servers, protocol, user, secret names and the values
+they resolve to) shares one ``AIOKafkaClient``, hence one connection per broker, in each event loop. Reads
 are plain Fetch/ListOffsets requests at explicit offsets: no consumer group, no commit,
 nothing to rebalance, so thousands of sensors poke concurrently over the same connections.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextvars
+import hashlib
 import logging
 import random
 import threading
@@ -64,7 +65,11 @@ def _detached(coro: Coroutine[Any, Any, _T]) -> asyncio.Task[_T]:
 
 @dataclass(frozen=True)
 class ClusterKey:
-    """What makes two sensors' connections interchangeable (secret names, never values)."""
+    """What makes two sensors' connections interchangeable: secret names, and a digest of their values.
+
+    The digest keeps apart calls that resolve one name to different values (a Flyte 2 task's own
+    credentials, from its Connection), and picks up a rotated secret; values themselves are never kept.
+    """
 
     servers: tuple[str, ...]
     security_protocol: str
@@ -75,6 +80,7 @@ class ClusterKey:
     ssl_certfile: str | None
     ssl_keyfile: str | None
     ssl_key_password_secret: str | None
+    secrets_digest: str | None = None
 
     @classmethod
     def of(cls, config: KafkaSensorConfig) -> ClusterKey:
@@ -88,7 +94,17 @@ class ClusterKey:
             ssl_certfile=config.ssl_certfile,
             ssl_keyfile=config.ssl_keyfile,
             ssl_key_password_secret=config.ssl_key_password_secret,
+            secrets_digest=_digest(config.sasl_password_secret, config.ssl_key_password_secret),
         )
+
+
+def _digest(*secrets: str | None) -> str | None:
+    """A short one-way digest of the named secrets' current values (None when none is named)."""
+    named = [name for name in secrets if name]
+    if not named:
+        return None
+    values = "\0".join(get_secret(name) for name in named)
+    return hashlib.sha256(values.encode()).hexdigest()[:16]
 
 
 @dataclass
