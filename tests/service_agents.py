@@ -41,7 +41,9 @@ class JobMeta(ResourceMeta):
 def _str_input(inputs: Any, name: str, default: str = "") -> str:
     if inputs is None or name not in inputs.literals:
         return default
-    return inputs.literals[name].scalar.primitive.string_value
+    scalar = inputs.literals[name].scalar  # a template without an interface lets any literal through
+    primitive = scalar.primitive if scalar is not None else None
+    return (primitive.string_value if primitive is not None else None) or default
 
 
 def _raise_for(outcome: str) -> None:

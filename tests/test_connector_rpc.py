@@ -343,6 +343,7 @@ async def test_a_sensor_through_create_get_delete(server):
     created = await server.connector_stub.CreateTask(request)
     phases = []
     for _ in range(3):
+        await asyncio.sleep(0.03)  # past the sensor's poke_interval: each GetTask pokes
         response = await server.connector_stub.GetTask(get_request(created.resource_meta, "sensor"))
         phases.append(response.resource.phase)
     assert phases == [TaskExecution.RUNNING, TaskExecution.RUNNING, TaskExecution.SUCCEEDED]

@@ -49,6 +49,17 @@ UNARY = [
     METADATA + "GetAgent",
     HEALTH,
 ]
+# Flyte 2's connector protocol: its messages share flyteidl's field numbers (Inputs' named literals
+# are LiteralMap's entries on the wire), so each is sent as the bytes of its Flyte 1 twin.
+V2 = {
+    "/flyteidl2.connector.AsyncConnectorService/CreateTask": ASYNC + "CreateTask",
+    "/flyteidl2.connector.AsyncConnectorService/GetTask": ASYNC + "GetTask",
+    "/flyteidl2.connector.AsyncConnectorService/DeleteTask": ASYNC + "DeleteTask",
+    "/flyteidl2.connector.AsyncConnectorService/GetTaskMetrics": ASYNC + "GetTaskMetrics",
+    "/flyteidl2.connector.AsyncConnectorService/GetTaskLogs": ASYNC + "GetTaskLogs",
+    "/flyteidl2.connector.ConnectorMetadataService/ListConnectors": METADATA + "ListAgents",
+    "/flyteidl2.connector.ConnectorMetadataService/GetConnector": METADATA + "GetAgent",
+}
 #: Task types: the served ones (but the slow one, whose test agent sleeps as long as asked) and strangers.
 TASK_TYPES = [sa.JOB_TYPE, sa.PLAIN_TYPE, sa.ECHO_TYPE, "sensor", "", "no_such", "svc_job\n", "\N{SNOWMAN}" * 40]
 #: Outcomes the test agents act on without failing themselves (an agent's own bug is INTERNAL, by design).
@@ -160,11 +171,13 @@ class Fuzzer:
         rng = self.rng
         kind = rng.random()
         if kind < 0.12:  # raw bytes, or a valid message mangled
-            method = rng.choice([*UNARY, ASYNC + "GetTaskLogs", SYNC, REFLECTION])
+            method = rng.choice([*UNARY, ASYNC + "GetTaskLogs", SYNC, REFLECTION, *V2])
             if rng.random() < 0.5:
                 return method, self.raw()
             return method, self.mutate(self.request_for(rng.choice(UNARY[:4]))[1].SerializeToString())
-        method = rng.choice([*UNARY, ASYNC + "GetTaskLogs", SYNC, SYNC, REFLECTION])
+        method = rng.choice([*UNARY, ASYNC + "GetTaskLogs", SYNC, SYNC, REFLECTION, *V2])
+        if method in V2:
+            return method, self.request_for(V2[method])[1]
         return self.request_for(method)
 
     def request_for(self, method: str) -> tuple[str, Any]:
@@ -227,7 +240,7 @@ async def send(channel: grpc.aio.Channel, method: str, payload: Any) -> tuple[gr
             async for _ in call:
                 pass
             return await call.code(), await call.details() or ""
-        if method == ASYNC + "GetTaskLogs":
+        if method.endswith("/GetTaskLogs"):
             call = channel.unary_stream(method)(encode(payload), timeout=20)
             async for _ in call:
                 pass
@@ -286,7 +299,7 @@ async def test_fuzzed_requests_get_clean_answers_and_leave_the_server_as_it_was(
     assert sum(codes.values()) == REQUESTS
     # the run reached deep into the service, not only its front door
     assert codes["OK"] > 200 and codes["INVALID_ARGUMENT"] > 200 and codes["NOT_FOUND"] > 100, codes
-    assert all(len(by_method[m]) >= 2 for m in (*UNARY[:4], SYNC)), by_method
+    assert all(len(by_method[m]) >= 2 for m in (*UNARY[:4], SYNC, *list(V2)[:3])), by_method
     assert rss_after - rss_before < 50 * 2**20, f"RSS grew by {(rss_after - rss_before) / 2**20:.1f} MiB"
     assert len(log) - log_before <= REQUESTS, f"{len(log) - log_before} log lines for {REQUESTS} requests"
     assert not any(line.startswith("FAKE") for line in log), "a request forged a log line"

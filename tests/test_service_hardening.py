@@ -192,6 +192,12 @@ UNARY_METHODS = [
     "/flyteidl.service.AgentMetadataService/ListAgents",
     "/flyteidl.service.AgentMetadataService/GetAgent",
     "/grpc.health.v1.Health/Check",
+    "/flyteidl2.connector.AsyncConnectorService/CreateTask",
+    "/flyteidl2.connector.AsyncConnectorService/GetTask",
+    "/flyteidl2.connector.AsyncConnectorService/DeleteTask",
+    "/flyteidl2.connector.AsyncConnectorService/GetTaskMetrics",
+    "/flyteidl2.connector.ConnectorMetadataService/ListConnectors",
+    "/flyteidl2.connector.ConnectorMetadataService/GetConnector",
 ]
 
 
