@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/flyteagents ]; then
-    echo "Installing flyteagents and its dependencies into .venv/ (first run only: about 350 MB, 1-2 minutes)..."
+    echo "Installing flyteagents and its dependencies into .venv/ (first run only: about 150 MB, a minute or less)..."
 fi
 FLYTEAGENTS_VERBOSE="${FLYTEAGENTS_VERBOSE:-}" bash scripts/bootstrap.sh --core
 echo "Running examples/custom_agent.py: a report job on a custom async agent, then a custom sync agent..."
