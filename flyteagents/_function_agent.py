@@ -15,7 +15,7 @@ from flytekit.models.literals import LiteralMap
 from flytekit.models.task import TaskTemplate
 
 from ._agent import SyncAgentBase
-from ._exceptions import InvalidTaskError
+from ._exceptions import AgentError, InvalidTaskError
 from ._local import SyncAgentExecutorMixin
 from ._models import Resource
 from ._registry import AgentRegistry
@@ -61,7 +61,12 @@ class FunctionAgent(SyncAgentBase):
             )
         except Exception as exc:
             raise InvalidTaskError(f"inputs of {self.name} do not match its function: {exc}") from None
-        result = await self.fn(**values)
+        try:
+            result = await self.fn(**values)
+        except AgentError:  # the function's own say (retryable, timeout, ...): the service maps it
+            raise
+        except Exception as exc:  # a user error fails the task, readably, instead of the call
+            return Resource(phase=TaskExecution.FAILED, message=f"{self.name} raised {type(exc).__name__}: {exc}")
         names = list(self.interface.outputs)
         try:
             if len(names) > 1:  # a NamedTuple, as with flytekit's @task

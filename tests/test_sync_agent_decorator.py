@@ -48,9 +48,19 @@ def wf(text: str) -> tuple[str, int, str]:
     return loud, counted.words, counted.longest
 
 
+@sync_agent(task_type="test_divide")
+async def divide(a: int, b: int) -> float:
+    return a / b
+
+
 @workflow
 def lying_wf(n: int) -> int:
     return liar(n=n)
+
+
+@workflow
+def divide_wf(a: int, b: int) -> float:
+    return divide(a=a, b=b)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -130,6 +140,19 @@ async def test_inputs_of_the_wrong_type_are_invalid_argument(server) -> None:
             pass
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert f"inputs of {__name__}.shout (sync agent) do not match" in (info.value.details() or "")
+
+
+def test_an_exception_in_the_function_fails_the_task_with_its_message() -> None:
+    assert divide_wf(a=3, b=2) == 1.5
+    with pytest.raises(TaskFailedError, match=r"divide \(sync agent\) raised ZeroDivisionError: division by zero"):
+        divide_wf(a=1, b=0)
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_an_exception_in_the_function_fails_the_task_through_the_service(server, monkeypatch) -> None:
+    monkeypatch.setenv("FLYTEAGENTS_ENDPOINT", server.address)
+    with pytest.raises(TaskFailedError, match="raised ZeroDivisionError: division by zero"):
+        await asyncio.to_thread(divide_wf, a=1, b=0)
 
 
 def test_a_plain_function_is_refused() -> None:

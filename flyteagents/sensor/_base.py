@@ -387,6 +387,7 @@ class BaseSensor(AsyncAgentExecutorMixin, PythonTask):  # type: ignore[misc]
                     run.template.metadata.timeout or None,
                     max_interval=self._poke_interval,
                     first_interval=self._poke_interval,
+                    pokes=True,
                 )
             finally:
                 # This run's loop ends with it: close the clients its pokes opened on it.
