@@ -9,6 +9,7 @@ become free ports the system picks: a service a user left running must not answe
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -177,3 +178,46 @@ def test_the_page_in_order(tmp_path: Path) -> None:
     assert not WARNINGS.search(served), served
     assert next(page, None) is None, "a command on the page is not exercised"
     assert user.done == COMMANDS
+
+
+def install_commands() -> dict[str, list[str]]:
+    """Every ``pip install`` line in the README, the plugin pages and the plugins' READMEs, by command."""
+    found: dict[str, list[str]] = {}
+    for page in sorted([ROOT / "README.md", *ROOT.glob("docs/plugins/*.md"), *ROOT.glob("plugins/*/README.md")]):
+        for block in re.findall(r"^```bash\n(.*?)^```", page.read_text(), re.S | re.M):
+            for line in block.splitlines():
+                command = line.split("#")[0].strip()
+                if command.startswith("pip install"):
+                    found.setdefault(command, []).append(str(page.relative_to(ROOT)))
+    return found
+
+
+def test_every_install_command_in_the_docs_works_with_plain_pip(tmp_path: Path) -> None:
+    commands = install_commands()
+    plugins = sorted(p.parent.name for p in ROOT.glob("plugins/*/pyproject.toml"))
+    # Each plugin's page and README say how to install it.
+    for plugin in plugins:
+        pages = {page for command, where in commands.items() if command.endswith(f"plugins/{plugin}") for page in where}
+        assert {f"docs/plugins/{plugin}.md"} <= pages, plugin
+    clone = fresh_copy(tmp_path / "flyteagents")
+    own_env = tmp_path / "own-env"
+    subprocess.run([sys.executable, "-m", "venv", str(own_env)], check=True, timeout=300)
+    env = dict(os.environ, PATH=f"{own_env / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    env.pop("VIRTUAL_ENV", None)
+    env.pop("PYTHONPATH", None)
+    for command in commands:
+        done = subprocess.run(["bash", "-c", command], cwd=clone, env=env, capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, f"{command} ({', '.join(commands[command])}):\n{done.stdout}\n{done.stderr}"
+    # Installed, each plugin is found by the core through its entry points, with no warning printed.
+    check = "import json; from flyteagents import AgentRegistry; print(json.dumps(AgentRegistry().discover()))"
+    found = subprocess.run([str(own_env / "bin/python"), "-c", check], capture_output=True, text=True, timeout=120)
+    assert found.returncode == 0 and not WARNINGS.search(found.stderr), found.stderr
+    modules = {value.split(".")[0] for value in json.loads(found.stdout).values()}
+    assert modules >= {"flyteagents", "flyteagents_bigquery", "flyteagents_databricks", "flyteagents_openai"}
+    for plugin in plugins:
+        imported = subprocess.run(
+            [str(own_env / "bin/python"), "-c", f"import flyteagents_{plugin}"], capture_output=True, text=True
+        )
+        assert imported.returncode == 0, imported.stderr
+    help_text = subprocess.run([str(own_env / "bin/flyteagents"), "--help"], capture_output=True, text=True)
+    assert help_text.returncode == 0 and "serve" in help_text.stdout and not help_text.stderr
