@@ -15,7 +15,7 @@ from flytekit.models.literals import LiteralMap
 from flytekit.models.task import TaskTemplate
 
 from ._agent import SyncAgentBase
-from ._exceptions import AgentError, InvalidTaskError
+from ._exceptions import AgentError, AgentNotFoundError, InvalidTaskError
 from ._local import SyncAgentExecutorMixin
 from ._models import Resource
 from ._registry import AgentRegistry
@@ -93,8 +93,8 @@ class SyncAgentTask(SyncAgentExecutorMixin, PythonTask):  # type: ignore[misc]
 def _register(agent: FunctionAgent) -> None:
     """Register the agent; the same function imported again (as ``__main__`` and by name) replaces itself."""
     try:
-        current = AgentRegistry.get_agent(agent.task_category.name)
-    except Exception:
+        current: Any = AgentRegistry.get_agent(agent.task_category.name)
+    except AgentNotFoundError:
         current = None
     same = isinstance(current, FunctionAgent) and _location(current.fn) == _location(agent.fn)
     AgentRegistry.register(agent, override=same)
