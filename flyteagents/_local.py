@@ -11,7 +11,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any, Protocol, TypeVar
@@ -203,11 +203,18 @@ class _Reporter:
     seconds (30) while nothing does, so a long run never looks stuck.
     """
 
-    def __init__(self, task_name: str, pokes: bool = False, period: float | None = None) -> None:
+    def __init__(
+        self,
+        task_name: str,
+        pokes: bool = False,
+        period: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.task_name = task_name
         self.pokes = pokes
         self.polls = 0
-        self.started = time.monotonic()
+        self.clock = clock
+        self.started = clock()
         self.period = (
             period if period is not None else float(os.environ.get(PROGRESS_PERIOD_ENV) or _DEFAULT_PROGRESS_PERIOD)
         )
@@ -237,7 +244,7 @@ class _Reporter:
     def update(self, resource: Resource, next_in: float | None = None) -> None:
         """Show a ``get`` answer; ``next_in`` is the wait before the next one."""
         self.polls += 1
-        now = time.monotonic()
+        now = self.clock()
         links = ", ".join(f"{link.name}: {link.uri}" for link in resource.log_links or [])
         state = (resource.phase_name, resource.message or "", links)
         final = is_terminal_phase(resource.phase)
