@@ -132,7 +132,11 @@ def test_the_page_in_order(tmp_path: Path) -> None:
     assert "flyteagents==0.1.0" in installed
     assert "flytekitplugins" not in installed and "mkdocs" not in installed and "moto" not in installed
 
-    # An environment of one's own: the core and a plugin from the clone, then from wheels.
+    # An environment of one's own: the core, then the core and a plugin from the clone, then from wheels.
+    user.run(next(page))
+    check = "import flyteagents, importlib.metadata as m; print(m.version('flyteagents'))"
+    core = subprocess.run([str(own_env / "bin/python"), "-c", check], capture_output=True, text=True, timeout=120)
+    assert core.stdout.strip() == "0.1.0" and not WARNINGS.search(core.stderr), core.stderr
     user.run(next(page))
     out = user.run(next(page))
     wheels = sorted(p.name for p in (clone / "dist").glob("*.whl"))
@@ -142,6 +146,7 @@ def test_the_page_in_order(tmp_path: Path) -> None:
     )
     user.run(next(page))
     assert user.done[1:] == [
+        "pip install ./",
         "pip install ./ ./plugins/databricks",
         "bash scripts/build_wheels.sh",
         "pip install dist/flyteagents-0.1.0-py3-none-any.whl dist/flyteagents_databricks-0.1.0-py3-none-any.whl",
