@@ -181,6 +181,16 @@ def _seconds(value: float) -> str:
     return f"{minutes // 60}h{minutes % 60:02d}m"
 
 
+def _progress_period() -> float:
+    value = os.environ.get(PROGRESS_PERIOD_ENV)
+    if not value:
+        return _DEFAULT_PROGRESS_PERIOD
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"{PROGRESS_PERIOD_ENV} must be a number of seconds, not {value!r}") from None
+
+
 def _via(backend: Any) -> str | None:
     """``HOST:PORT`` of the agent service a backend sends calls to; None when they run in this process."""
     endpoint = getattr(backend, "endpoint", None)
@@ -215,9 +225,7 @@ class _Reporter:
         self.polls = 0
         self.clock = clock
         self.started = clock()
-        self.period = (
-            period if period is not None else float(os.environ.get(PROGRESS_PERIOD_ENV) or _DEFAULT_PROGRESS_PERIOD)
-        )
+        self.period = period if period is not None else _progress_period()
         self.last: tuple[str, str, str] | None = None
         self.printed_at = 0.0
         self.live: Any = None

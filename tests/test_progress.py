@@ -53,6 +53,12 @@ def test_an_unchanged_run_prints_a_line_every_period(capsys: pytest.CaptureFixtu
     ]
 
 
+def test_a_bad_period_setting_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLYTEAGENTS_PROGRESS_PERIOD", "half a minute")
+    with pytest.raises(ValueError, match="PROGRESS_PERIOD must be a number of seconds, not 'half a minute'"):
+        _Reporter("report")
+
+
 def test_minutes_and_hours_read_short() -> None:
     from flyteagents._local import _seconds
 
