@@ -471,7 +471,9 @@ class SyncAgentExecutorMixin:
     def execute(self, **kwargs: Any) -> LiteralMap:
         """Run the task through its agent and return its outputs."""
         run = _LocalRun(self, kwargs)  # type: ignore[arg-type]
-        backend = _backend(run.template)
+        # A task that carries its agent (@sync_agent's) runs on it; others on the registered one.
+        own = getattr(self, "agent", None)
+        backend = _backend(run.template, own if isinstance(own, SyncAgentBase) else None)
         announce_service(run.task.name, backend)
         timeout = run.template.metadata.timeout or None
 

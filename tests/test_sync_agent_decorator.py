@@ -63,6 +63,13 @@ def divide_wf(a: int, b: int) -> float:
     return divide(a=a, b=b)
 
 
+@pytest.fixture(autouse=True)
+def registered() -> None:
+    """The module's agents in the default registry, as importing it left them (other tests may clear it)."""
+    for task in (shout, stats, liar, divide):
+        AgentRegistry.register(task.agent, override=True)
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def server():
     async with AgentServer(AgentRegistry.default(), sync_workers=2) as server:
@@ -92,6 +99,20 @@ def test_a_workflow_runs_the_agents_in_process() -> None:
     before = len(CALLS)
     assert wf(text="flyte agents") == ("FLYTE AGENTS FLYTE AGENTS", 4, "AGENTS")
     assert CALLS[before:] == ["flyte agents"]
+
+
+def test_a_local_run_uses_the_tasks_own_agent() -> None:
+    class Impostor(SyncAgentBase):
+        name = "Impostor"
+
+        async def do(self, task_template, output_prefix, inputs=None, **kw):  # type: ignore[override]
+            raise AssertionError("the registry's agent was called")
+
+    AgentRegistry.register(Impostor(task_type_name="test_shout"), override=True)
+    try:
+        assert wf(text="own agent") == ("OWN AGENT OWN AGENT", 4, "AGENT")
+    finally:
+        AgentRegistry.register(shout.agent, override=True)
 
 
 def test_outputs_that_do_not_fit_fail_the_task_with_a_readable_message() -> None:
