@@ -4,7 +4,8 @@
 
 Starts the local BigQuery server (plugins/bigquery/tests/bq_emulator.py) in this
 process, then each agent service in its own process against it: ``flyteagents serve``
-with flyteagents-bigquery, and ``pyflyte serve connector`` with flytekitplugins-bigquery.
+with flyteagents-bigquery, and ``pyflyte serve connector`` with flytekitplugins-bigquery
+(installed beside the venv on first use, see tests/flytekit_plugins.py).
 Both get the same task template (made by flytekitplugins-bigquery's BigQueryTask), the
 same Application Default Credentials (a service-account key whose token_uri is the local
 server) and the same environment. One CreateTask each, then N GetTask calls each on a job
@@ -39,9 +40,11 @@ from flyteidl.service import agent_pb2_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "plugins" / "bigquery" / "tests"))
+sys.path.append(str(ROOT / "tests"))
 
 from _common import ServiceProcess, closed_loop, cpu_seconds, free_port  # noqa: E402
 from bq_emulator import BigQueryEmulator  # noqa: E402
+from flytekit_plugins import activate, pythonpath  # noqa: E402
 
 PROJECT = "bench-project"
 TASK_TYPE = "bigquery_query_job_task"
@@ -57,6 +60,8 @@ def template_proto() -> bytes:
     """A task template made by flytekitplugins-bigquery, serialised as propeller sends it."""
     from flytekit.configuration import ImageConfig, SerializationSettings
     from flytekit.tools.translator import get_serializable
+
+    activate("bigquery")
     from flytekitplugins.bigquery import BigQueryConfig, BigQueryTask
 
     task = BigQueryTask(
@@ -134,7 +139,7 @@ async def main() -> None:
             "flytekit",
             [str(bin_dir / "pyflyte"), "serve", "connector", "--port", str(fk_port), "--prometheus_port", "0"],
             fk_port,
-            env,
+            dict(env, PYTHONPATH=os.pathsep.join([pythonpath("bigquery"), env["PYTHONPATH"]])),
         ),
     ]
     template = template_proto()

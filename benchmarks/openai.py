@@ -6,7 +6,8 @@ Starts the fake OpenAI server from plugins/openai/tests (its own process, so its
 counted by neither side), then, one at a time on loopback:
 
 - ``flyteagents serve`` with flyteagents-openai installed (the ``chatgpt`` sync agent);
-- flytekit's ``pyflyte serve connector`` with flytekitplugins-openai (its ChatGPTConnector);
+- flytekit's ``pyflyte serve connector`` with flytekitplugins-openai (its ChatGPTConnector;
+  installed beside the venv on first use, see tests/flytekit_plugins.py);
 
 both pointed at the fake server through ``OPENAI_BASE_URL`` with the key in the
 ``FLYTE_OPENAI_API_KEY`` secret. Each is driven with the same ExecuteTaskSync calls,
@@ -38,11 +39,13 @@ from _common import (  # before its directory leaves sys.path
 
 # This file is named openai.py: keep its directory off sys.path so `import openai` finds the library.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.append(str(Path(__file__).resolve().parent.parent / "tests"))
 
 import grpc
 from flyteidl.admin import agent_pb2
 from flyteidl.core import execution_pb2, identifier_pb2, interface_pb2, literals_pb2, tasks_pb2, types_pb2
 from flyteidl.service import agent_pb2_grpc
+from flytekit_plugins import pythonpath
 from google.protobuf import struct_pb2
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -111,6 +114,7 @@ def _start_agent_server(name: str, port: int, base_url: str) -> subprocess.Popen
         cmd = [str(VENV_BIN / "flyteagents"), "serve", "--host", "127.0.0.1", "--port", str(port)]
         cmd += ["--metrics-port", "-1", "--log-level", "WARNING"]
     else:
+        env["PYTHONPATH"] = pythonpath("openai")
         cmd = [str(VENV_BIN / "pyflyte"), "serve", "connector", "--port", str(port)]
         cmd += ["--prometheus_port", str(free_port())]
     return _spawn(cmd, env)

@@ -18,16 +18,10 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from flyteidl.core.execution_pb2 import TaskExecution
-from flytekit import kwtypes, task, workflow
-from flytekit.core.base_task import PythonTask
-from flytekit.core.interface import Interface
-from flytekit.models.literals import LiteralMap
-from flytekit.models.task import TaskTemplate
+from flytekit import task, workflow
 
-from flyteagents import AgentRegistry, Resource, SyncAgentBase, SyncAgentExecutorMixin, sensor
+from flyteagents import sensor, sync_agent
 
 
 @dataclass
@@ -47,37 +41,11 @@ def file_landed(path: str) -> Landed | None:
     return Landed(path=path, size=file.stat().st_size)
 
 
-class SummaryAgent(SyncAgentBase):
-    """Answers at once with a one-line summary of a text."""
-
-    name = "Summary Agent"
-
-    def __init__(self) -> None:
-        super().__init__(task_type_name="quickstart_summary")
-
-    async def do(
-        self, task_template: TaskTemplate, output_prefix: str, inputs: LiteralMap | None = None, **kwargs: Any
-    ) -> Resource:
-        text = inputs.literals["text"].scalar.primitive.string_value if inputs else ""
-        words = text.split()
-        return Resource(
-            phase=TaskExecution.SUCCEEDED,
-            outputs={"summary": f"{len(words)} words, starting with {words[0]!r}" if words else "empty"},
-        )
-
-
-class SummaryTask(SyncAgentExecutorMixin, PythonTask):
-    def __init__(self, name: str) -> None:
-        super().__init__(
-            task_type="quickstart_summary",
-            name=name,
-            task_config=None,
-            interface=Interface(inputs=kwtypes(text=str), outputs=kwtypes(summary=str)),
-        )
-
-
-AgentRegistry.register(SummaryAgent())
-summarize = SummaryTask(name="summarize")
+@sync_agent(task_type="quickstart_summary")
+async def summarize(text: str) -> str:
+    """A one-line summary of a text, answered at once: a sync agent, no job to poll."""
+    words = text.split()
+    return f"{len(words)} words, starting with {words[0]!r}" if words else "empty"
 
 
 @task

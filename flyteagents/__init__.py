@@ -1,6 +1,7 @@
 """flyteagents: run Flyte tasks on agents.
 
-Write an agent by subclassing AsyncAgentBase or SyncAgentBase, mix
+Write an agent by subclassing AsyncAgentBase or SyncAgentBase (or decorate an
+``async def`` with ``@sync_agent``, a function with ``@sensor``), mix
 AsyncAgentExecutorMixin or SyncAgentExecutorMixin into its task class to run it
 locally, and serve it to FlytePropeller with ``flyteagents serve``.
 """
@@ -19,6 +20,7 @@ from ._exceptions import (
     TaskFailedError,
     UnsupportedOperationError,
 )
+from ._function_agent import sync_agent
 from ._local import AsyncAgentExecutorMixin, SyncAgentExecutorMixin
 from ._models import Resource, ResourceMeta, TaskCategory
 from ._phase import is_terminal_phase, to_phase
@@ -58,6 +60,7 @@ __all__ = [
     "get_secret",
     "is_terminal_phase",
     "sensor",
+    "sync_agent",
     "to_phase",
 ]
 

@@ -61,18 +61,20 @@ class AsyncAgentBase(AgentBase):
     timeout, so derive external job ids from ``task_execution_metadata.task_execution_id``.
 
     Example:
-        >>> @dataclass
-        ... class JobMeta(ResourceMeta):
-        ...     job_id: str
-        >>> class MyAgent(AsyncAgentBase):
-        ...     def __init__(self) -> None:
-        ...         super().__init__(task_type_name="my_job", metadata_type=JobMeta)
-        ...     async def create(self, task_template, output_prefix, inputs=None, **kw) -> JobMeta:
-        ...         return JobMeta(job_id=await submit(task_template, inputs))
-        ...     async def get(self, resource_meta: JobMeta, **kw) -> Resource:
-        ...         return Resource(phase=to_phase(await job_state(resource_meta.job_id)))
-        ...     async def delete(self, resource_meta: JobMeta, **kw) -> None:
-        ...         await cancel(resource_meta.job_id)
+        ```python
+        @dataclass
+        class JobMeta(ResourceMeta):
+            job_id: str
+        class MyAgent(AsyncAgentBase):
+            def __init__(self) -> None:
+                super().__init__(task_type_name="my_job", metadata_type=JobMeta)
+            async def create(self, task_template, output_prefix, inputs=None, **kw) -> JobMeta:
+                return JobMeta(job_id=await submit(task_template, inputs))
+            async def get(self, resource_meta: JobMeta, **kw) -> Resource:
+                return Resource(phase=to_phase(await job_state(resource_meta.job_id)))
+            async def delete(self, resource_meta: JobMeta, **kw) -> None:
+                await cancel(resource_meta.job_id)
+        ```
     """
 
     name: ClassVar[str] = "Base Async Agent"
@@ -151,11 +153,13 @@ class SyncAgentBase(AgentBase):
     """An agent that answers a task in one call, such as an API request.
 
     Example:
-        >>> class EchoAgent(SyncAgentBase):
-        ...     def __init__(self) -> None:
-        ...         super().__init__(task_type_name="echo")
-        ...     async def do(self, task_template, output_prefix, inputs=None, **kw) -> Resource:
-        ...         return Resource(phase=TaskExecution.SUCCEEDED, outputs={"o0": "hi"})
+        ```python
+        class EchoAgent(SyncAgentBase):
+            def __init__(self) -> None:
+                super().__init__(task_type_name="echo")
+            async def do(self, task_template, output_prefix, inputs=None, **kw) -> Resource:
+                return Resource(phase=TaskExecution.SUCCEEDED, outputs={"o0": "hi"})
+        ```
     """
 
     name: ClassVar[str] = "Base Sync Agent"

@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Iterator
@@ -39,7 +40,7 @@ from ._phase import is_terminal_phase
 from ._registry import AgentRegistry
 from ._runner import shared_runner
 
-__all__ = ["AsyncAgentExecutorMixin", "SyncAgentExecutorMixin", "run_coroutine"]
+__all__ = ["AsyncAgentExecutorMixin", "SyncAgentExecutorMixin", "announce_service", "run_coroutine"]
 
 logger = logging.getLogger("flyteagents")
 
@@ -164,12 +165,69 @@ def run_coroutine(coro: Coroutine[Any, Any, _T]) -> _T:
             loop.close()
 
 
-class _Reporter:
-    """Shows a task's progress: a live line on a terminal, a log line per change otherwise."""
+#: Environment variable: seconds between two progress lines when nothing changes and output is not
+#: a terminal (a log file, CI); 30 by default.
+PROGRESS_PERIOD_ENV = "FLYTEAGENTS_PROGRESS_PERIOD"
+_DEFAULT_PROGRESS_PERIOD = 30.0
 
-    def __init__(self, task_name: str) -> None:
+
+def _seconds(value: float) -> str:
+    """12.3s, 4m05s, 1h02m: short enough for a progress line."""
+    if value < 60:
+        return f"{value:.1f}s"
+    minutes, seconds = divmod(int(value), 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    return f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def _progress_period() -> float:
+    value = os.environ.get(PROGRESS_PERIOD_ENV)
+    if not value:
+        return _DEFAULT_PROGRESS_PERIOD
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"{PROGRESS_PERIOD_ENV} must be a number of seconds, not {value!r}") from None
+
+
+def _via(backend: Any) -> str | None:
+    """``HOST:PORT`` of the agent service a backend sends calls to; None when they run in this process."""
+    endpoint = getattr(backend, "endpoint", None)
+    return endpoint if isinstance(endpoint, str) else None
+
+
+def announce_service(task_name: str, backend: Any) -> None:
+    """Say, once, that a local run's calls go to an agent service rather than run in this process."""
+    via = _via(backend)
+    if via:
+        print(f"[flyteagents] {task_name}: via agent service {via}", file=sys.stderr, flush=True)
+
+
+class _Reporter:
+    """Shows a local task's progress: the phase, its message and log links, the time since it started,
+    and for a sensor its pokes and when the next one comes.
+
+    On a terminal one live line is redrawn in place; otherwise (piped, a log file) a line is printed
+    to stderr when the phase, message or links change, and every ``FLYTEAGENTS_PROGRESS_PERIOD``
+    seconds (30) while nothing does, so a long run never looks stuck.
+    """
+
+    def __init__(
+        self,
+        task_name: str,
+        pokes: bool = False,
+        period: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.task_name = task_name
+        self.pokes = pokes
+        self.polls = 0
+        self.clock = clock
+        self.started = clock()
+        self.period = period if period is not None else _progress_period()
         self.last: tuple[str, str, str, str] | None = None
+        self.printed_at = 0.0
         self.live: Any = None
         if sys.stdout.isatty():
             from rich.console import Console
@@ -178,41 +236,49 @@ class _Reporter:
             self.live = Status(f"{task_name}: starting", console=Console(), spinner="dots")
             self.live.start()
 
-    def update(self, resource: Resource) -> None:
-        links = ", ".join(f"{link.name}: {link.uri}" for link in resource.log_links or [])
-        history = _poke_history(resource.custom_info, resource.message or "")
-        state = (resource.phase_name, resource.message or "", links, history)
-        if state == self.last:
-            return
-        self.last = state
-        text = f"{self.task_name}: {state[0]}" + (f" - {state[1]}" if state[1] else "")
-        if state[3]:
-            text += f" ({state[3]})"
+    def _line(self, state: tuple[str, str, str, str], elapsed: float, next_in: float | None, final: bool) -> str:
+        phase, message, links, last_error = state
+        text = f"{self.task_name}: {phase}" + (f" - {message}" if message else "")
         if links:
             text += f" [{links}]"
+        count = f"{self.polls} poke{'s' if self.polls != 1 else ''}"
+        error = f", last error: {last_error}" if last_error else ""
+        if final:
+            return text + f" after {_seconds(elapsed)}" + (f", {count}{error}" if self.pokes else "")
+        detail = _seconds(elapsed)
+        if self.pokes:
+            detail += f", {count}" + (f", next in {_seconds(next_in)}" if next_in is not None else "") + error
+        return f"{text} ({detail})"
+
+    def update(self, resource: Resource, next_in: float | None = None) -> None:
+        """Show a ``get`` answer; ``next_in`` is the wait before the next one."""
+        self.polls += 1
+        now = self.clock()
+        links = ", ".join(f"{link.name}: {link.uri}" for link in resource.log_links or [])
+        state = (resource.phase_name, resource.message or "", links, _last_error(resource))
+        final = is_terminal_phase(resource.phase)
+        line = self._line(state, now - self.started, next_in, final)
+        changed, self.last = state != self.last, state
         if self.live is not None:
-            self.live.update(text)
-        else:
-            print(f"[flyteagents] {text}", file=sys.stderr, flush=True)
+            self.live.update(line)
+            if final:
+                self.live.stop()
+                self.live = None
+                print(line, flush=True)
+        elif changed or final or now - self.printed_at >= self.period:
+            self.printed_at = now
+            print(f"[flyteagents] {line}", file=sys.stderr, flush=True)
 
     def close(self) -> None:
         if self.live is not None:
             self.live.stop()
-            if self.last:
-                print(f"{self.task_name}: {self.last[0]}", flush=True)
+            self.live = None
 
 
-def _poke_history(info: dict[str, Any] | None, message: str) -> str:
-    """A sensor's poke history from its custom_info, for a person: "poke 3, next at 12:00:05 UTC"."""
-    if not info or "pokes" not in info:
-        return ""
-    parts = [f"poke {info['pokes']}"]
-    if info.get("last_error") and str(info["last_error"]) not in message:
-        parts.append(f"last error: {info['last_error']}")
-    next_at = info.get("next_poke_at")
-    if isinstance(next_at, str):
-        parts.append(f"next at {next_at[11:19]} UTC")  # the time of day of an ISO 8601 UTC timestamp
-    return ", ".join(parts)
+def _last_error(resource: Resource) -> str:
+    """A sensor's last poke error from its custom_info, unless its message already says it."""
+    error = str((resource.custom_info or {}).get("last_error") or "")
+    return "" if error in (resource.message or "") else error
 
 
 def _max_poll_interval(task: Any) -> float:
@@ -239,21 +305,25 @@ async def _run_async_job(
     max_interval: float,
     first_interval: float = _FIRST_POLL_INTERVAL,
     next_wait: Callable[[Any], float | None] | None = None,
+    pokes: bool = False,
 ) -> Resource:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout.total_seconds() if timeout else None
+    announce_service(task_name, backend)
     handle = await _bounded(backend.create(template, output_prefix, inputs, meta), deadline, task_name, timeout)
-    reporter = _Reporter(task_name)
+    reporter = _Reporter(task_name, pokes=pokes)
     finished = False
     try:
         for interval in poll_intervals(max_interval, first_interval):
             resource = await _bounded(backend.get(handle), deadline, task_name, timeout)
-            reporter.update(resource)
+            wait = next_wait(handle) if next_wait is not None else None  # the sensor's own schedule
+            if wait is not None:
+                interval = wait
+            reporter.update(resource, interval)
             if is_terminal_phase(resource.phase):
                 finished = True
                 return resource
-            wait = next_wait(handle) if next_wait is not None else None
-            await _bounded(asyncio.sleep(interval if wait is None else wait), deadline, task_name, timeout)
+            await _bounded(asyncio.sleep(interval), deadline, task_name, timeout)
         raise AssertionError("unreachable: poll_intervals is endless")
     finally:
         reporter.close()
@@ -412,7 +482,10 @@ class SyncAgentExecutorMixin:
     def execute(self, **kwargs: Any) -> LiteralMap:
         """Run the task through its agent and return its outputs."""
         run = _LocalRun(self, kwargs)  # type: ignore[arg-type]
-        backend = _backend(run.template)
+        # A task that carries its agent (@sync_agent's) runs on it; others on the registered one.
+        own = getattr(self, "agent", None)
+        backend = _backend(run.template, own if isinstance(own, SyncAgentBase) else None)
+        announce_service(run.task.name, backend)
         timeout = run.template.metadata.timeout or None
 
         async def do() -> Resource:

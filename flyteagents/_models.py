@@ -44,11 +44,13 @@ class ResourceMeta:
     as JSON through FlytePropeller: keep it small and never put a secret in it.
 
     Example:
-        >>> @dataclass
-        ... class JobMeta(ResourceMeta):
-        ...     job_id: str
-        >>> JobMeta.decode(JobMeta(job_id="42").encode())
-        JobMeta(job_id='42')
+        ```python
+        @dataclass
+        class JobMeta(ResourceMeta):
+            job_id: str
+
+        assert JobMeta.decode(JobMeta(job_id="42").encode()) == JobMeta(job_id="42")
+        ```
     """
 
     def encode(self) -> bytes:

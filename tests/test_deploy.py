@@ -552,7 +552,7 @@ def test_dockerignore_sends_only_the_build_inputs() -> None:
 
 
 def test_build_script_passes_shellcheck() -> None:
-    scripts = [DEPLOY / "build-wheels.sh", ROOT / "scripts" / "install_deploy_tools.sh"]
+    scripts = [DEPLOY / "build-wheels.sh", *sorted((ROOT / "scripts").glob("*.sh")), ROOT / ".ci" / "run"]
     done = subprocess.run([_tool("shellcheck"), *map(str, scripts)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout
 

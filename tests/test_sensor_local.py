@@ -226,8 +226,8 @@ def test_local_run_backs_off_and_shows_the_poke_history(capsys: pytest.CaptureFi
     # waits of 0.1, 0.2 (capped) and 0.2 s, each up to a tenth longer
     assert 0.5 <= time.monotonic() - start < 1.5
     lines = [line for line in capsys.readouterr().err.splitlines() if "backing_off" in line]
-    assert any("RUNNING - waiting (poke 1, next at " in line for line in lines), lines
-    assert any("(poke 3, next at " in line for line in lines), lines
+    assert any("RUNNING - waiting (" in line and ", 1 poke, next in 0.1s)" in line for line in lines), lines
+    assert any(", 3 pokes, next in 0.2s)" in line for line in lines), lines
 
 
 def test_local_run_shows_the_last_poke_error(capsys: pytest.CaptureFixture[str]) -> None:
@@ -235,8 +235,9 @@ def test_local_run_shows_the_last_poke_error(capsys: pytest.CaptureFixture[str])
     flaky(key="flaky-shown")
     err = capsys.readouterr().err
     first = next(line for line in err.splitlines() if "RUNNING - poke error 1/5" in line)
-    assert "(poke 1, next at " in first  # the error is the message: not repeated
-    assert "flaky_shown: SUCCEEDED (poke 4, last error: " in err
+    assert ", 1 poke, next in " in first and "last error" not in first  # the error is the message: not repeated
+    final = next(line for line in err.splitlines() if "flaky_shown: SUCCEEDED after " in line)
+    assert ", 4 pokes, last error: " in final
 
 
 def test_bad_backoff_is_refused_at_definition() -> None:

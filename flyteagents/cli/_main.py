@@ -6,6 +6,7 @@ import asyncio
 import importlib
 import os
 import sys
+import warnings
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
@@ -158,6 +159,7 @@ def serve(
     from flyteagents import AgentRegistry
     from flyteagents.server import PROTOCOLS, ServeConfig, configure_logging
     from flyteagents.server import serve as run_server
+    from flyteagents.server._app import PortUnavailableError, check_ports
 
     chosen = tuple(dict.fromkeys(p.strip().lower() for p in protocols.split(",") if p.strip()))
     if not chosen or set(chosen) - set(PROTOCOLS):
@@ -167,6 +169,20 @@ def serve(
     if tls_client_ca and not tls_cert:
         raise click.UsageError("--tls-client-ca needs --tls-cert and --tls-key")
     run = _loop_runner(event_loop)
+    config = ServeConfig(
+        host=host,
+        port=port,
+        metrics_port=None if metrics_port < 0 else metrics_port,
+        tls_cert=_read(tls_cert),
+        tls_key=_read(tls_key),
+        tls_client_ca=_read(tls_client_ca),
+        sync_workers=sync_workers,
+        grace_period=grace_period,
+    )
+    try:
+        check_ports(config)  # before importing plugins: a busy port is one line, at once
+    except PortUnavailableError as exc:
+        raise click.ClickException(str(exc)) from None
     configure_logging(log_level.upper())
     # Like `pyflyte serve`, let --modules name modules in the working directory.
     if os.getcwd() not in sys.path:
@@ -197,7 +213,11 @@ def serve(
         grace_period=grace_period,
         protocols=chosen,
     )
-    sys.exit(run(run_server(registry, config)))
+    try:
+        code = run(run_server(registry, config))
+    except PortUnavailableError as exc:
+        raise click.ClickException(str(exc)) from None
+    sys.exit(code)
 
 
 @cli.command()
@@ -243,4 +263,7 @@ def agents(
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``flyteagents`` console script."""
+    # google-api-core warns on every import of a Google client (the BigQuery plugin's) that its support
+    # for Python < 3.12 ends in 2027: a notice for developers, noise in an operator's service log.
+    warnings.filterwarnings("ignore", "You are using a Python version", FutureWarning)
     cli.main(args=list(argv) if argv is not None else None, prog_name="flyteagents")

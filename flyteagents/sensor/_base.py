@@ -237,14 +237,16 @@ class BaseSensor(AsyncAgentExecutorMixin, PythonTask):  # type: ignore[misc]
         max_consecutive_errors: fail after this many retryable poke errors in a row.
 
     Example:
-        >>> @dataclass
-        ... class Found:
-        ...     key: str
-        >>> class KeySensor(BaseSensor):
-        ...     async def poke(self, prefix: str) -> Found | None:
-        ...         keys = await list_keys(prefix)
-        ...         return Found(key=keys[0]) if keys else None
-        >>> wait = KeySensor(name="wait_for_key", timeout=3600, poke_interval=30)
+        ```python
+        @dataclass
+        class Found:
+            key: str
+        class KeySensor(BaseSensor):
+            async def poke(self, prefix: str) -> Found | None:
+                keys = await list_keys(prefix)
+                return Found(key=keys[0]) if keys else None
+        wait = KeySensor(name="wait_for_key", timeout=3600, poke_interval=30)
+        ```
     """
 
     #: Exceptions from poke that mean "try again": counted, logged, the sensor keeps running.
@@ -422,6 +424,7 @@ class BaseSensor(AsyncAgentExecutorMixin, PythonTask):  # type: ignore[misc]
                     max_interval=self._poke_interval,
                     first_interval=self._poke_interval,
                     next_wait=next_poke_wait,
+                    pokes=True,
                 )
             finally:
                 # This run's loop ends with it: close the clients its pokes opened on it.

@@ -93,9 +93,11 @@ def sensor(
     by module and name.
 
     Example:
-        >>> @sensor(timeout=600, poke_interval=10, sensor_config=Api(url="http://svc"))
-        ... async def job_done(job_id: str, sensor_config: Api) -> bool:
-        ...     return await job_state(sensor_config.url, job_id) == "done"
+        ```python
+        @sensor(timeout=600, poke_interval=10, sensor_config=Api(url="http://svc"))
+        async def job_done(job_id: str, sensor_config: Api) -> bool:
+            return await job_state(sensor_config.url, job_id) == "done"
+        ```
     """
 
     def wrap(f: Callable[..., Any]) -> FunctionSensor:

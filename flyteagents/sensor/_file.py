@@ -148,11 +148,13 @@ class FileSensor(BaseSensor):
         max_consecutive_errors: as for BaseSensor.
 
     Example:
-        >>> wait = FileSensor(name="wait_for_export", stable=True, timeout=3600, poke_interval=30)
-        >>> @workflow
-        ... def wf(day: str) -> str:
-        ...     found = wait(path=f"s3://exports/{day}/*.csv")
-        ...     return load(path=found.path)
+        ```python
+        wait = FileSensor(name="wait_for_export", stable=True, timeout=3600, poke_interval=30)
+        @workflow
+        def wf(day: str) -> str:
+            found = wait(path=f"s3://exports/{day}/*.csv")
+            return load(path=found.path)
+        ```
     """
 
     def __init__(

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import logging
 import os
 import signal
+import socket
 import sys
 from dataclasses import dataclass, field
 
@@ -26,8 +28,10 @@ __all__ = [
     "PROTOCOLS",
     "SERVICE_NAMES",
     "AgentServerHandle",
+    "PortUnavailableError",
     "ServeConfig",
     "build_server",
+    "check_ports",
     "serve",
     "server_credentials",
 ]
@@ -108,6 +112,48 @@ def build_server(
     return AgentServerHandle(server=server, service=service, health=health_servicer, service_names=names)
 
 
+class PortUnavailableError(OSError):
+    """A port the service was told to listen on cannot be bound (in use, or not allowed)."""
+
+
+def _port_error(what: str, flag: str, host: str, port: int, exc: OSError) -> PortUnavailableError:
+    return PortUnavailableError(f"cannot listen on {what} port {port} on {host} ({flag}): {exc.strerror or exc}")
+
+
+def check_ports(config: ServeConfig) -> None:
+    """Raise PortUnavailableError, naming the port and its flag, if the gRPC or metrics port cannot be bound.
+
+    ``serve`` binds them again (and raises the same error); checking first lets ``flyteagents serve``
+    fail before it imports any plugin, and gives the system's reason where gRPC says only "Failed to bind".
+    """
+    ports = [
+        ("gRPC", "--port", config.host, config.port),
+        ("metrics", "--metrics-port", config.metrics_host or config.host, config.metrics_port or 0),
+    ]
+    for what, flag, host, port in ports:
+        if not port:
+            continue
+        try:
+            with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do: TIME_WAIT is fine
+                probe.bind((host.strip("[]"), port))
+        except OSError as exc:
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
+                raise _port_error(what, flag, host, port, exc) from None
+
+
+def _add_port(server: grpc.aio.Server, config: ServeConfig) -> int:
+    address = f"{config.host}:{config.port}"
+    try:
+        if config.tls_cert is not None and config.tls_key is not None:
+            credentials = server_credentials(config.tls_cert, config.tls_key, config.tls_client_ca)
+            return server.add_secure_port(address, credentials)
+        return server.add_insecure_port(address)
+    except RuntimeError:  # gRPC says only "Failed to bind"
+        check_ports(config)
+        raise PortUnavailableError(f"cannot listen on gRPC port {config.port} on {config.host} (--port)") from None
+
+
 @dataclass
 class ServeConfig:
     """Settings of ``flyteagents serve``."""
@@ -151,20 +197,28 @@ async def serve(registry: AgentRegistry, config: ServeConfig) -> int:
 
     runner = AgentRunner(config.sync_workers)
     metrics = ServiceMetrics(runner)
+    # Without SO_REUSEPORT a second service on a busy port fails instead of silently sharing it.
     handle = build_server(
-        registry, runner=runner, metrics=metrics, reflection_enabled=config.reflection, protocols=config.protocols
+        registry,
+        runner=runner,
+        metrics=metrics,
+        options=[("grpc.so_reuseport", 0)],
+        reflection_enabled=config.reflection,
+        protocols=config.protocols,
     )
-    address = f"{config.host}:{config.port}"
-    if config.tls_cert is not None and config.tls_key is not None:
-        port = handle.server.add_secure_port(
-            address, server_credentials(config.tls_cert, config.tls_key, config.tls_client_ca)
-        )
-    else:
-        port = handle.server.add_insecure_port(address)
     metrics_server = None
-    if config.metrics_port is not None:
-        metrics_host = config.metrics_host or config.host
-        metrics_server, _ = start_http_server(config.metrics_port, addr=metrics_host, registry=metrics.registry)
+    metrics_host = config.metrics_host or config.host
+    try:
+        port = _add_port(handle.server, config)
+        if config.metrics_port is not None:
+            try:
+                metrics_server, _ = start_http_server(config.metrics_port, addr=metrics_host, registry=metrics.registry)
+            except OSError as exc:
+                raise _port_error("metrics", "--metrics-port", metrics_host, config.metrics_port, exc) from None
+    except PortUnavailableError:
+        await handle.server.stop(None)  # a server left to the garbage collector fails at interpreter exit
+        runner.shutdown(wait=False)
+        raise
     await handle.set_serving(True)
     await handle.server.start()
     # Everything imported so far (flytekit, plugins, agents) lives as long as the process: keep it

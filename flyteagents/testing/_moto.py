@@ -27,8 +27,10 @@ class MotoServer(ServerProcess):
     ``endpoint_url`` with the fake credentials in ``credentials``/``env``.
 
     Example:
-        >>> with MotoServer() as moto:
-        ...     s3 = boto3.client("s3", endpoint_url=moto.endpoint_url, **moto.credentials)
+        ```python
+        with MotoServer() as moto:
+            s3 = boto3.client("s3", endpoint_url=moto.endpoint_url, **moto.credentials)
+        ```
     """
 
     name = "moto_server"

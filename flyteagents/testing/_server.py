@@ -21,10 +21,12 @@ class AgentServer:
     """Serve a registry's agents over gRPC on ``127.0.0.1`` for the length of an ``async with``.
 
     Example:
-        >>> registry = AgentRegistry()
-        >>> registry.register(MyAgent())
-        >>> async with AgentServer(registry) as server:
-        ...     meta = await server.async_stub.CreateTask(request)
+        ```python
+        registry = AgentRegistry()
+        registry.register(MyAgent())
+        async with AgentServer(registry) as server:
+            meta = await server.async_stub.CreateTask(request)
+        ```
 
     Args:
         registry: the agents to serve; the process-wide default registry when None.

@@ -187,7 +187,8 @@ def test_maximum_bytes_billed_is_enforced(agent):
     assert "bytesBilledLimitExceeded" in last.message
 
 
-def test_flytekit_bigquery_task_template_is_served(agent, emulator):
+def test_flytekit_bigquery_task_template_is_served(agent, emulator, flytekit_plugin):
+    flytekit_plugin("bigquery")
     from flytekitplugins.bigquery import BigQueryConfig as FlytekitConfig
     from flytekitplugins.bigquery import BigQueryTask as FlytekitTask
 
@@ -213,13 +214,14 @@ def test_flytekit_bigquery_task_template_is_served(agent, emulator):
     assert emulator.jobs[(PROJECT, meta.job_id)].configuration["query"]["priority"] == "BATCH"
 
 
-def test_template_without_project_or_with_unsupported_input_is_invalid(agent):
+def test_template_without_project_or_with_unsupported_input_is_invalid(agent, flytekit_plugin):
     t = task("SELECT 1")
     template = template_of(t)
     template.custom.pop("ProjectID")
     with pytest.raises(InvalidTaskError, match="ProjectID"):
         agent.create(template, "/tmp/out", None, execution("bad-template"))
 
+    flytekit_plugin("bigquery")
     from flytekitplugins.bigquery import BigQueryConfig as FlytekitConfig
     from flytekitplugins.bigquery import BigQueryTask as FlytekitTask
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -185,8 +186,13 @@ async def test_partial_failures_succeed_with_a_count(batch_agent: BatchEndpointA
 
 
 async def test_flytekit_batch_template_is_served(
-    batch_agent: BatchEndpointAgent, fake_openai: FakeOpenAI, tmp_path: Path, api_key: str
+    batch_agent: BatchEndpointAgent,
+    fake_openai: FakeOpenAI,
+    tmp_path: Path,
+    api_key: str,
+    flytekit_plugin: Callable[[str], Path],
 ) -> None:
+    flytekit_plugin("openai")
     from flytekitplugins.openai import BatchEndpointTask as FlytekitBatchTask
 
     legacy = FlytekitBatchTask(name="legacy_batch", config={}, openai_organization="org-legacy")

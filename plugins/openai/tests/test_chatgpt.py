@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from fake_openai import FakeOpenAI
@@ -56,7 +58,10 @@ def test_workflow_of_chatgpt_tasks_runs_locally(chatgpt_agent: ChatGPTAgent, fak
     assert "openai-organization" not in second["headers"]
 
 
-async def test_flytekit_chatgpt_template_is_served(chatgpt_agent: ChatGPTAgent, fake_openai: FakeOpenAI) -> None:
+async def test_flytekit_chatgpt_template_is_served(
+    chatgpt_agent: ChatGPTAgent, fake_openai: FakeOpenAI, flytekit_plugin: Callable[[str], Path]
+) -> None:
+    flytekit_plugin("openai")
     from flytekitplugins.openai import ChatGPTTask as FlytekitChatGPTTask
 
     task = FlytekitChatGPTTask(name="legacy", chatgpt_config={"model": "gpt-legacy"}, openai_organization="org-x")
