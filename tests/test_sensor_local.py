@@ -217,7 +217,10 @@ def test_poke_signature_is_checked_at_definition() -> None:
             return True
 
 
-def test_local_run_backs_off_and_shows_the_poke_history(capsys: pytest.CaptureFixture[str]) -> None:
+def test_local_run_backs_off_and_shows_the_poke_history(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLYTEAGENTS_PROGRESS_PERIOD", "0")  # a line for every poke
     backing_off = CountdownSensor(
         name="backing_off", sensor_config=Countdown(target=4), poke_interval=0.1, backoff=2.0, max_poke_interval=0.2
     )
