@@ -19,6 +19,7 @@ from .._registry import AgentRegistry
 from .._runner import AgentRunner
 from ._handlers import add_guarded_servicer
 from ._metrics import ServiceMetrics
+from ._outputs import settle_type_engine
 from ._service import AgentMetadataServicer, AgentService, AsyncAgentServicer, SyncAgentServicer
 
 __all__ = ["SERVICE_NAMES", "AgentServerHandle", "ServeConfig", "build_server", "serve", "server_credentials"]
@@ -70,6 +71,7 @@ def build_server(
         reflection_enabled: serve gRPC server reflection (what grpcurl uses to list and call methods).
     """
     runner = runner or AgentRunner()
+    settle_type_engine()
     service = AgentService(registry, runner, metrics)
     server = grpc.aio.server(options=options or [])
     AsyncAgentServicer(service).add_to_server(server)
