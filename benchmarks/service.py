@@ -149,10 +149,27 @@ class _BareSync(agent_pb2_grpc.SyncAgentServiceServicer):
         )
     )
 
+    pong = agent_pb2.ExecuteTaskSyncResponse(
+        header=agent_pb2.ExecuteTaskSyncResponseHeader(
+            resource=agent_pb2.Resource(
+                phase=execution_pb2.TaskExecution.SUCCEEDED,
+                outputs=literals_pb2.LiteralMap(
+                    literals={
+                        "o0": literals_pb2.Literal(
+                            scalar=literals_pb2.Scalar(primitive=literals_pb2.Primitive(string_value="pong"))
+                        )
+                    }
+                ),
+            )
+        )
+    )
+
     async def ExecuteTaskSync(self, request_iterator, context):
-        async for _ in request_iterator:
-            pass
-        yield self.answer
+        answer = self.answer
+        async for message in request_iterator:
+            if message.WhichOneof("part") == "header" and message.header.template.type == PONG_TYPE:
+                answer = self.pong
+        yield answer
 
 
 async def _bare_server(port: int) -> None:
@@ -172,7 +189,7 @@ def _start(name: str, port: int) -> subprocess.Popen:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if name == "flyteagents":
         env["BENCH_FRAMEWORK"] = "flyteagents"
-        cmd = [str(VENV_BIN / "flyteagents"), "serve", "--host", "127.0.0.1", "--port", str(port)]
+        cmd = [str(VENV_BIN / "flyteagents"), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
         cmd += ["--metrics-port", "-1", "--modules", "service_agents", "--log-level", "WARNING"]
     elif name == "flytekit":
         env["BENCH_FRAMEWORK"] = "flytekit"

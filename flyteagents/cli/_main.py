@@ -108,6 +108,14 @@ def cli() -> None:
     help="Threads running agent methods written as plain functions [default: 4 per core, 8-64].",
 )
 @click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    envvar=f"{_ENV}WORKERS",
+    help="Server processes sharing the port (SO_REUSEPORT), one metrics endpoint for all "
+    "[default: the CPUs the process may use, cgroup CPU limit respected].",
+)
+@click.option("--reuse-port", is_flag=True, hidden=True, help="Bind with SO_REUSEPORT (set for each worker).")
+@click.option(
     "--grace-period",
     default=25.0,
     show_default=True,
@@ -141,6 +149,8 @@ def serve(
     tls_key: str | None,
     tls_client_ca: str | None,
     sync_workers: int | None,
+    workers: int | None,
+    reuse_port: bool,
     grace_period: float,
     modules: Sequence[str],
     event_loop: str,
@@ -157,6 +167,31 @@ def serve(
         raise click.UsageError("--tls-client-ca needs --tls-cert and --tls-key")
     run = _loop_runner(event_loop)
     configure_logging(log_level.upper())
+    if workers is None:
+        from flyteagents.server._workers import available_cpus
+
+        workers = available_cpus()
+    if workers > 1:
+        from flyteagents.server._workers import WorkerPool, supervise
+
+        worker = [sys.executable, "-c", "from flyteagents.cli import main; main()", "serve", "--workers", "1"]
+        worker += ["--reuse-port", "--host", host, "--grace-period", str(grace_period), "--loop", event_loop]
+        worker += ["--log-level", log_level, "--reflection" if reflection else "--no-reflection"]
+        # Each worker serves its metrics on a free loopback port; the supervisor sums them on --metrics-port.
+        worker += ["--metrics-port", "0" if metrics_port >= 0 else "-1", "--metrics-host", "127.0.0.1"]
+        for flag, value in (("--tls-cert", tls_cert), ("--tls-key", tls_key), ("--tls-client-ca", tls_client_ca)):
+            if value:
+                worker += [flag, os.path.abspath(value)]
+        if sync_workers is not None:
+            worker += ["--sync-workers", str(sync_workers)]
+        if modules:
+            worker += ["--modules", ",".join(_modules(modules))]
+        try:
+            pool = WorkerPool(worker, workers, host, port, metrics=metrics_port >= 0, env=dict(os.environ))
+        except OSError as exc:
+            raise click.ClickException(f"cannot bind {host}:{port}: {exc.strerror or exc}") from None
+        tls = "mTLS" if tls_client_ca else "TLS" if tls_cert else "plaintext"
+        sys.exit(supervise(pool, metrics_host, None if metrics_port < 0 else metrics_port, tls))
     # Like `pyflyte serve`, let --modules name modules in the working directory.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
@@ -184,6 +219,7 @@ def serve(
         tls_client_ca=_read(tls_client_ca),
         sync_workers=sync_workers,
         grace_period=grace_period,
+        reuse_port=reuse_port,
     )
     sys.exit(run(run_server(registry, config)))
 

@@ -103,6 +103,8 @@ class ServeConfig:
     tls_client_ca: bytes | None = None
     sync_workers: int | None = None
     grace_period: float = 25.0
+    #: bind the port with SO_REUSEPORT, shared with the other workers of ``serve --workers N``
+    reuse_port: bool = False
 
 
 async def close_agents(registry: AgentRegistry, timeout: float = 5.0) -> None:
@@ -130,7 +132,10 @@ async def serve(registry: AgentRegistry, config: ServeConfig) -> int:
 
     runner = AgentRunner(config.sync_workers)
     metrics = ServiceMetrics(runner)
-    handle = build_server(registry, runner=runner, metrics=metrics, reflection_enabled=config.reflection)
+    options = [("grpc.so_reuseport", 1)] if config.reuse_port else None
+    handle = build_server(
+        registry, runner=runner, metrics=metrics, options=options, reflection_enabled=config.reflection
+    )
     address = f"{config.host}:{config.port}"
     if config.tls_cert is not None and config.tls_key is not None:
         port = handle.server.add_secure_port(
