@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import os
+import shutil
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
@@ -174,7 +175,11 @@ def serve(
     if workers > 1:
         from flyteagents.server._workers import WorkerPool, supervise
 
-        worker = [sys.executable, "-c", "from flyteagents.cli import main; main()", "serve", "--workers", "1"]
+        # Each worker is `flyteagents serve` as this one was started (the console script next to
+        # this interpreter), so it finds --modules the same way.
+        script = shutil.which("flyteagents", path=os.path.dirname(sys.executable))
+        launcher = [script] if script else [sys.executable, "-c", "from flyteagents.cli import main; main()"]
+        worker = [*launcher, "serve", "--workers", "1"]
         worker += ["--reuse-port", "--host", host, "--grace-period", str(grace_period), "--loop", event_loop]
         worker += ["--log-level", log_level, "--reflection" if reflection else "--no-reflection"]
         # Each worker serves its metrics on a free loopback port; the supervisor sums them on --metrics-port.

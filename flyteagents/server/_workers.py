@@ -295,6 +295,8 @@ def supervise(pool: WorkerPool, metrics_host: str | None, metrics_port: int | No
     metrics_server = None
     try:
         pool.start(stopping)
+        if stopping.is_set():  # a signal while the workers started: they drain and end, nothing was served
+            return pool.wait(stopping)
         note = ""
         if metrics_port is not None and pool.metrics:
             metrics_server, _ = start_http_server(
