@@ -4,10 +4,11 @@
 
 Starts ``flyteagents serve --workers 1`` and ``flyteagents serve --workers 2`` (each serving
 benchmarks/service_agents.py's do-nothing async agent) and, round by round, alternately drives
-each with C callers (default 64) making GetTask calls for S seconds. The callers run in two
-load-generator processes, each with its own 4 channels (connections): the kernel spreads
-connections, not calls, over the workers of a SO_REUSEPORT port, so one channel would reach
-one worker only. The load generators share the machine's cores with the servers.
+each with C callers (default 64) making GetTask calls for S seconds over 8 connections: the
+kernel spreads connections, not calls, over the workers of a SO_REUSEPORT port, so one would
+reach one worker only. The load comes from h2load (Debian's nghttp2-client: HTTP/2 in C, sending
+the gRPC-framed request) where it is installed, as the cheapest generator sharing the machine's
+cores with the servers; else from two Python grpc.aio processes with 4 channels each.
 
 It prints requests/s, the servers' CPU per request (all their processes: supervisor and
 workers, from /proc/<pid>/task/*/schedstat) and each worker's share of the server CPU.
@@ -22,9 +23,11 @@ import argparse
 import asyncio
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -109,10 +112,27 @@ def _load(port: int, seconds: float, callers: int, channels: int) -> int:
     return asyncio.run(run())
 
 
-def _round(server: _Server, seconds: float, callers: int) -> tuple[float, float, list[float]]:
+def _h2load(port: int, seconds: float, callers: int, body: Path) -> int:
+    """GetTask calls h2load got answered in ``seconds``: 8 connections, ``callers`` streams in flight in all."""
+    h2load = shutil.which("h2load")
+    assert h2load is not None
+    url = f"http://127.0.0.1:{port}/flyteidl.service.AsyncAgentService/GetTask"
+    cmd = [h2load, "-D", str(round(seconds)), "-c", "8", "-m", str(max(1, callers // 8)), "-d", str(body)]
+    cmd += ["-H", "content-type: application/grpc", "-H", "te: trailers", url]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    match = re.search(r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded", out)
+    assert match, out
+    return int(match[1])
+
+
+def _round(server: _Server, seconds: float, callers: int, body: Path | None) -> tuple[float, float, list[float]]:
     """(requests/s, server CPU us per request, each process's CPU seconds) of one round."""
     generators = 2
     cpu0 = server.cpu()
+    if body is not None:
+        total = _h2load(server.port, seconds, callers, body)
+        used = [b - a for a, b in zip(cpu0, server.cpu(), strict=True)]
+        return total / seconds, sum(used) / total * 1e6, used
     procs = [
         subprocess.Popen(
             [
@@ -144,16 +164,24 @@ def main() -> None:
     if args.load:
         print(_load(args.load, args.seconds, args.callers, channels=4))
         return
+    body = None
+    if shutil.which("h2load"):
+        from service import GET
+
+        message = GET.SerializeToString()
+        body = Path(tempfile.mkdtemp()) / "get.bin"
+        body.write_bytes(b"\x00" + len(message).to_bytes(4, "big") + message)  # gRPC framing: uncompressed, length
     one, two = _Server(1), _Server(2)
     try:
         results: dict[int, list[tuple[float, float, list[float]]]] = {1: [], 2: []}
         for _ in range(args.rounds):
             for server in (one, two):
-                results[server.workers].append(_round(server, args.seconds, args.callers))
+                results[server.workers].append(_round(server, args.seconds, args.callers, body))
     finally:
         one.stop()
         two.stop()
-    print(f"\n{args.callers} callers (2 load processes x 4 channels), {args.rounds} rounds of {args.seconds:g}s each\n")
+    load = "h2load, 8 connections" if body is not None else "2 Python load processes x 4 channels"
+    print(f"\n{args.callers} callers ({load}), {args.rounds} rounds of {args.seconds:g}s each\n")
     print(f"{'server':<12} {'req/s':>8} {'CPU us/req':>11}  CPU share of each process (supervisor, workers)")
     rps = {w: statistics.median(r[0] for r in results[w]) for w in (1, 2)}
     cpu = {w: statistics.median(r[1] for r in results[w]) for w in (1, 2)}
