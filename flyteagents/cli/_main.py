@@ -112,8 +112,8 @@ def cli() -> None:
     "--workers",
     type=click.IntRange(min=1),
     envvar=f"{_ENV}WORKERS",
-    help="Server processes sharing the port (SO_REUSEPORT), one metrics endpoint for all "
-    "[default: the CPUs the process may use, cgroup CPU limit respected].",
+    help="Server processes sharing the port (SO_REUSEPORT, Linux), one metrics endpoint for all "
+    "[default: the CPUs the process may use, cgroup CPU limit respected; 1 elsewhere than Linux].",
 )
 @click.option("--reuse-port", is_flag=True, hidden=True, help="Bind with SO_REUSEPORT (set for each worker).")
 @click.option(
@@ -171,8 +171,11 @@ def serve(
     if workers is None:
         from flyteagents.server._workers import available_cpus
 
-        workers = available_cpus()
+        # Only Linux spreads a SO_REUSEPORT port's connections over its listeners.
+        workers = available_cpus() if sys.platform == "linux" else 1
     if workers > 1:
+        if sys.platform != "linux":
+            raise click.UsageError("--workers above 1 needs Linux (SO_REUSEPORT that spreads connections)")
         from flyteagents.server._workers import WorkerPool, supervise
 
         # Each worker is `flyteagents serve` as this one was started (the console script next to
