@@ -97,3 +97,22 @@ class ServiceProcess(ServerProcess):
     def environment(self) -> dict[str, str]:
         """The service's environment."""
         return self._env
+
+
+# Runs `pyflyte serve connector` unchanged, except that its gRPC and Prometheus servers
+# listen on loopback only (the CLI always binds every interface).
+FLYTEKIT_LAUNCHER = """
+import sys, grpc.aio, prometheus_client
+_server = grpc.aio.server
+def server(*args, **kwargs):
+    s = _server(*args, **kwargs)
+    add = s.add_insecure_port
+    s.add_insecure_port = lambda address: add(address.replace("[::]", "127.0.0.1"))
+    return s
+grpc.aio.server = server
+_http = prometheus_client.start_http_server
+prometheus_client.start_http_server = lambda port, addr="", **kw: _http(port, addr="127.0.0.1", **kw)
+from flytekit.clis.sdk_in_container.pyflyte import main
+sys.argv = ["pyflyte", "serve", "connector", *sys.argv[1:]]
+main()
+"""

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from _common import free_port, stop_group
+from _common import FLYTEKIT_LAUNCHER, free_port, stop_group
 from _counting_sensor import CountingHTTPSensor
 from flyteidl.admin import agent_pb2
 from flyteidl.core import execution_pb2
@@ -47,24 +47,6 @@ from flyteagents.testing import create_task_request
 HERE = Path(__file__).resolve().parent
 VENV_BIN = Path(sys.executable).parent
 FLOOR = 5.0
-
-# `pyflyte serve connector` unchanged, except that its gRPC and Prometheus servers listen on
-# loopback only (the CLI always binds every interface).
-FLYTEKIT_LAUNCHER = """
-import sys, grpc.aio, prometheus_client
-_server = grpc.aio.server
-def server(*args, **kwargs):
-    s = _server(*args, **kwargs)
-    add = s.add_insecure_port
-    s.add_insecure_port = lambda address: add(address.replace("[::]", "127.0.0.1"))
-    return s
-grpc.aio.server = server
-_http = prometheus_client.start_http_server
-prometheus_client.start_http_server = lambda port, addr="", **kw: _http(port, addr="127.0.0.1", **kw)
-from flytekit.clis.sdk_in_container.pyflyte import main
-sys.argv = ["pyflyte", "serve", "connector", *sys.argv[1:]]
-main()
-"""
 
 
 class Endpoint:

@@ -8,6 +8,7 @@ and a sync one echoing its inputs as outputs):
 
 - ``flyteagents serve``
 - flytekit's ``pyflyte serve connector``
+- flyte-sdk's connector service, ``c0`` (Flyte 2's own; CreateTask and GetTask over flyteidl2 only)
 - a bare grpc.aio server answering constants (the ceiling: what gRPC itself costs), on the
   event loop ``flyteagents serve`` runs on by default (uvloop where installed), while flytekit's
   service runs on asyncio's own, as it ships
@@ -17,12 +18,15 @@ ExecuteTaskSync (header, inputs, close, one answer), then the two calls whose ag
 with Python values: ``ExecuteTaskSync/py`` (a sync agent returning ``outputs={"o0": "pong"}``)
 and ``GetTask/outputs`` (SUCCEEDED with a dataclass's fields as outputs: flyteagents serves it
 with a sensor whose poke returns the dataclass, flytekit, whose sensors cannot return outputs,
-with a connector whose get returns them as a dict; the bare server answers a constant).
-For each it prints requests/s, p50 and p99 latency, and the server process's own CPU time per request, read from
+with a connector whose get returns them as a dict; the bare server answers a constant). The
+``flyteagents-v2`` rows are the same ``flyteagents serve`` processes called as the Flyte 2 backend
+calls them (flyteidl2's AsyncConnectorService; CreateTask and GetTask, each carrying a Connection
+with a secret), in the same rounds, next to ``c0`` called the same way. For each it prints
+requests/s, p50 and p99 latency, and the server process's own CPU time per request, read from
 /proc/<pid>/stat (so it does not depend on the load generator sharing the machine).
 
-Floors: flyteagents' CPU per request within 1.15x the bare server's on every call,
-and at most 0.7x flytekit's on all but GetTask.
+Floors: flyteagents' CPU per request within 1.15x the bare server's on every call, at most 0.7x
+flytekit's on all but GetTask, and its v2 calls within 1.1x of its v1 calls on CreateTask and GetTask.
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ from _common import CLOCK_TICKS, closed_loop, execution_metadata, free_port, sto
 from flyteidl.admin import agent_pb2
 from flyteidl.core import execution_pb2, identifier_pb2, interface_pb2, literals_pb2, tasks_pb2, types_pb2
 from flyteidl.service import agent_pb2_grpc
+from flyteidl2.connector import connector_pb2, service_pb2_grpc
+from flyteidl2.core import security_pb2
 
 HERE = Path(__file__).resolve().parent
 VENV_BIN = Path(sys.executable).parent
@@ -124,6 +130,20 @@ def _sensor_create() -> agent_pb2.CreateTaskRequest:
     return create_task_request(sensor, "s3://bucket/out", {"path": "/data/in.csv"})
 
 
+# The same calls as Flyte 2's backend makes them: flyteidl2's messages (the template, inputs and
+# execution metadata are the same bytes) and a Connection holding the task's secret and configs.
+CONNECTION = security_pb2.Connection(secrets={"api-key": "bench-secret-value"}, configs={"region": "us"})
+CREATE_V2 = connector_pb2.CreateTaskRequest.FromString(CREATE.SerializeToString())
+CREATE_V2.connection.CopyFrom(CONNECTION)
+GET_V2 = connector_pb2.GetTaskRequest(
+    task_category=connector_pb2.TaskCategory(name=ASYNC_TYPE),
+    resource_meta=b'{"job_id":"job-1"}',
+    output_prefix="s3://bucket/out",
+    connection=CONNECTION,
+)
+V2 = "flyteagents-v2"  # not a server of its own: the flyteagents processes, called over v2
+
+
 # The bare ceiling: the same services answering constants.
 
 
@@ -191,6 +211,10 @@ def _start(name: str, port: int) -> subprocess.Popen:
         env["BENCH_FRAMEWORK"] = "flyteagents"
         cmd = [str(VENV_BIN / "flyteagents"), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
         cmd += ["--metrics-port", "-1", "--modules", "service_agents", "--log-level", "WARNING"]
+    elif name == "c0":
+        env["BENCH_FRAMEWORK"] = "flyte"
+        cmd = [str(VENV_BIN / "c0"), "--port", str(port), "--prometheus_port", str(free_port())]
+        cmd += ["--modules", "service_agents"]
     elif name == "flytekit":
         env["BENCH_FRAMEWORK"] = "flytekit"
         cmd = [str(VENV_BIN / "pyflyte"), "serve", "connector", "--port", str(port)]
@@ -204,12 +228,13 @@ def _start(name: str, port: int) -> subprocess.Popen:
 
 async def _wait_ready(channel: grpc.aio.Channel, proc: subprocess.Popen, name: str) -> None:
     stub = agent_pb2_grpc.AsyncAgentServiceStub(channel)
+    v2_stub = service_pb2_grpc.AsyncConnectorServiceStub(channel)  # c0 speaks flyteidl2 only
     deadline = time.monotonic() + 180  # several servers importing flytekit at once on 2 cores
     while True:
         if proc.poll() is not None:
             raise RuntimeError(f"{name} server exited with {proc.returncode}")
         try:
-            await stub.GetTask(GET, timeout=1)
+            await (v2_stub.GetTask(GET_V2, timeout=1) if name == "c0" else stub.GetTask(GET, timeout=1))
             return
         except grpc.aio.AioRpcError:
             if time.monotonic() > deadline:
@@ -290,6 +315,18 @@ async def _get_done(name: str, channel: grpc.aio.Channel, sensor_create: agent_p
     )
 
 
+def _calls_v2(channel: grpc.aio.Channel) -> dict[str, Callable[[], Awaitable[object]]]:
+    stub = service_pb2_grpc.AsyncConnectorServiceStub(channel)
+
+    async def create() -> object:
+        return await stub.CreateTask(CREATE_V2)
+
+    async def get() -> object:
+        return await stub.GetTask(GET_V2)
+
+    return {"CreateTask": create, "GetTask": get}
+
+
 async def _measure_all(
     names: list[str], requests: int, concurrency: int, rounds: int, processes: int, operations: tuple[str, ...]
 ) -> dict[str, dict[str, dict[str, Any]]]:
@@ -299,30 +336,40 @@ async def _measure_all(
     same program can be 10% faster or slower than the next (memory layout), which would otherwise
     land whole in the comparison.
     """
-    ports = {name: [free_port() for _ in range(processes)] for name in names}
-    procs = {name: [_start(name, port) for port in ports[name]] for name in names}
+    servers = [name for name in names if name != V2]
+    ports = {name: [free_port() for _ in range(processes)] for name in servers}
+    procs = {name: [_start(name, port) for port in ports[name]] for name in servers}
+    if V2 in names:  # the flyteagents processes, answering Flyte 2's calls
+        ports[V2], procs[V2] = ports["flyteagents"], procs["flyteagents"]
     per_round = max(requests // rounds, 100)
     results: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in names}
     try:
+        # Its own channels for v2, as the Flyte 2 backend would have next to propeller.
         channels = {name: [grpc.aio.insecure_channel(f"127.0.0.1:{port}") for port in ports[name]] for name in names}
-        for name in names:
+        for name in servers:
             for channel, proc in zip(channels[name], procs[name], strict=True):
                 await _wait_ready(channel, proc, name)
         sensor_create = _sensor_create() if "GetTask/outputs" in operations else None
         calls = {
-            name: [_calls(channel, await _get_done(name, channel, sensor_create)) for channel in channels[name]]
+            name: [
+                _calls_v2(channel)
+                if name in (V2, "c0")
+                else _calls(channel, await _get_done(name, channel, sensor_create))
+                for channel in channels[name]
+            ]
             for name in names
         }
         for op in operations:
-            cpu: dict[str, list[float]] = {name: [] for name in names}
-            rps: dict[str, list[float]] = {name: [] for name in names}
-            latencies: dict[str, list[float]] = {name: [] for name in names}
-            for name in names:
+            callers = [name for name in names if op in calls[name][0]]
+            cpu: dict[str, list[float]] = {name: [] for name in callers}
+            rps: dict[str, list[float]] = {name: [] for name in callers}
+            latencies: dict[str, list[float]] = {name: [] for name in callers}
+            for name in callers:
                 for process_calls in calls[name]:
                     await closed_loop(process_calls[op], max(per_round // 2, 50), concurrency)  # warm up
             for round_no in range(rounds):
                 turn = round_no % processes
-                for name in names:
+                for name in callers:
                     pid = procs[name][turn].pid
                     cpu0, t0 = _cpu_seconds(pid), time.perf_counter()
                     lat = await closed_loop(calls[name][turn][op], per_round, concurrency)
@@ -330,7 +377,7 @@ async def _measure_all(
                     cpu[name].append(used / per_round * 1e6)
                     rps[name].append(per_round / wall)
                     latencies[name].extend(lat)
-            for name in names:
+            for name in callers:
                 lat = sorted(latencies[name])
                 results[name][op] = {
                     "rounds": cpu[name],
@@ -343,7 +390,7 @@ async def _measure_all(
             for channel in channels[name]:
                 await channel.close()
     finally:
-        for name in names:
+        for name in servers:
             for proc in procs[name]:
                 stop_group(proc)
     return results
@@ -365,8 +412,10 @@ def _report(
     print("-" * len(header))
     ok = True
     for op in operations:
-        for name in ("flyteagents", "flytekit", "bare"):
-            r = all_results[name][op]
+        for name in ("flyteagents", V2, "c0", "flytekit", "bare"):
+            r = all_results.get(name, {}).get(op)
+            if r is None:
+                continue
             print(f"{op:<19} {name:<12} {r['rps']:>9.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['cpu_us']:>11.0f}")
         # Ratios of rounds run back to back, then their median: drift in the machine's load cancels out.
         fa, fk, bare = (all_results[n][op]["rounds"] for n in ("flyteagents", "flytekit", "bare"))
@@ -383,8 +432,25 @@ def _report(
             + ("" if op == "GetTask" else f" (floor 0.7x: {'ok' if floor_fk else 'MISSED'})")
         )
         print(f"{'':<19} bare/flytekit = {bare_vs_fk:.2f}x (what gRPC alone costs, next to flytekit)")
+        v2 = all_results.get(V2, {}).get(op)
+        if v2 is not None:
+            v2_vs_v1 = statistics.median(a / b for a, b in zip(v2["rounds"], fa, strict=True))
+            floor_v2 = v2_vs_v1 <= 1.1
+            ok &= floor_v2
+            print(
+                f"{'':<19} v2/v1 = {v2_vs_v1:.2f}x on the same processes (floor 1.1x: {'ok' if floor_v2 else 'MISSED'})"
+            )
+        c0 = all_results.get("c0", {}).get(op)
+        if v2 is not None and c0 is not None:
+            v2_vs_c0 = statistics.median(a / b for a, b in zip(v2["rounds"], c0["rounds"], strict=True))
+            print(f"{'':<19} flyteagents-v2/c0 = {v2_vs_c0:.2f}x (c0: flyte-sdk's own connector service)")
         if show_rounds:
-            for name, rounds in (("flyteagents", fa), ("flytekit", fk), ("bare", bare)):
+            by_name = [("flyteagents", fa), ("flytekit", fk), ("bare", bare)]
+            if v2 is not None:
+                by_name.insert(1, (V2, v2["rounds"]))
+            if c0 is not None:
+                by_name.insert(2, ("c0", c0["rounds"]))
+            for name, rounds in by_name:
                 print(f"{'':<19} {name} CPU us/req by round: {' '.join(f'{x:.0f}' for x in rounds)}")
         print()
     return ok
@@ -402,7 +468,7 @@ def main() -> None:
     parser.add_argument(
         "--calls", default=",".join(OPERATIONS), help=f"comma-separated calls to measure (of {', '.join(OPERATIONS)})"
     )
-    parser.add_argument("--servers", default="flyteagents,flytekit,bare", help=argparse.SUPPRESS)
+    parser.add_argument("--servers", default=f"flyteagents,{V2},c0,flytekit,bare", help=argparse.SUPPRESS)
     parser.add_argument("--bare-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare_server:
@@ -419,7 +485,7 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown calls: {', '.join(sorted(unknown))}")
     results = asyncio.run(_measure_all(names, args.requests, args.concurrency, args.rounds, args.processes, operations))
-    if set(results) == {"flyteagents", "flytekit", "bare"}:
+    if {"flyteagents", "flytekit", "bare"} <= set(results):
         ok = _report(results, args.requests, args.concurrency, args.show_rounds, operations)
         print("all floors hold" if ok else "some floors MISSED")
     else:

@@ -1,8 +1,9 @@
 """The trivial agents benchmarks/service.py serves, written for flyteagents and for flytekit.
 
-``flyteagents serve --modules service_agents`` and ``pyflyte serve connector --modules
-service_agents`` both import this module (from the benchmarks directory); each registers
-only the agents of the framework it is served by, chosen by BENCH_FRAMEWORK.
+``flyteagents serve --modules service_agents``, ``pyflyte serve connector --modules
+service_agents`` and flyte-sdk's ``c0 --modules service_agents`` import this module (from the
+benchmarks directory); each registers only the agents of the framework it is served by, chosen
+by BENCH_FRAMEWORK (flyte-sdk has no sync connectors: only the async one there).
 """
 
 from __future__ import annotations
@@ -86,6 +87,31 @@ if os.environ.get("BENCH_FRAMEWORK") == "flytekit":
     ConnectorRegistry.register(FkDone())
     ConnectorRegistry.register(FkEcho())
     ConnectorRegistry.register(FkPong())
+elif os.environ.get("BENCH_FRAMEWORK") == "flyte":
+    from flyte.connectors import AsyncConnector
+    from flyte.connectors import ConnectorRegistry as FlyteRegistry
+    from flyte.connectors import Resource as FlyteResource
+    from flyte.connectors import ResourceMeta as FlyteMeta
+
+    @dataclass
+    class C0Meta(FlyteMeta):
+        job_id: str
+
+    class C0Async(AsyncConnector):
+        name = "Bench Async"
+        task_type_name = ASYNC_TYPE
+        metadata_type = C0Meta
+
+        async def create(self, task_template, output_prefix="", inputs=None, **kwargs: Any) -> C0Meta:
+            return C0Meta(job_id="job-1")
+
+        async def get(self, resource_meta: C0Meta, **kwargs: Any) -> FlyteResource:
+            return FlyteResource(phase=TaskExecution.RUNNING)
+
+        async def delete(self, resource_meta: C0Meta, **kwargs: Any) -> None:
+            return None
+
+    FlyteRegistry.register(C0Async())
 else:
     import flyteagents as fa
 

@@ -2,8 +2,10 @@
 
     python examples/sqs_sensor.py
 
-With ``SQS_QUEUE_URL`` set, it waits on that queue (AWS credentials from the standard
-chain) for a JSON message whose ``event`` is ``"uploaded"``. Without, it starts a local
+With ``SQS_QUEUE_URL`` set, it waits on that queue (AWS credentials and region from the
+standard chain: ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``, ...)
+for a JSON message whose ``event`` is ``"uploaded"``; a queue URL on a host that is not AWS
+(LocalStack, moto) is reached at that host. Without, it starts a local
 ``moto_server`` (``pip install flyteagents-aws[test]``), creates a queue and sends a few
 messages a second later; only the matching one is taken off the queue.
 """

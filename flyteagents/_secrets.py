@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Protocol
 
 from ._exceptions import InvalidTaskError, SecretNotFoundError
 
-__all__ = ["SECRETS_DIR_ENV", "SECRET_ENV_PREFIX", "check_secret_name", "get_secret", "secret_env_name"]
+__all__ = [
+    "SECRETS_DIR_ENV",
+    "SECRET_ENV_PREFIX",
+    "check_secret_name",
+    "current_connection",
+    "get_secret",
+    "secret_env_name",
+]
 
 #: A secret named ``kafka-password`` is read from ``FLYTEAGENTS_SECRET_KAFKA_PASSWORD`` ...
 SECRET_ENV_PREFIX = "FLYTEAGENTS_SECRET_"
@@ -23,6 +32,24 @@ _FLYTE_DIR = ("FLYTE_SECRETS_DEFAULT_DIR", "/etc/secrets")
 _FLYTE_FILE_PREFIX = ("FLYTE_SECRETS_FILE_PREFIX", "")
 _SETTINGS, _DEFAULTS = zip(
     (SECRETS_DIR_ENV, DEFAULT_SECRETS_DIR), _FLYTE_ENV_PREFIX, _FLYTE_DIR, _FLYTE_FILE_PREFIX, strict=True
+)
+
+
+class Connection(Protocol):
+    """What a Flyte 2 request's ``Connection`` carries: secret values and plain settings, by name."""
+
+    @property
+    def secrets(self) -> Mapping[str, str]: ...
+
+    @property
+    def configs(self) -> Mapping[str, str]: ...
+
+
+#: The ``Connection`` of the Flyte 2 request being served (flyteidl2.core.Connection), if it sent one.
+#: The connector service sets it around each call, so an agent's ``get_secret`` sees the calling
+#: task's own credentials; it is never stored anywhere else.
+current_connection: contextvars.ContextVar[Connection | None] = contextvars.ContextVar(
+    "flyteagents_connection", default=None
 )
 
 # A plain name, or flytekit's "group/key": never a path out of the secrets directory.
@@ -57,8 +84,11 @@ def get_secret(
 ) -> str:
     """The value of the secret ``name``, read at each call so a rotated secret is seen at once.
 
-    The first non-empty value wins, whitespace stripped; environment before files:
+    The first non-empty value wins, whitespace stripped; the request before the environment,
+    the environment before files:
 
+    0. when serving a Flyte 2 connector call, the secret ``name`` of the request's ``Connection``
+       (the calling task's own credentials, filled in by the Flyte 2 backend);
     1. the variable ``FLYTEAGENTS_SECRET_<NAME>`` (see :func:`secret_env_name`);
     2. each variable in ``env``, in order (names the operator chose or a flytekit plugin used);
     3. with ``flytekit``: flytekit's ``_FSEC_<GROUP>_<KEY>`` (``$FLYTE_SECRETS_ENV_PREFIX``);
@@ -84,6 +114,11 @@ def get_secret(
     # Where to look depends only on the name and the settings: worked out once per both.
     settings = tuple(os.environ.get(variable) for variable in _SETTINGS)
     variables, paths = _places(name, tuple(env), flytekit, settings)
+    connection = current_connection.get()
+    if connection is not None:
+        value = (connection.secrets.get(name) or "").strip()
+        if value:
+            return value
     for variable in variables:
         value = os.environ.get(variable, "").strip()
         if value:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
@@ -13,6 +13,8 @@ import grpc
 from flyteidl.admin import agent_pb2
 from flyteidl.core import literals_pb2, tasks_pb2
 from flyteidl.service import agent_pb2_grpc
+from flyteidl2.connector import connector_pb2, service_pb2_grpc
+from flyteidl2.core import security_pb2
 from flytekit.models.literals import LiteralMap
 from google.protobuf import json_format
 
@@ -30,6 +32,9 @@ __all__ = ["AgentClient", "RemoteBackend", "RemoteJob", "channel_credentials", "
 
 #: Environment variable with a PEM CA file: RemoteBackend then connects over TLS.
 TLS_CA_ENV = "FLYTEAGENTS_TLS_CA"
+#: Environment variable choosing the protocol RemoteBackend speaks: v1 (FlytePropeller's agent
+#: services, the default) or v2 (Flyte 2's connector services).
+PROTOCOL_ENV = "FLYTEAGENTS_PROTOCOL"
 
 _ERRORS: dict[grpc.StatusCode, type[AgentError]] = {
     grpc.StatusCode.NOT_FOUND: AgentNotFoundError,
@@ -184,6 +189,20 @@ class AgentClient:
         response = await self.metadata_stub.ListAgents(agent_pb2.ListAgentsRequest(), timeout=self.timeout)
         return list(response.agents)
 
+    async def list_connectors(self) -> list[agent_pb2.Agent]:
+        """Flyte 2's ListConnectors, each connector as an (async) ``Agent`` message."""
+        stub = service_pb2_grpc.ConnectorMetadataServiceStub(self.channel)
+        response = await stub.ListConnectors(connector_pb2.ListConnectorsRequest(), timeout=self.timeout)
+        return [
+            agent_pb2.Agent(
+                name=c.name,
+                supported_task_categories=[
+                    agent_pb2.TaskCategory(name=t.name, version=t.version) for t in c.supported_task_categories
+                ],
+            )
+            for c in response.connectors
+        ]
+
     async def get_agent(self, name: str) -> agent_pb2.Agent:
         """GetAgent."""
         response = await self.metadata_stub.GetAgent(agent_pb2.GetAgentRequest(name=name), timeout=self.timeout)
@@ -211,6 +230,8 @@ class RemoteJob:
 
     category: TaskCategory
     resource_meta: bytes
+    #: Flyte 2 only: the Connection each Get and Delete carries again (it holds secret values).
+    connection: Any = field(default=None, repr=False)
 
 
 class RemoteBackend:
@@ -219,14 +240,24 @@ class RemoteBackend:
     Each call opens a short-lived channel, so the backend works from any event loop.
     Service errors come back as flyteagents exceptions (NOT_FOUND -> AgentNotFoundError, ...).
     TLS is used when ``FLYTEAGENTS_TLS_CA`` names a PEM CA file.
+
+    With ``protocol="v2"`` (or ``FLYTEAGENTS_PROTOCOL=v2``) it calls the service as Flyte 2's
+    backend does: flyteidl2's AsyncConnectorService, with a Connection built from the template's
+    ``custom["secrets"]`` (connection key -> name of an environment variable holding the value,
+    as flyte-sdk's local runs read them) and ``custom["configs"]``. Sync agents have no Flyte 2 call.
     """
 
-    def __init__(self, endpoint: str, *, credentials: grpc.ChannelCredentials | None = None) -> None:
+    def __init__(
+        self, endpoint: str, *, credentials: grpc.ChannelCredentials | None = None, protocol: str | None = None
+    ) -> None:
         self.endpoint = endpoint
         if credentials is None and os.environ.get(TLS_CA_ENV):
             with open(os.environ[TLS_CA_ENV], "rb") as f:
                 credentials = channel_credentials(f.read())
         self.credentials = credentials
+        self.protocol = (protocol or os.environ.get(PROTOCOL_ENV) or "v1").strip().lower()
+        if self.protocol not in ("v1", "v2"):
+            raise InvalidTaskError(f"{PROTOCOL_ENV} must be v1 or v2, got {self.protocol!r}")
 
     @contextlib.asynccontextmanager
     async def _client(self) -> AsyncIterator[AgentClient]:
@@ -239,24 +270,60 @@ class RemoteBackend:
 
     async def create(self, template: Any, output_prefix: str, inputs: Any, meta: Any) -> RemoteJob:
         """CreateTask; returns the job handle."""
+        category = TaskCategory(template.type, template.task_type_version)
+        if self.protocol == "v2":
+            connection = _connection(template)
+            request = agent_pb2.CreateTaskRequest(
+                template=template.to_flyte_idl(),
+                output_prefix=output_prefix,
+                inputs=_proto(inputs),
+                task_execution_metadata=_proto(meta),
+            )
+            # flyteidl2's CreateTaskRequest has the same field numbers, plus the Connection
+            v2 = connector_pb2.CreateTaskRequest.FromString(request.SerializeToString())
+            v2.connection.CopyFrom(connection)
+            async with self._client() as client:
+                response = await _connector(client).CreateTask(v2, timeout=client.timeout)
+            return RemoteJob(category, response.resource_meta, connection)
         async with self._client() as client:
             resource_meta = await client.create_task(
                 template.to_flyte_idl(), output_prefix, _proto(inputs), _proto(meta)
             )
-        return RemoteJob(TaskCategory(template.type, template.task_type_version), resource_meta)
+        return RemoteJob(category, resource_meta)
 
     async def get(self, handle: RemoteJob) -> Resource:
         """GetTask."""
         async with self._client() as client:
+            if self.protocol == "v2":
+                request = connector_pb2.GetTaskRequest(
+                    task_category=_category_v2(handle.category),
+                    resource_meta=handle.resource_meta,
+                    connection=handle.connection,
+                )
+                response = await _connector(client).GetTask(request, timeout=client.timeout)
+                return resource_from_proto(agent_pb2.Resource.FromString(response.resource.SerializeToString()))
             return resource_from_proto(await client.get_task(handle.category, handle.resource_meta))
 
     async def delete(self, handle: RemoteJob) -> None:
         """DeleteTask."""
         async with self._client() as client:
+            if self.protocol == "v2":
+                request = connector_pb2.DeleteTaskRequest(
+                    task_category=_category_v2(handle.category),
+                    resource_meta=handle.resource_meta,
+                    connection=handle.connection,
+                )
+                await _connector(client).DeleteTask(request, timeout=client.timeout)
+                return
             await client.delete_task(handle.category, handle.resource_meta)
 
     async def do(self, template: Any, output_prefix: str, inputs: Any, meta: Any) -> Resource:
         """ExecuteTaskSync."""
+        if self.protocol == "v2":
+            raise UnsupportedOperationError(
+                f"{template.type!r} runs on a sync agent, and Flyte 2's connector protocol has no sync call: "
+                f"unset {PROTOCOL_ENV} (or set it to v1) to run it through the service"
+            )
         async with self._client() as client:
             pb = await client.execute_task_sync(template.to_flyte_idl(), output_prefix, _proto(inputs), _proto(meta))
         return resource_from_proto(pb)
@@ -265,3 +332,30 @@ class RemoteBackend:
 def _proto(model: Any) -> Any:
     """A flytekit model's proto (protos and None pass through)."""
     return model.to_flyte_idl() if model is not None and hasattr(model, "to_flyte_idl") else model
+
+
+def _connector(client: AgentClient) -> Any:
+    return service_pb2_grpc.AsyncConnectorServiceStub(client.channel)
+
+
+def _category_v2(category: TaskCategory) -> connector_pb2.TaskCategory:
+    return connector_pb2.TaskCategory(name=category.name, version=category.version)
+
+
+def _connection(template: Any) -> security_pb2.Connection:
+    """The Connection Flyte 2's backend would send for ``template``: its custom secrets resolved, and its configs.
+
+    ``custom["secrets"]`` maps a connection key to a secret's name; here the name is an environment
+    variable (as in flyte-sdk's local runs), where the backend asks its secret store.
+    """
+    custom = template.custom or {}
+    secrets: dict[str, str] = {}
+    for key, name in (custom.get("secrets") or {}).items():
+        value = os.environ.get(str(name))
+        if not value:
+            raise InvalidTaskError(
+                f"the task's connection secret {key!r} names {name!r}: set that environment variable for a local run"
+            )
+        secrets[str(key)] = value
+    configs = {str(k): str(v) for k, v in (custom.get("configs") or {}).items()}
+    return security_pb2.Connection(task_type=str(custom.get("task_type", "")), secrets=secrets, configs=configs)

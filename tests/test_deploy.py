@@ -240,6 +240,8 @@ def test_settings_reach_the_container_through_the_configmap(render: Render) -> N
         "gracePeriod": 40,
         "loop": "asyncio",
         "logLevel": "DEBUG",
+        "metricsHost": "127.0.0.1",
+        "reflection": False,
     }
     rendered = render({"settings": {**settings, "modules": ["a.agents", "b"]}, "extraEnv": {"REGION": "eu"}})
     configmap = _one(rendered, "ConfigMap")
@@ -247,6 +249,8 @@ def test_settings_reach_the_container_through_the_configmap(render: Render) -> N
         "FLYTEAGENTS_HOST": "0.0.0.0",
         "FLYTEAGENTS_PORT": "8100",
         "FLYTEAGENTS_METRICS_PORT": "9100",
+        "FLYTEAGENTS_METRICS_HOST": "127.0.0.1",
+        "FLYTEAGENTS_REFLECTION": "false",
         "FLYTEAGENTS_SYNC_WORKERS": "7",
         "FLYTEAGENTS_WORKERS": "1",  # the default values' CPU request, 500m, rounded down to at least one
         "FLYTEAGENTS_GRACE_PERIOD": "40",
@@ -649,3 +653,76 @@ def test_propeller_endpoint_is_the_charts_headless_service(render: Render, snipp
         # The chart serves plaintext by default; propeller must not attempt TLS against it.
         assert deployment["insecure"] is True
         assert "FLYTEAGENTS_TLS_CERT" not in _one(rendered, "ConfigMap")["data"]
+
+
+# --- Flyte 2 ---------------------------------------------------------------------------------------
+
+FLYTE2_SNIPPET = "flyte2-connector-config.yaml"
+# The keys of the Flyte 2 backend's connector-service plugin (flyteorg/flyte v2:
+# flyteplugins/go/tasks/plugins/webapi/connector/config.go, Config and Deployment), and the
+# operation names its per-call timeouts are looked up by (plugin.go, client.go).
+FLYTE2_PLUGIN_KEYS = {
+    "webApi", "resourceConstraints", "defaultConnector", "connectors", "connectorApps",
+    "connectorForTaskTypes", "supportedTaskTypes", "pollInterval", "logs",
+}  # fmt: skip
+FLYTE2_DEPLOYMENT_KEYS = {
+    "endpoint",
+    "insecure",
+    "defaultServiceConfig",
+    "timeouts",
+    "defaultTimeout",
+    "project",
+    "domain",
+}
+FLYTE2_OPERATIONS = {"CreateTask", "GetTask", "DeleteTask", "ListConnectors"}
+
+
+def _entry_point_agents() -> dict[str, bool]:
+    """Task type -> is_sync, for every agent the core and the installed plugins register."""
+    from flyteagents import AgentRegistry
+
+    registry = AgentRegistry()
+    failures = registry.load_plugins()
+    assert not failures
+    return {task_type: agent.is_sync for (task_type, _), agent in registry.agents.items()}
+
+
+def test_flyte2_backend_routes_every_async_task_type_to_the_service(render: Render) -> None:
+    config = yaml.safe_load((DEPLOY / FLYTE2_SNIPPET).read_text())
+    routed = {
+        t for t, p in config["tasks"]["task-plugins"]["default-for-task-types"].items() if p == "connector-service"
+    }
+    agents = _entry_point_agents()
+    assert set(agents) == _entry_point_task_types()
+    # every async agent, and no sync one: Flyte 2 has no sync call
+    assert routed == {task_type for task_type, is_sync in agents.items() if not is_sync}
+    section = config["plugins"]["connector-service"]
+    assert set(section) <= FLYTE2_PLUGIN_KEYS
+    deployment = section["defaultConnector"]
+    assert set(deployment) <= FLYTE2_DEPLOYMENT_KEYS
+    timeouts = {op: _duration_seconds(t) for op, t in deployment["timeouts"].items()}
+    assert {"CreateTask", "GetTask", "DeleteTask"} <= set(timeouts) <= FLYTE2_OPERATIONS
+    assert json.loads(deployment["defaultServiceConfig"]) == {"loadBalancingConfig": [{"round_robin": {}}]}
+    headless = render()["Service", "flyteagents-headless"]
+    grpc_port = next(p["port"] for p in headless["spec"]["ports"] if p["name"] == "grpc")
+    assert deployment["endpoint"] == f"dns:///{headless['metadata']['name']}.{NAMESPACE}.svc.cluster.local:{grpc_port}"
+    assert deployment["insecure"] is True
+    caching = section["webApi"]["caching"]
+    assert _duration_seconds(caching["resyncInterval"]) == 30 and caching["maxSystemFailures"] == 5
+
+
+def test_protocols_setting_reaches_the_service(render: Render) -> None:
+    assert "FLYTEAGENTS_PROTOCOLS" not in _one(render(), "ConfigMap")["data"]  # both, the service's default
+    data = _one(render({"settings": {"protocols": ["v2"]}}), "ConfigMap")["data"]
+    assert data["FLYTEAGENTS_PROTOCOLS"] == "v2"
+    import click
+
+    module = importlib.import_module("flyteagents.cli._main")
+    (group,) = [obj for obj in vars(module).values() if isinstance(obj, click.Group)]
+    assert "FLYTEAGENTS_PROTOCOLS" in {p.envvar for p in group.commands["serve"].params}
+    with pytest.raises(RenderError) as failure:
+        render({"settings": {"protocols": ["v3"]}})
+    assert "/settings/protocols/0" in str(failure.value)
+    with pytest.raises(RenderError) as failure:
+        render({"extraEnv": {"FLYTEAGENTS_PROTOCOLS": "v1"}})
+    assert "extraEnv.FLYTEAGENTS_PROTOCOLS: the chart sets it from `settings`" in str(failure.value)

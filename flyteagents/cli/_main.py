@@ -139,6 +139,13 @@ def cli() -> None:
     envvar=f"{_ENV}LOOP",
     help="Event loop: uvloop (about a tenth less CPU per call), asyncio's own, or auto (uvloop where installed).",
 )
+@click.option(
+    "--protocols",
+    default="v1,v2",
+    show_default=True,
+    envvar=f"{_ENV}PROTOCOLS",
+    help="Comma-separated protocols to answer: v1 (FlytePropeller's agent services), v2 (Flyte 2's connectors).",
+)
 @click.option("--log-level", default="INFO", show_default=True, envvar=f"{_ENV}LOG_LEVEL", help="Logging level.")
 def serve(
     host: str,
@@ -155,13 +162,17 @@ def serve(
     grace_period: float,
     modules: Sequence[str],
     event_loop: str,
+    protocols: str,
     log_level: str,
 ) -> None:
-    """Serve the installed agents to FlytePropeller over gRPC."""
+    """Serve the installed agents over gRPC to FlytePropeller (v1) and Flyte 2's backend (v2)."""
     from flyteagents import AgentRegistry
-    from flyteagents.server import ServeConfig, configure_logging
+    from flyteagents.server import PROTOCOLS, ServeConfig, configure_logging
     from flyteagents.server import serve as run_server
 
+    chosen = tuple(dict.fromkeys(p.strip().lower() for p in protocols.split(",") if p.strip()))
+    if not chosen or set(chosen) - set(PROTOCOLS):
+        raise click.BadParameter(f"choose from {', '.join(PROTOCOLS)}, got {protocols!r}", param_hint="--protocols")
     if bool(tls_cert) != bool(tls_key):
         raise click.UsageError("--tls-cert and --tls-key go together")
     if tls_client_ca and not tls_cert:
@@ -228,6 +239,7 @@ def serve(
         sync_workers=sync_workers,
         grace_period=grace_period,
         reuse_port=reuse_port,
+        protocols=chosen,
     )
     sys.exit(run(run_server(registry, config)))
 
@@ -243,8 +255,17 @@ def serve(
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="PEM client certificate (mutual TLS).")
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="PEM client key (mutual TLS).")
 @click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait for the answer.")
-def agents(endpoint: str, tls_ca: str | None, tls_cert: str | None, tls_key: str | None, timeout: float) -> None:
-    """List the agents a running service serves (its ListAgents answer)."""
+@click.option(
+    "--protocol",
+    type=click.Choice(["v1", "v2"]),
+    default="v1",
+    show_default=True,
+    help="Ask as FlytePropeller 1.x does (ListAgents) or as Flyte 2's backend does (ListConnectors).",
+)
+def agents(
+    endpoint: str, tls_ca: str | None, tls_cert: str | None, tls_key: str | None, timeout: float, protocol: str
+) -> None:
+    """List the agents a running service serves (its ListAgents, or ListConnectors, answer)."""
     import grpc
 
     from flyteagents.client import AgentClient, channel_credentials
@@ -253,6 +274,8 @@ def agents(endpoint: str, tls_ca: str | None, tls_cert: str | None, tls_key: str
 
     async def list_agents() -> list[Agent]:
         async with AgentClient(endpoint, credentials=credentials, timeout=timeout) as client:
+            if protocol == "v2":
+                return await client.list_connectors()
             return await client.list_agents()
 
     try:

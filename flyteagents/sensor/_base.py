@@ -10,9 +10,12 @@ import importlib
 import inspect
 import json
 import os
+import socket
+import ssl
 import sys
 import types
 import typing
+import urllib.error
 from collections.abc import Callable
 from typing import Any, ClassVar, Union
 
@@ -245,6 +248,9 @@ class BaseSensor(AsyncAgentExecutorMixin, PythonTask):  # type: ignore[misc]
     """
 
     #: Exceptions from poke that mean "try again": counted, logged, the sensor keeps running.
+    #: Besides these, the standard library's network errors are retryable (see ``is_retryable``):
+    #: ``urllib.error.URLError`` (not an HTTP 4xx answer), socket timeouts and TLS errors other
+    #: than an untrusted certificate. Override to add a client library's errors.
     retryable_errors: ClassVar[tuple[type[BaseException], ...]] = (
         ConnectionError,
         TimeoutError,
@@ -430,9 +436,34 @@ def _field_hints(cls: type) -> list[tuple[dataclasses.Field[Any], Any]]:
     return [(f, hints[f.name]) for f in dataclasses.fields(cls)]
 
 
+#: HTTP answers that may change if asked again (rate limits, server errors, gateways).
+_RETRYABLE_HTTP_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+def is_stdlib_network_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is a standard-library network error that asking again may fix.
+
+    ``urllib.error.URLError`` (refused, reset, DNS, ...), ``socket.timeout`` and TLS errors
+    are; an ``HTTPError`` only for 408/425/429/5xx, and an untrusted or mismatched
+    certificate never (a configuration error: it fails the same way every time).
+    """
+    if isinstance(exc, urllib.error.HTTPError):
+        return exc.code in _RETRYABLE_HTTP_STATUS
+    if isinstance(exc, urllib.error.URLError):
+        reason = exc.reason
+        return not isinstance(reason, BaseException) or is_stdlib_network_error(reason)
+    if isinstance(exc, ssl.SSLCertVerificationError):  # also a hostname mismatch
+        return False
+    return isinstance(exc, (ConnectionError, TimeoutError, ssl.SSLError, socket.gaierror))
+
+
 def is_retryable(sensor: Any, exc: BaseException) -> bool:
-    """Whether a poke error means "try again" for this sensor."""
+    """Whether a poke error means "try again" for this sensor.
+
+    ``ExternalServiceError`` says so itself; otherwise the sensor's ``retryable_errors``
+    and the standard library's network errors (``is_stdlib_network_error``) count.
+    """
     if isinstance(exc, ExternalServiceError):
         return exc.retryable
     errors = getattr(sensor, "retryable_errors", BaseSensor.retryable_errors)
-    return isinstance(exc, errors)
+    return isinstance(exc, errors) or is_stdlib_network_error(exc)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextvars
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["PokeContext", "poke_context"]
@@ -24,6 +24,21 @@ class PokeContext:
     sensor_id: str
     output_prefix: str
     state: dict[str, Any] | None = None
+    _waiting: list[str] = field(default_factory=list, repr=False, compare=False)
+
+    def waiting(self, reason: str) -> None:
+        """Say why this poke answers "not yet": the RUNNING message reads ``waiting: <reason>``.
+
+        For a condition the user may be waiting on by mistake (a topic or queue that does not
+        exist, an outage the sensor rides out), so the task's status says so. Keep it short
+        and free of secrets; the last reason given in a poke wins.
+        """
+        self._waiting.append(reason)
+
+    @property
+    def waiting_reason(self) -> str | None:
+        """The reason the running poke gave for "not yet", if any."""
+        return self._waiting[-1] if self._waiting else None
 
 
 _current: contextvars.ContextVar[PokeContext | None] = contextvars.ContextVar("flyteagents_poke", default=None)

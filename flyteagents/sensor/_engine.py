@@ -26,7 +26,7 @@ from flytekit.models.literals import LiteralMap
 from flytekit.models.task import TaskExecutionMetadata, TaskTemplate
 
 from .._agent import AsyncAgentBase
-from .._exceptions import ExternalServiceError, InvalidResourceMetaError, InvalidTaskError
+from .._exceptions import AgentError, ExternalServiceError, InvalidResourceMetaError, InvalidTaskError
 from .._literals import literal_map_model, primitive_literal_map
 from .._models import Resource, ResourceMeta
 from .._phase import is_terminal_phase
@@ -400,13 +400,14 @@ class SensorEngine(AsyncAgentBase):
         if meta.deadline is not None and now >= meta.deadline:
             return self._with_history(meta, await self._timed_out(meta, label), now)
         sensor = self._sensor(meta)
+        context = PokeContext(meta.sensor_id, meta.output_prefix, meta.state)
         try:
-            result = await self._poke_with_context(meta, sensor)
+            result = await self._poke_with_context(context, meta, sensor)
         except Exception as exc:
             resource = self._poke_failed(meta, sensor, label, exc, now)
         else:
             self._record(meta.sensor_id, now, None)
-            resource = await self._outcome(meta, sensor, label, result)
+            resource = await self._outcome(meta, sensor, label, result, context.waiting_reason)
         return self._with_history(meta, resource, now)
 
     def _with_history(self, meta: SensorMetadata, resource: Resource, now: float) -> Resource:
@@ -443,8 +444,8 @@ class SensorEngine(AsyncAgentBase):
                 return await call
         return await asyncio.wait_for(call, self.poke_timeout)
 
-    async def _poke_with_context(self, meta: SensorMetadata, sensor: Any) -> Any:
-        token = _current.set(PokeContext(meta.sensor_id, meta.output_prefix, meta.state))
+    async def _poke_with_context(self, context: PokeContext, meta: SensorMetadata, sensor: Any) -> Any:
+        token = _current.set(context)
         try:
             return await self._poke(sensor, meta.inputs or {})
         finally:
@@ -456,7 +457,10 @@ class SensorEngine(AsyncAgentBase):
             error = f"poke took longer than {_format_seconds(self.poke_timeout)}"
         if not is_retryable(sensor, exc):
             self._record(meta.sensor_id, now, error)
-            logger.warning("sensor %s (%s) failed: %s", label, meta.sensor_id, error, exc_info=exc)
+            # A classified error (a missing queue, a bad config) is one line; a traceback only
+            # helps for an exception the sensor did not expect.
+            trace = None if isinstance(exc, AgentError) else exc
+            logger.warning("sensor %s (%s) failed: %s", label, meta.sensor_id, error, exc_info=trace)
             return Resource(phase=TaskExecution.FAILED, message=f"sensor {label} failed: {error}")
         count = self._record(meta.sensor_id, now, error)
         limit = meta.max_consecutive_errors
@@ -468,10 +472,12 @@ class SensorEngine(AsyncAgentBase):
             )
         return Resource(phase=TaskExecution.RUNNING, message=f"poke error {count}/{limit}: {error}")
 
-    async def _outcome(self, meta: SensorMetadata, sensor: Any, label: str, result: Any) -> Resource:
+    async def _outcome(
+        self, meta: SensorMetadata, sensor: Any, label: str, result: Any, reason: str | None = None
+    ) -> Resource:
         outputs_type = getattr(sensor, "outputs_type", None)
         if result is None or result is False:
-            return Resource(phase=TaskExecution.RUNNING, message="waiting")
+            return Resource(phase=TaskExecution.RUNNING, message=f"waiting: {reason}" if reason else "waiting")
         if outputs_type is None and result is True:
             return Resource(phase=TaskExecution.SUCCEEDED, outputs=LiteralMap(literals={}))
         if outputs_type is not None and isinstance(result, outputs_type):

@@ -17,17 +17,29 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from .._registry import AgentRegistry
 from .._runner import AgentRunner
+from ._connector import add_connector_services
 from ._handlers import add_guarded_servicer
 from ._metrics import ServiceMetrics
 from ._outputs import settle_type_engine
 from ._service import AgentMetadataServicer, AgentService, AsyncAgentServicer, SyncAgentServicer
 
-__all__ = ["SERVICE_NAMES", "AgentServerHandle", "ServeConfig", "build_server", "serve", "server_credentials"]
+__all__ = [
+    "PROTOCOLS",
+    "SERVICE_NAMES",
+    "AgentServerHandle",
+    "ServeConfig",
+    "build_server",
+    "serve",
+    "server_credentials",
+]
 
 logger = logging.getLogger("flyteagents.server")
 
 #: The gRPC services the agent service answers (health reports SERVING for each of them).
 SERVICE_NAMES: tuple[str, ...] = tuple(s.full_name for s in service_pb2.DESCRIPTOR.services_by_name.values())
+#: The protocols a server can answer: "v1", FlytePropeller's agent services (flyteidl), and "v2",
+#: Flyte 2's connector services (flyteidl2).
+PROTOCOLS: tuple[str, ...] = ("v1", "v2")
 
 
 @dataclass
@@ -60,8 +72,9 @@ def build_server(
     metrics: ServiceMetrics | None = None,
     options: list[tuple[str, int]] | None = None,
     reflection_enabled: bool = True,
+    protocols: tuple[str, ...] = PROTOCOLS,
 ) -> AgentServerHandle:
-    """A grpc.aio server with the three agent services, health and (unless disabled) reflection added.
+    """A grpc.aio server with the agent services of each protocol, health and (unless disabled) reflection added.
 
     Args:
         registry: the agents to serve.
@@ -69,18 +82,27 @@ def build_server(
         metrics: where calls are counted; new ServiceMetrics when None.
         options: extra grpc server options.
         reflection_enabled: serve gRPC server reflection (what grpcurl uses to list and call methods).
+        protocols: which of ``PROTOCOLS`` to answer: "v1" (FlytePropeller's three agent services),
+            "v2" (Flyte 2's two connector services), or both.
     """
+    unknown = set(protocols) - set(PROTOCOLS)
+    if unknown or not protocols:
+        raise ValueError(f"protocols must be some of {', '.join(PROTOCOLS)}, got {', '.join(protocols) or 'none'}")
     runner = runner or AgentRunner()
     settle_type_engine()
     service = AgentService(registry, runner, metrics)
     server = grpc.aio.server(options=options or [])
-    AsyncAgentServicer(service).add_to_server(server)
-    SyncAgentServicer(service).add_to_server(server)
-    metadata = service_pb2.DESCRIPTOR.services_by_name["AgentMetadataService"]
-    add_guarded_servicer(server, AgentMetadataServicer(service), metadata)
+    names: tuple[str, ...] = ()
+    if "v1" in protocols:
+        AsyncAgentServicer(service).add_to_server(server)
+        SyncAgentServicer(service).add_to_server(server)
+        metadata = service_pb2.DESCRIPTOR.services_by_name["AgentMetadataService"]
+        add_guarded_servicer(server, AgentMetadataServicer(service), metadata)
+        names += SERVICE_NAMES
+    if "v2" in protocols:
+        names += add_connector_services(server, service)
     health_servicer = health.aio.HealthServicer()
     add_guarded_servicer(server, health_servicer, health_pb2.DESCRIPTOR.services_by_name["Health"])
-    names = SERVICE_NAMES
     if reflection_enabled:
         served = (*names, health.SERVICE_NAME, reflection.SERVICE_NAME)
         reflected = reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"]
@@ -105,6 +127,7 @@ class ServeConfig:
     grace_period: float = 25.0
     #: bind the port with SO_REUSEPORT, shared with the other workers of ``serve --workers N``
     reuse_port: bool = False
+    protocols: tuple[str, ...] = PROTOCOLS
 
 
 async def close_agents(registry: AgentRegistry, timeout: float = 5.0) -> None:
@@ -134,7 +157,12 @@ async def serve(registry: AgentRegistry, config: ServeConfig) -> int:
     metrics = ServiceMetrics(runner)
     options = [("grpc.so_reuseport", 1)] if config.reuse_port else None
     handle = build_server(
-        registry, runner=runner, metrics=metrics, options=options, reflection_enabled=config.reflection
+        registry,
+        runner=runner,
+        metrics=metrics,
+        options=options,
+        reflection_enabled=config.reflection,
+        protocols=config.protocols,
     )
     address = f"{config.host}:{config.port}"
     if config.tls_cert is not None and config.tls_key is not None:
@@ -159,10 +187,11 @@ async def serve(registry: AgentRegistry, config: ServeConfig) -> int:
     print(f"flyteagents serving on {config.host}:{port} ({tls}){metrics_note}", flush=True)
     loop = asyncio.get_running_loop()
     logger.info(
-        "serving on %s:%s (%s), %d sync workers, %s event loop",
+        "serving on %s:%s (%s, protocols %s), %d sync workers, %s event loop",
         config.host,
         port,
         tls,
+        ",".join(config.protocols),
         runner.max_workers,
         type(loop).__module__.partition(".")[0],
     )

@@ -7,7 +7,10 @@ import logging
 import re
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any
+
+from .._secrets import current_connection
 
 __all__ = [
     "EscapingFormatter",
@@ -90,12 +93,35 @@ class LogLimiter:
 
 
 class TaskLogFilter(logging.Filter):
-    """Adds ``record.task``: the task execution id (or resource_meta) of the RPC being served."""
+    """Adds ``record.task``: the task execution id (or resource_meta) of the RPC being served.
+
+    In a Flyte 2 call whose Connection carries secrets, their values are masked in the
+    message and the traceback, whoever logged them.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not hasattr(record, "task"):
             record.task = describe_task(current_task.get())
+        connection = current_connection.get()
+        if connection is not None and connection.secrets:
+            _mask(record, connection.secrets)
         return True
+
+
+_MASK = "[redacted]"
+
+
+def _mask(record: logging.LogRecord, secrets: Mapping[str, str]) -> None:
+    values = [value for value in secrets.values() if value]
+    message = record.getMessage()
+    for value in values:
+        message = message.replace(value, _MASK)
+    record.msg, record.args = message, None
+    if record.exc_info and not record.exc_text:
+        record.exc_text = logging.Formatter().formatException(record.exc_info)
+    if record.exc_text:
+        for value in values:
+            record.exc_text = record.exc_text.replace(value, _MASK)
 
 
 def configure_logging(level: str | int = "INFO") -> None:

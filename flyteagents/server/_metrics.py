@@ -7,10 +7,12 @@ built from the counts only when the metrics endpoint is scraped.
 
 from __future__ import annotations
 
+import copy
 import threading
 from bisect import bisect_left
 from collections.abc import Iterator
 from itertools import islice
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -38,6 +40,10 @@ class ServiceMetrics(Collector):
         ``flyteagents_sync_workers_busy``, ``flyteagents_sync_workers_max``,
         ``flyteagents_sync_workers_saturation`` (busy / max; above 1 means calls queue).
 
+    Calls of Flyte 2's connector protocol are counted through ``for_protocol("v2")`` and carry
+    a ``protocol="v2"`` label in the first three families; Flyte 1 calls carry no protocol
+    label (their series are the ones this service always had), which PromQL reads as ``protocol=""``.
+
     Args:
         runner: the AgentRunner whose thread pool use is reported.
         registry: where to register; a new CollectorRegistry when None.
@@ -45,26 +51,35 @@ class ServiceMetrics(Collector):
 
     def __init__(self, runner: AgentRunner, registry: CollectorRegistry | None = None) -> None:
         self.runner = runner
-        # (task_type, operation, code) -> per-bucket counts (the last one is +Inf), then the sum of
+        #: the protocol label of calls counted through this object ("" for Flyte 1's agent protocol)
+        self.protocol = ""
+        # (task_type, operation, code, protocol) -> per-bucket counts (the last one is +Inf), then the sum of
         # the latencies, folded from _observed in batches; the families are summed up at scrape time.
-        self._calls: dict[tuple[str, str, str], list[float]] = {}
-        self._observed: list[tuple[str, str, str, float]] = []  # (task_type, operation, code, seconds)
+        self._calls: dict[tuple[str, str, str, str], list[float]] = {}
+        self._observed: list[tuple[str, str, str, float, str]] = []  # (task_type, operation, code, seconds, protocol)
         self._fold_lock = threading.Lock()  # the event loop and the scrape thread both fold
-        self._in_flight: dict[str, list[int]] = {}
+        self._in_flight: dict[tuple[str, str], list[int]] = {}  # (operation, protocol) -> [calls]
         self.registry = registry if registry is not None else CollectorRegistry()
         self.registry.register(self)
 
+    def for_protocol(self, protocol: str) -> ServiceMetrics:
+        """A view of these metrics whose calls carry the label ``protocol`` (same counts, same registry)."""
+        view = copy.copy(self)  # shares the observed list, the counts, the lock and the in-flight table
+        view.protocol = protocol
+        return view
+
     def in_flight_counter(self, operation: str) -> list[int]:
         """A one-item list holding the number of ``operation`` calls in flight (callers add and subtract)."""
-        counter = self._in_flight.get(operation)
+        key = (operation, self.protocol)
+        counter = self._in_flight.get(key)
         if counter is None:
-            counter = self._in_flight[operation] = [0]
+            counter = self._in_flight[key] = [0]
         return counter
 
     def observe(self, task_type: str, operation: str, code: str, seconds: float) -> None:
         """Count one finished RPC and record its latency."""
         observed = self._observed
-        observed.append((task_type, operation, code, seconds))
+        observed.append((task_type, operation, code, seconds, self.protocol))
         if len(observed) >= _FOLD_EVERY:
             self._fold(wait=False)  # the event loop never waits: a scrape folding now takes these too
 
@@ -75,8 +90,8 @@ class ServiceMetrics(Collector):
         try:
             observed, calls = self._observed, self._calls
             count = len(observed)  # calls appended from here on stay for the next fold
-            for task_type, operation, code, seconds in islice(observed, count):
-                key = (task_type, operation, code)
+            for task_type, operation, code, seconds, protocol in islice(observed, count):
+                key = (task_type, operation, code, protocol)
                 values = calls.get(key)
                 if values is None:
                     values = calls[key] = [0.0] * (len(BUCKETS) + 2)
@@ -89,38 +104,40 @@ class ServiceMetrics(Collector):
     def collect(self) -> Iterator[Metric]:
         """Build the metric families (called by the Prometheus registry at scrape time)."""
         self._fold(wait=True)
-        requests = CounterMetricFamily(
+        requests = _Family(
+            CounterMetricFamily,
             "flyteagents_requests",
             "Agent RPCs by task type, operation and gRPC status code",
-            labels=["task_type", "operation", "code"],
+            ["task_type", "operation", "code"],
         )
-        by_operation: dict[tuple[str, str], list[float]] = {}
-        for (task_type, operation, code), values in list(self._calls.items()):
-            requests.add_metric([task_type, operation, code], sum(values[:-1]))
-            merged = by_operation.setdefault((task_type, operation), [0.0] * len(values))
+        by_operation: dict[tuple[str, str, str], list[float]] = {}
+        for (task_type, operation, code, protocol), values in list(self._calls.items()):
+            requests.add([task_type, operation, code], protocol, sum(values[:-1]))
+            merged = by_operation.setdefault((task_type, operation, protocol), [0.0] * len(values))
             for i, value in enumerate(values):
                 merged[i] += value
-        yield requests
-        latency = HistogramMetricFamily(
+        yield requests.family
+        latency = _Family(
+            HistogramMetricFamily,
             "flyteagents_request_duration_seconds",
             "Time spent answering agent RPCs",
-            labels=["task_type", "operation"],
+            ["task_type", "operation"],
         )
-        for labels, values in by_operation.items():
+        for (task_type, operation, protocol), values in by_operation.items():
             counts = values[:-1]
             cumulative: list[tuple[str, float]] = []
             total = 0.0
             for bound, in_bucket in zip((*map(str, BUCKETS), "+Inf"), counts, strict=True):
                 total += in_bucket
                 cumulative.append((bound, total))
-            latency.add_metric(list(labels), cumulative, sum_value=values[-1])
-        yield latency
-        in_flight = GaugeMetricFamily(
-            "flyteagents_requests_in_flight", "Agent RPCs being answered now", labels=["operation"]
+            latency.add([task_type, operation], protocol, cumulative, sum_value=values[-1])
+        yield latency.family
+        in_flight = _Family(
+            GaugeMetricFamily, "flyteagents_requests_in_flight", "Agent RPCs being answered now", ["operation"]
         )
-        for operation, counter in list(self._in_flight.items()):
-            in_flight.add_metric([operation], counter[0])
-        yield in_flight
+        for (operation, protocol), counter in list(self._in_flight.items()):
+            in_flight.add([operation], protocol, counter[0])
+        yield in_flight.family
         busy, size = self.runner.busy_workers, self.runner.max_workers
         yield GaugeMetricFamily(
             "flyteagents_sync_workers_busy", "Plain-function agent calls running or queued", value=busy
@@ -131,3 +148,21 @@ class ServiceMetrics(Collector):
             "Busy sync workers over the pool size (above 1 means calls are queueing)",
             value=busy / size if size else 0.0,
         )
+
+
+class _Family:
+    """A metric family whose samples carry a ``protocol`` label only when they have one (Flyte 2 calls)."""
+
+    def __init__(self, kind: Any, name: str, documentation: str, labels: list[str]) -> None:
+        self.family = kind(name, documentation, labels=labels)
+        # The same family with the protocol label: its samples are moved into ``family``.
+        self._labelled = kind(name, documentation, labels=[*labels, "protocol"])
+
+    def add(self, labels: list[str], protocol: str, *args: Any, **kwargs: Any) -> None:
+        if not protocol:
+            self.family.add_metric(labels, *args, **kwargs)
+            return
+        labelled = self._labelled
+        labelled.add_metric([*labels, protocol], *args, **kwargs)
+        self.family.samples.extend(labelled.samples)
+        labelled.samples.clear()

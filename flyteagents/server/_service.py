@@ -279,7 +279,7 @@ class _Call:
         if exc is None:
             self.metrics.observe(self.task_type, self.operation, _OK, elapsed)
             return False
-        if isinstance(exc, asyncio.CancelledError) and _cancelled():  # by the client, or the server stopping
+        if _ended_from_outside(exc, self.operation):
             self.metrics.observe(self.task_type, self.operation, grpc.StatusCode.CANCELLED.name, elapsed)
             return False
         # Anything else an agent raised, SystemExit and KeyboardInterrupt included, fails this call only.
@@ -305,8 +305,19 @@ class _Call:
         return True
 
 
+#: Operations served by an async generator, into which closing it throws GeneratorExit.
+_STREAMING = frozenset({"get_logs"})
+
 #: Client errors logged per 10 s at most, whatever a misbehaving client sends.
 _client_errors = LogLimiter(rate=20, period=10.0)
+
+
+def _ended_from_outside(exc: BaseException, operation: str) -> bool:
+    """Whether ``exc`` ends the call from outside (the client cancelling, the server stopping, a stream
+    being closed), not from the agent."""
+    if isinstance(exc, asyncio.CancelledError):
+        return _cancelled()
+    return isinstance(exc, GeneratorExit) and operation in _STREAMING
 
 
 def _cancelled() -> bool:

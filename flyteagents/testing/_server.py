@@ -6,11 +6,12 @@ from types import TracebackType
 
 import grpc
 from flyteidl.service import agent_pb2_grpc
+from flyteidl2.connector import service_pb2_grpc
 from grpc_health.v1 import health_pb2_grpc
 
 from .._registry import AgentRegistry
 from .._runner import AgentRunner
-from ..server._app import AgentServerHandle, build_server
+from ..server._app import PROTOCOLS, AgentServerHandle, build_server
 from ..server._metrics import ServiceMetrics
 
 __all__ = ["AgentServer"]
@@ -31,6 +32,8 @@ class AgentServer:
         server_credentials: serve TLS with these (``flyteagents.server.server_credentials``).
         channel_credentials: how the ready-made channel connects when serving TLS.
         channel_options: extra options of the ready-made channel (say, a TLS target name override).
+        protocols: which protocols to serve: "v1" (stubs ``async_stub``, ``sync_stub``,
+            ``metadata_stub``), "v2" (Flyte 2's ``connector_stub``, ``connector_metadata_stub``), or both.
     """
 
     def __init__(
@@ -41,6 +44,7 @@ class AgentServer:
         server_credentials: grpc.ServerCredentials | None = None,
         channel_credentials: grpc.ChannelCredentials | None = None,
         channel_options: list[tuple[str, str]] | None = None,
+        protocols: tuple[str, ...] = PROTOCOLS,
     ) -> None:
         self.registry = registry if registry is not None else AgentRegistry.default()
         self.runner = AgentRunner(sync_workers)
@@ -48,6 +52,7 @@ class AgentServer:
         self._server_credentials = server_credentials
         self._channel_credentials = channel_credentials
         self._channel_options = channel_options or []
+        self.protocols = protocols
         self._handle: AgentServerHandle | None = None
         self._channel: grpc.aio.Channel | None = None
         self.port = 0
@@ -72,7 +77,7 @@ class AgentServer:
         return self._channel
 
     async def __aenter__(self) -> AgentServer:
-        self._handle = build_server(self.registry, runner=self.runner, metrics=self.metrics)
+        self._handle = build_server(self.registry, runner=self.runner, metrics=self.metrics, protocols=self.protocols)
         if self._server_credentials is not None:
             self.port = self._handle.server.add_secure_port("127.0.0.1:0", self._server_credentials)
         else:
@@ -86,6 +91,8 @@ class AgentServer:
         self.async_stub = agent_pb2_grpc.AsyncAgentServiceStub(self._channel)
         self.sync_stub = agent_pb2_grpc.SyncAgentServiceStub(self._channel)
         self.metadata_stub = agent_pb2_grpc.AgentMetadataServiceStub(self._channel)
+        self.connector_stub = service_pb2_grpc.AsyncConnectorServiceStub(self._channel)
+        self.connector_metadata_stub = service_pb2_grpc.ConnectorMetadataServiceStub(self._channel)
         self.health_stub = health_pb2_grpc.HealthStub(self._channel)
         return self
 

@@ -18,7 +18,7 @@ from flytekit.core.type_engine import TypeEngine
 
 from flyteagents import InvalidTaskError
 from flyteagents.sensor import SensorEngine, SensorMetadata
-from flyteagents.testing import template_of
+from flyteagents.testing import flyte_connection, template_of
 
 
 def outputs(sensor: Any, resource: Any) -> list[SQSMessage]:
@@ -250,6 +250,27 @@ async def test_pokes_share_one_client(moto: Any, sqs: Any, output_prefix: str, e
     results = await asyncio.gather(*(engine.get(m) for m in metas))
     assert {r.phase for r in results} == {TaskExecution.RUNNING}
     assert _CLIENTS.created == before, "every poke reuses the client of its (region, endpoint, credentials)"
+
+
+async def test_each_flyte2_tasks_own_credentials_get_their_own_client(
+    moto: Any, sqs: Any, queue_url: str, output_prefix: str, engine: SensorEngine
+) -> None:
+    from flyteagents_aws._clients import _CLIENTS
+
+    def keys(who: str) -> str:
+        return json.dumps({"aws_access_key_id": f"AKID{who}", "aws_secret_access_key": f"secret-of-{who}"})
+
+    sensor = sensor_for(moto, queue_url, credentials_secret="sqs-keys")
+    with flyte_connection({"sqs-keys": keys("A")}):  # the secret named sqs-keys, as tenant A's Connection sends it
+        meta = await start(engine, sensor, output_prefix)
+        assert (await engine.get(meta)).phase == TaskExecution.RUNNING
+        before = _CLIENTS.created
+        await engine.get(meta)
+        assert _CLIENTS.created == before  # the same credentials reuse their client
+    with flyte_connection({"sqs-keys": keys("B")}):
+        await engine.get(meta)
+    assert _CLIENTS.created == before + 1  # tenant B's credentials never ride on tenant A's client
+    assert b"secret-of" not in meta.encode()
 
 
 # Outputs reach the next task in a local workflow run.

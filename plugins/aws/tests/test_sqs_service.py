@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import grpc
@@ -56,3 +57,19 @@ async def test_lost_answer_through_the_service(
     assert "exactly once" in str(again.resource.outputs)
     left = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)["Messages"]
     assert [m["Body"] for m in left] == ["still queued"]
+
+
+async def test_a_missing_queue_fails_with_one_log_line(
+    server: Any, moto: Any, output_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="flyteagents")
+    missing = f"{moto.endpoint_url}/123456789012/nowhere"
+    created = await server.async_stub.CreateTask(
+        create_request({"queue_url": missing, "wait_seconds": 0}, output_prefix)
+    )
+    resource = (await server.async_stub.GetTask(get_task_request(created.resource_meta, "sensor"))).resource
+    assert resource.phase == TaskExecution.FAILED
+    assert "NonExistentQueue" in resource.message or "does not exist" in resource.message.lower()
+    lines = [r for r in caplog.records if "nowhere" in r.getMessage() or "NonExistentQueue" in r.getMessage()]
+    assert lines, "the failure is logged"
+    assert all(r.exc_info is None for r in lines), "one line each, no traceback"

@@ -108,6 +108,8 @@ class BigQueryEmulator:
         """The server's base URL, for ``BIGQUERY_EMULATOR_HOST`` or ``api_endpoint``."""
         assert self._httpd is not None, "not started"
         host, port = self._httpd.server_address[:2]
+        if getattr(self, "_tls", False):
+            return f"https://localhost:{port}"
         return f"http://{host}:{port}"
 
     def sql(self, statement: str) -> None:
@@ -166,8 +168,8 @@ class BigQueryEmulator:
             info["universe_domain"] = universe_domain
         return info
 
-    def start(self, port: int = 0) -> BigQueryEmulator:
-        """Serve on 127.0.0.1:``port`` (0 picks a free one) in a daemon thread."""
+    def start(self, port: int = 0, tls: tuple[str, str] | None = None) -> BigQueryEmulator:
+        """Serve on 127.0.0.1:``port`` (0 picks a free one) in a daemon thread; https with ``tls`` (cert, key)."""
         emulator = self
 
         class Handler(_Handler):
@@ -175,6 +177,15 @@ class BigQueryEmulator:
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self._httpd.daemon_threads = True
+        self._tls = tls is not None
+        if tls is not None:
+            import ssl
+
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self._httpd.socket = context.wrap_socket(
+                self._httpd.socket, server_side=True, do_handshake_on_connect=False
+            )
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="bq-emulator", daemon=True)
         self._thread.start()
         return self
@@ -671,14 +682,16 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=9050)
     parser.add_argument("--setup", help="SQL file to run first (create schemas and tables)")
     parser.add_argument("--project", default="example-project", help="project of the printed credentials")
+    parser.add_argument("--no-auth", action="store_true", help="accept calls without credentials")
     args = parser.parse_args()
-    emulator = BigQueryEmulator().start(args.port)
+    emulator = BigQueryEmulator(require_auth=not args.no_auth).start(args.port)
     if args.setup:
         emulator.sql(Path(args.setup).read_text())
     key = Path(tempfile.mkdtemp(prefix="bq-emulator-")) / "service-account.json"
     key.write_text(json.dumps(emulator.service_account_info(args.project)))
     print(f"export BIGQUERY_EMULATOR_HOST={emulator.url}", flush=True)
-    print(f"export GOOGLE_APPLICATION_CREDENTIALS={key}", flush=True)
+    if not args.no_auth:
+        print(f"export GOOGLE_APPLICATION_CREDENTIALS={key}", flush=True)
     try:
         threading.Event().wait()
     except KeyboardInterrupt:

@@ -36,13 +36,13 @@ if str(HERE) not in sys.path:
 
 @pytest.fixture
 def make_server() -> Iterator[Any]:
-    """Start Jobs API servers with the given Workspace options; all are stopped after the test."""
+    """Start Jobs API servers with these Workspace options (``tls=(cert, key)``: https); all stop after the test."""
     servers = []
 
-    def make(**kwargs: Any) -> Any:
+    def make(tls: tuple[str, str] | None = None, **kwargs: Any) -> Any:
         kwargs.setdefault("code_path", [str(HERE)])
         ws = jobs_server_module.Workspace({TOKEN}, **kwargs)
-        server = jobs_server_module.JobsServer(ws).serve_in_thread()
+        server = jobs_server_module.JobsServer(ws, tls=tls).serve_in_thread()
         servers.append(server)
         return server
 

@@ -192,6 +192,9 @@ class Workspace:
         run = self.runs.get(_as_int(run_id))
         if run is None:
             return 400, _error("INVALID_PARAMETER_VALUE", f"Run {run_id} does not exist.")
+        if run.life_cycle_state in ("TERMINATED", "SKIPPED", "INTERNAL_ERROR"):
+            # As Databricks (and the semblance mock) answer for a run that has finished.
+            return 400, _error("INVALID_STATE", "Run is not active")
         run.cancelled.set()
         return 200, {}
 

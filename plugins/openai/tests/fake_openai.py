@@ -15,7 +15,9 @@ Behaviour is chosen by the request, so concurrent callers do not interfere:
   then is cancelling for one retrieve and cancelled after; an input file with a line
   that is not JSON fails the batch; requests whose model is ``fail-400`` land in the
   error file;
-- ``inject(status, path_prefix, count)`` makes the next matching requests fail.
+- ``inject(status, path_prefix, count)`` makes the next matching requests fail;
+- ``fastapi=True`` answers as FastAPI-based servers (llama-cpp-python, many proxies) do:
+  errors as ``{"detail": "<text>"}``, and a path outside ``/v1/`` is ``404 {"detail": "Not Found"}``.
 """
 
 from __future__ import annotations
@@ -52,10 +54,16 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         path = self.path.split("?", 1)[0]
-        if path.startswith("/v1/"):
+        outside = not path.startswith("/v1/")
+        if not outside:
             path = path[3:]
         fake.record(method, path, dict(self.headers.items()), self.client_address[1], body)
-        status, payload = fake.handle(method, path, dict(self.headers.items()), body)
+        if fake.fastapi and outside:
+            status, payload = 404, {"detail": "Not Found"}
+        else:
+            status, payload = fake.handle(method, path, dict(self.headers.items()), body)
+        if fake.fastapi and status >= 400 and isinstance(payload, dict) and isinstance(payload.get("error"), dict):
+            payload = {"detail": payload["error"]["message"]}
         data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         self.send_response(status)
         ctype = "application/octet-stream" if isinstance(payload, bytes) else "application/json"
@@ -90,10 +98,20 @@ class FakeOpenAI:
         api_keys: the keys it accepts.
         port: 0 picks a free port.
         record: keep every request in ``requests``.
+        fastapi: answer errors and unknown paths as a FastAPI server does (``detail``).
+        tls: (certificate, key) PEM paths: serve https, as ``https://localhost:<port>/v1``.
     """
 
-    def __init__(self, api_keys: tuple[str, ...] = ("sk-test",), port: int = 0, record: bool = True) -> None:
+    def __init__(
+        self,
+        api_keys: tuple[str, ...] = ("sk-test",),
+        port: int = 0,
+        record: bool = True,
+        fastapi: bool = False,
+        tls: tuple[str, str] | None = None,
+    ) -> None:
         self.api_keys = set(api_keys)
+        self.fastapi = fastapi
         self.ids = itertools.count(1)
         self.record_requests = record
         self.requests: list[dict[str, Any]] = []
@@ -105,11 +123,23 @@ class FakeOpenAI:
         self._server = _Server(("127.0.0.1", port), _Handler)
         self._server.fake = self
         self._thread: threading.Thread | None = None
+        self._tls = tls is not None
+        if tls is not None:
+            import ssl
+
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            # Handshake in the connection's thread, not in accept().
+            self._server.socket = context.wrap_socket(
+                self._server.socket, server_side=True, do_handshake_on_connect=False
+            )
 
     @property
     def base_url(self) -> str:
         """The URL to hand the client (``.../v1``)."""
         host, port = self._server.server_address[:2]
+        if self._tls:
+            return f"https://localhost:{port}/v1"
         return f"http://{host}:{port}/v1"
 
     def start(self) -> FakeOpenAI:

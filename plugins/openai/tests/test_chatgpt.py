@@ -153,7 +153,9 @@ async def test_unreachable_server_is_retryable(api_key: str) -> None:
     agent = ChatGPTAgent(OpenAISettings(base_url=url, timeout=2))
     resource = await agent.do(template_of(translate), "/tmp/out", message("hi"))
     assert resource.phase == TaskExecution.RETRYABLE_FAILED
-    assert "could not reach OpenAI" in resource.message
+    assert (
+        f"could not reach the OpenAI API at {url.removesuffix('/v1')} (POST /v1/chat/completions)" in resource.message
+    )
 
 
 async def test_key_from_a_mounted_secret_file(

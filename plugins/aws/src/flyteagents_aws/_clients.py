@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import threading
 from dataclasses import dataclass
@@ -25,11 +26,16 @@ READ_MARGIN = 3.0
 
 @dataclass(frozen=True)
 class ClientKey:
-    """What makes two sensors' clients interchangeable (the secret's name, never its value)."""
+    """What makes two sensors' clients interchangeable: the secret's name and a digest of its value.
+
+    The digest keeps apart calls that resolve one name to different credentials (a Flyte 2 task's
+    own, from its Connection), and picks up a rotated secret; the value itself is never kept.
+    """
 
     region: str | None
     endpoint_url: str | None
     credentials_secret: str | None
+    credentials_digest: str | None = None
 
 
 def _credentials(secret: str | None) -> dict[str, str]:
@@ -109,5 +115,8 @@ _CLIENTS = SQSClients()
 
 
 async def sqs_client(region: str | None, endpoint_url: str | None, credentials_secret: str | None) -> Any:
-    """The process-wide shared SQS client for these settings."""
-    return await _CLIENTS.get(ClientKey(region, endpoint_url, credentials_secret))
+    """The process-wide shared SQS client for these settings and the credentials the secret resolves to now."""
+    digest = None
+    if credentials_secret is not None:
+        digest = hashlib.sha256(get_secret(credentials_secret).encode()).hexdigest()[:16]
+    return await _CLIENTS.get(ClientKey(region, endpoint_url, credentials_secret, digest))

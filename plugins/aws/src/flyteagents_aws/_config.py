@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
 from flyteagents._secrets import check_secret_name
 
-__all__ = ["MAX_WAIT_SECONDS", "SQSSensorConfig"]
+__all__ = ["MAX_WAIT_SECONDS", "SQSSensorConfig", "resolve_endpoint"]
 
 #: The longest long-poll one poke may do: FlytePropeller gives GetTask only a few seconds.
 MAX_WAIT_SECONDS = 3
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
+# sqs.REGION.amazonaws.com[.cn], REGION.queue.amazonaws.com, sqs.REGION.api.aws, sqs-fips.REGION....
+_AWS_HOST = re.compile(
+    r"^(?:sqs(?:-fips)?\.(?P<a>[a-z0-9-]+)|(?P<b>[a-z0-9-]+)\.queue)\.(?:amazonaws\.com(?:\.cn)?|api\.aws)$"
+)
+#: Environment variables botocore reads an endpoint override from (the SQS one first).
+_ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL_SQS", "AWS_ENDPOINT_URL")
 
 
 @dataclass
@@ -26,8 +33,11 @@ class SQSSensorConfig:
 
     Args:
         queue_url: the queue's URL.
-        region: the AWS region; by default the agent's (``AWS_DEFAULT_REGION``, ...).
-        endpoint_url: another SQS endpoint (a VPC endpoint, LocalStack, moto).
+        region: the AWS region; by default the one in an AWS queue URL, else the agent's
+            (``AWS_DEFAULT_REGION``, ...).
+        endpoint_url: another SQS endpoint (a VPC endpoint, LocalStack, moto). By default the
+            agent's ``AWS_ENDPOINT_URL_SQS``/``AWS_ENDPOINT_URL``, else, for a queue URL that is
+            not on an AWS host, that URL's scheme and host.
         max_messages: receive up to this many messages per poke (1-10); all matching ones
             are the sensor's outputs.
         wait_seconds: long-poll time of one receive, 0-3 s: well under FlytePropeller's
@@ -92,6 +102,27 @@ class SQSSensorConfig:
                 raise ValueError(f"body_regex {self.body_regex!r} does not compile: {exc}") from None
         if self.credentials_secret is not None:
             check_secret_name(self.credentials_secret, "credentials_secret")
+
+
+def resolve_endpoint(config: SQSSensorConfig, environ: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """(region, endpoint_url) to create the SQS client with; None leaves it to botocore.
+
+    botocore sends every call to the region's AWS endpoint whatever host the queue URL
+    names, so a queue URL on another host (moto, LocalStack, an ElasticMQ) is its own
+    endpoint unless the config or the agent's environment names one.
+    """
+    host = (urlparse(config.queue_url).hostname or "").lower()
+    aws = _AWS_HOST.match(host)
+    region = config.region
+    if region is None and aws is not None:
+        region = aws.group("a") or aws.group("b")
+    if host == "queue.amazonaws.com":  # the legacy host of us-east-1
+        aws, region = aws or _AWS_HOST.match("us-east-1.queue.amazonaws.com"), region or "us-east-1"
+    endpoint = config.endpoint_url
+    if endpoint is None and aws is None and not any(environ.get(v) for v in _ENDPOINT_VARIABLES):
+        url = urlparse(config.queue_url)
+        endpoint = f"{url.scheme}://{url.netloc}"
+    return region, endpoint
 
 
 _STEP = re.compile(r"\.?([A-Za-z_][A-Za-z0-9_-]*)|\[(\d+)\]|\[\"([^\"]*)\"\]|\['([^']*)'\]")

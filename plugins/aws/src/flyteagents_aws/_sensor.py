@@ -6,11 +6,13 @@ import asyncio
 import base64
 import json
 import logging
+import os
 import re
+import ssl
 from dataclasses import dataclass, field
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
 from flytekit.core.context_manager import FlyteContextManager
 from flytekit.core.type_engine import TypeEngine
 
@@ -18,7 +20,7 @@ from flyteagents import ExternalServiceError
 from flyteagents.sensor import BaseSensor, poke_context
 
 from ._clients import READ_MARGIN, sqs_client
-from ._config import SQSSensorConfig, parse_json_path
+from ._config import SQSSensorConfig, parse_json_path, resolve_endpoint
 from ._outputs import outputs_path, read_outputs, write_outputs
 
 __all__ = ["SQSMessage", "SQSMessages", "SQSSensor"]
@@ -79,11 +81,36 @@ def _attribute_text(attr: dict[str, Any]) -> str:
     return ""
 
 
+def _untrusted_certificate(exc: BaseException) -> bool:
+    """Whether a TLS certificate verification failure is among ``exc``'s causes (the same every time)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(current):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
 def _failed(exc: Exception, what: str) -> ExternalServiceError:
     if isinstance(exc, ClientError):
         code = exc.response.get("Error", {}).get("Code", "")
         message = exc.response.get("Error", {}).get("Message", "")
         return ExternalServiceError(f"SQS {what} failed: {code}: {message}", retryable=code not in _PERMANENT)
+    if _untrusted_certificate(exc):
+        return ExternalServiceError(
+            f"SQS {what} failed: the endpoint's TLS certificate is not trusted (CERTIFICATE_VERIFY_FAILED): for "
+            "a private CA, set AWS_CA_BUNDLE in the agent's environment to a PEM bundle that includes it",
+            retryable=False,
+        )
+    if isinstance(exc, NoCredentialsError):
+        return ExternalServiceError(
+            f"SQS {what} failed: the agent has no AWS credentials: set AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY (or a profile or role) in the agent's environment, or name a "
+            "credentials_secret in the sensor's config",
+            retryable=False,
+        )
     return ExternalServiceError(f"SQS {what} failed: {type(exc).__name__}: {exc}", retryable=True)
 
 
@@ -129,7 +156,15 @@ class SQSSensor(BaseSensor):
         config = self.config
         prefix = poke_context().output_prefix
         path = outputs_path(prefix) if prefix else None
-        client = await sqs_client(config.region, config.endpoint_url, config.credentials_secret)
+        region, endpoint = resolve_endpoint(config, os.environ)
+        try:
+            client = await sqs_client(region, endpoint, config.credentials_secret)
+        except NoRegionError:
+            raise ExternalServiceError(
+                f"no AWS region for {config.queue_url}: set region in the SQSSensorConfig or "
+                "AWS_DEFAULT_REGION in the agent's environment",
+                retryable=False,
+            ) from None
         if path is not None:
             recorded = await read_outputs(path)
             if recorded is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import ssl
 import uuid
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -15,7 +16,6 @@ from flyteidl.core.execution_pb2 import TaskExecution, TaskLog
 from flytekit.models import literals
 from flytekit.models.literals import LiteralMap
 from flytekit.models.task import TaskExecutionMetadata, TaskTemplate
-from flytekit.models.types import StructuredDatasetType
 from google.api_core import exceptions as gexc
 from google.cloud import bigquery
 
@@ -30,6 +30,7 @@ from flyteagents import (
 
 from ._client import ClientCache
 from ._config import parse_custom
+from ._decoder import results_metadata
 from ._params import query_parameters
 
 __all__ = ["TASK_TYPE", "BigQueryAgent", "BigQueryJob", "job_id_for"]
@@ -51,8 +52,23 @@ _CALL_ERRORS = (
 _RATE_LIMIT_REASONS = frozenset({"rateLimitExceeded", "backendError", "internalError"})
 
 
+def _untrusted_certificate(exc: BaseException) -> bool:
+    """Whether a TLS certificate verification failure is among ``exc``'s causes."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(current):
+            return True
+        seen.add(id(current))
+        last = getattr(current, "cause", None)  # RetryError keeps the last attempt's error here
+        current = current.__cause__ or current.__context__ or (last if isinstance(last, BaseException) else None)
+    return False
+
+
 def _is_transient(exc: BaseException) -> bool:
     """True for failures worth asking again: rate limits, BigQuery's 5xx, the network."""
+    if _untrusted_certificate(exc):
+        return False  # the same certificate fails the same way every time
     if isinstance(exc, (gexc.TooManyRequests, gexc.ServerError, gexc.RetryError)):
         return True
     if isinstance(exc, gexc.Forbidden):
@@ -75,6 +91,13 @@ def _service_error(exc: BaseException, what: str) -> Exception:
     """The flyteagents error for a failed call: retryable or not, or an invalid task."""
     if _is_transient(exc):
         return ExternalServiceError(f"{what}: {_brief(exc)}")
+    if _untrusted_certificate(exc):
+        return ExternalServiceError(
+            f"{what}: the endpoint's TLS certificate is not trusted (CERTIFICATE_VERIFY_FAILED): for a private CA "
+            "or a TLS-inspecting proxy, set REQUESTS_CA_BUNDLE in the agent's environment to a PEM bundle that "
+            "includes it",
+            retryable=False,
+        )
     if isinstance(exc, gexc.BadRequest):
         return InvalidTaskError(f"{what}: {_brief(exc)}")
     return ExternalServiceError(f"{what}: {_brief(exc)}", retryable=False)
@@ -141,7 +164,10 @@ class BigQueryAgent(AsyncAgentBase):
         super().__init__(task_type_name=TASK_TYPE, metadata_type=BigQueryJob)
         self.clients = clients or ClientCache()
         self.timeout = timeout
-        self._create_retry = bigquery.DEFAULT_RETRY.with_deadline(create_retry_deadline)
+        retryable = bigquery.DEFAULT_RETRY._predicate
+        self._create_retry = bigquery.DEFAULT_RETRY.with_deadline(create_retry_deadline).with_predicate(
+            lambda exc: retryable(exc) and not _untrusted_certificate(exc)
+        )
 
     def create(
         self,
@@ -162,7 +188,8 @@ class BigQueryAgent(AsyncAgentBase):
         taken = {p.name for p in job_config.query_parameters} & {p.name for p in params}
         if taken:
             raise InvalidTaskError(f"query parameters {sorted(taken)} are set both by inputs and QueryJobConfig")
-        job_config.query_parameters = [*job_config.query_parameters, *params]
+        if params:  # no empty queryParameters field: some emulators refuse the field outright
+            job_config.query_parameters = [*job_config.query_parameters, *params]
         job_id = job_id_for(task_execution_metadata)
         client = self.clients.get(spec.project, spec.credentials_secret)
         try:
@@ -255,7 +282,8 @@ class BigQueryAgent(AsyncAgentBase):
                     log_links=links,
                     custom_info=info,
                 )
-            outputs = _results_literal(f"bq://{dst.project}:{dst.dataset_id}.{dst.table_id}")
+            uri = f"bq://{dst.project}:{dst.dataset_id}.{dst.table_id}"
+            outputs = _results_literal(uri, resource_meta.credentials_secret)
         return Resource(phase=phase, message=state, log_links=links, outputs=outputs, custom_info=info)
 
     def delete(self, resource_meta: BigQueryJob, **kwargs: Any) -> None:  # type: ignore[override]
@@ -275,11 +303,8 @@ class BigQueryAgent(AsyncAgentBase):
             raise _service_error(exc, f"BigQuery did not cancel job {resource_meta.job_id}") from None
 
 
-def _results_literal(uri: str) -> LiteralMap:
-    sd = literals.StructuredDataset(
-        uri=uri,
-        metadata=literals.StructuredDatasetMetadata(structured_dataset_type=StructuredDatasetType(format="")),
-    )
+def _results_literal(uri: str, credentials_secret: str | None) -> LiteralMap:
+    sd = literals.StructuredDataset(uri=uri, metadata=results_metadata(credentials_secret))
     return LiteralMap(literals={RESULTS: literals.Literal(scalar=literals.Scalar(structured_dataset=sd))})
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import google.auth
 import requests.adapters
-from google.auth.credentials import Credentials
+from google.auth.credentials import AnonymousCredentials, Credentials
 from google.auth.transport.requests import AuthorizedSession
 from google.cloud import bigquery
 from google.oauth2 import service_account
@@ -19,9 +19,36 @@ from google.oauth2 import service_account
 from flyteagents import ExternalServiceError, get_secret
 from flyteagents._runner import default_sync_workers
 
-__all__ = ["ClientCache"]
+__all__ = [
+    "API_ENDPOINT_ENV",
+    "CREDENTIALS_SECRET_ENV",
+    "EMULATOR_HOST_ENV",
+    "ClientCache",
+    "emulator_host",
+]
 
 SCOPES = ("https://www.googleapis.com/auth/bigquery", "https://www.googleapis.com/auth/cloud-platform")
+#: An emulator's address (``host:port`` or a URL); calls go there, anonymously unless credentials are found.
+EMULATOR_HOST_ENV = "BIGQUERY_EMULATOR_HOST"
+#: Another API root that needs real credentials (Private Service Connect, a proxy, a regional endpoint).
+API_ENDPOINT_ENV = "FLYTEAGENTS_BIGQUERY_API_ENDPOINT"
+#: The secret a process reading ``bq://`` outputs uses, when it is not the agent that wrote them.
+CREDENTIALS_SECRET_ENV = "FLYTEAGENTS_BIGQUERY_CREDENTIALS_SECRET"
+
+
+def emulator_host() -> str | None:
+    """``BIGQUERY_EMULATOR_HOST`` as a URL: ``host:port`` (as emulators document it) gains ``http://``."""
+    host = os.environ.get(EMULATOR_HOST_ENV, "").strip().rstrip("/")
+    if not host:
+        return None
+    return host if "://" in host else f"http://{host}"
+
+
+def _api_endpoint() -> str | None:
+    endpoint = os.environ.get(API_ENDPOINT_ENV, "").strip().rstrip("/")
+    if endpoint and "://" not in endpoint:
+        endpoint = f"https://{endpoint}"
+    return endpoint or None
 
 
 class ClientCache:
@@ -37,7 +64,8 @@ class ClientCache:
         pool_size: connections per client; defaults to the agent runner's thread count.
         max_clients: clients kept at once.
         api_endpoint: an alternative API root; None honours ``BIGQUERY_EMULATOR_HOST``
-            and otherwise uses Google's.
+            (with or without ``http://``), then ``FLYTEAGENTS_BIGQUERY_API_ENDPOINT``, and
+            otherwise uses Google's.
         http_timeout: seconds allowed for fetching an access token.
     """
 
@@ -66,13 +94,14 @@ class ClientCache:
         else:
             key = (project, "adc", os.environ.get("GOOGLE_APPLICATION_CREDENTIALS", ""))
         # The endpoint is part of the key: BIGQUERY_EMULATOR_HOST may change in a process.
-        key += (self.api_endpoint or os.environ.get("BIGQUERY_EMULATOR_HOST", ""),)
+        endpoint, emulated = self._endpoint()
+        key += (endpoint or "", str(emulated))
         with self._lock:
             client = self._clients.get(key)
             if client is not None:
                 self._clients.move_to_end(key)
                 return client
-            client = self._build(project, secret_value)
+            client = self._build(project, secret_value, endpoint, emulated)
             self._clients[key] = client
             self.created += 1
             while len(self._clients) > self.max_clients:
@@ -87,26 +116,39 @@ class ClientCache:
                 client.close()
             self._clients.clear()
 
-    def _build(self, project: str, secret_value: str | None) -> bigquery.Client:
-        credentials = _credentials(secret_value)
+    def _endpoint(self) -> tuple[str | None, bool]:
+        """(API root or None for Google's, whether it is an emulator)."""
+        if self.api_endpoint:
+            return self.api_endpoint, False
+        emulator = emulator_host()
+        if emulator:
+            return emulator, True
+        return _api_endpoint(), False
+
+    def _build(self, project: str, secret_value: str | None, endpoint: str | None, emulated: bool) -> bigquery.Client:
+        credentials = _credentials(secret_value, anonymous_fallback=emulated)
         session = AuthorizedSession(credentials, refresh_timeout=self.http_timeout)
         adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=self.pool_size)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
-        # BIGQUERY_EMULATOR_HOST is passed on explicitly: the client only checks that the
-        # credentials' universe matches googleapis.com when no endpoint is given.
-        endpoint = self.api_endpoint or os.environ.get("BIGQUERY_EMULATOR_HOST")
+        # The endpoint is passed on explicitly: the client only checks that the credentials'
+        # universe matches googleapis.com when no endpoint is given.
         options: dict[str, Any] = {"api_endpoint": endpoint} if endpoint else {}
         return bigquery.Client(project=project, credentials=credentials, _http=session, client_options=options or None)
 
 
-def _credentials(secret_value: str | None) -> Credentials:
+def _credentials(secret_value: str | None, anonymous_fallback: bool = False) -> Credentials:
     if secret_value is None:
         try:
             credentials, _ = google.auth.default(scopes=SCOPES)
         except google.auth.exceptions.DefaultCredentialsError as exc:
+            if anonymous_fallback:
+                # An emulator needs no key; a dummy one would make google-auth ask Google for a token.
+                return AnonymousCredentials()  # type: ignore[no-untyped-call]
             raise ExternalServiceError(
-                f"no Application Default Credentials for BigQuery: {exc}", retryable=False
+                f"no Application Default Credentials for BigQuery: {exc} (against an emulator, set "
+                f"{EMULATOR_HOST_ENV} and no credentials are needed)",
+                retryable=False,
             ) from None
         return credentials
     try:

@@ -26,6 +26,8 @@ _T = TypeVar("_T")
 
 #: Errors Databricks answers for a run id it does not know.
 _NO_SUCH_RUN = frozenset({"INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST"})
+#: What runs/cancel may answer for a run that already finished ("Run is not active").
+_NOT_ACTIVE = frozenset({"INVALID_STATE"})
 
 
 @dataclass
@@ -207,8 +209,14 @@ class DatabricksAgent(AsyncAgentBase):
             await self._call(normalize_instance(meta.instance), _credentials(meta), lambda c: c.cancel_run(meta.run_id))
         except DatabricksAPIError as exc:
             if exc.status in (400, 404) and exc.error_code in _NO_SUCH_RUN:
+                logger.info("Databricks run %s on %s is unknown there: nothing to cancel", meta.run_id, meta.instance)
+                return
+            if exc.status in (400, 409) and exc.error_code in _NOT_ACTIVE:
+                logger.info("Databricks run %s on %s had already finished", meta.run_id, meta.instance)
                 return
             raise
+        # A warning, so a local run interrupted with Ctrl-C says which run it cancelled.
+        logger.warning("cancelled Databricks run %s on %s", meta.run_id, meta.instance)
 
     async def aclose(self) -> None:
         """Close the running loop's pooled HTTP clients."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import ssl
 import weakref
 from collections import OrderedDict
 from collections.abc import AsyncGenerator
@@ -67,9 +68,12 @@ class JobsClient:
         headers = {"Accept": "application/json"}
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
+        # Made per client, not once at import as aiohttp's default is: SSL_CERT_FILE/SSL_CERT_DIR
+        # (a private CA) are read when the client is created.
+        tls: ssl.SSLContext | bool = ssl.create_default_context() if self.base_url.startswith("https://") else True
         self._session = aiohttp.ClientSession(
             headers=headers,
-            connector=aiohttp.TCPConnector(limit=max_connections, keepalive_timeout=60),
+            connector=aiohttp.TCPConnector(limit=max_connections, keepalive_timeout=60, ssl=tls),
             timeout=aiohttp.ClientTimeout(total=request_timeout),
             cookie_jar=aiohttp.DummyCookieJar(),  # the Jobs API sets none; filtering them cost every call
         )
@@ -151,6 +155,14 @@ class JobsClient:
                     status = resp.status
                     raw = await resp.read()
                     retry_after = resp.headers.get("Retry-After")
+            except aiohttp.ClientConnectorCertificateError as exc:
+                # The same certificate fails the same way every time: a configuration error.
+                raise DatabricksAPIError(
+                    f"Databricks {op} failed: {_certificate_problem(exc)}",
+                    status=None,
+                    error_code=None,
+                    retryable=False,
+                ) from None
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                 status, failure = None, f"{type(exc).__name__} {exc}".strip()
             else:
@@ -173,6 +185,23 @@ class JobsClient:
                     retryable=True,
                 )
             await asyncio.sleep(delay)
+
+
+def _certificate_problem(exc: aiohttp.ClientConnectorCertificateError) -> str:
+    """What is wrong with the workspace's certificate, and how to fix it on the agent."""
+    error = exc.certificate_error
+    reason = getattr(error, "verify_message", None) or str(error)
+    where = f"{exc.host}:{exc.port}"
+    if "mismatch" in reason.lower() or "doesn't match" in reason.lower():
+        return (
+            f"the TLS certificate of {where} does not name that host ({reason}): use the host name "
+            "the certificate was issued for in the workspace instance URL"
+        )
+    return (
+        f"the TLS certificate of {where} is not trusted ({reason}): if the workspace, or a proxy in "
+        "front of it, uses a private CA, set SSL_CERT_FILE in the agent's environment to a PEM "
+        "bundle that includes that CA"
+    )
 
 
 def _json_object(raw: bytes) -> dict[str, Any]:

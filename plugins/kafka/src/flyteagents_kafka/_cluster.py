@@ -1,7 +1,7 @@
 """KafkaCluster: one pooled aiokafka client per cluster settings, reading partitions statelessly.
 
-Every sensor watching the same cluster (same servers, protocol, user and secret names)
-shares one ``AIOKafkaClient``, hence one connection per broker, in each event loop. Reads
+Every sensor watching the same cluster (same servers, protocol, user, secret names and the values
+they resolve to) shares one ``AIOKafkaClient``, hence one connection per broker, in each event loop. Reads
 are plain Fetch/ListOffsets requests at explicit offsets: no consumer group, no commit,
 nothing to rebalance, so thousands of sensors poke concurrently over the same connections.
 """
@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
+import hashlib
 import logging
 import random
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from aiokafka.client import AIOKafkaClient, ConnectionGroup
 from aiokafka.cluster import ClusterMetadata
@@ -44,11 +47,29 @@ _OFFSET_OUT_OF_RANGE = 1
 _FETCH_MAX_WAIT_MS = 100
 #: Longest one request to a broker may take; each poke also bounds its whole read.
 _CLIENT_REQUEST_TIMEOUT_MS = 10_000
+#: A topic no sensor has poked for this long is dropped from the client's metadata requests.
+TOPIC_IDLE_SECONDS = 600.0
+
+_T = TypeVar("_T")
+
+
+def _detached(coro: Coroutine[Any, Any, _T]) -> asyncio.Task[_T]:
+    """Run ``coro`` as a task with an empty context.
+
+    The shared client starts long-lived tasks (its metadata synchronizer, a reader per
+    connection) from whichever call first needs them; created in that call's context they
+    would log forever as the sensor that happened to make that call.
+    """
+    return contextvars.Context().run(asyncio.get_running_loop().create_task, coro)
 
 
 @dataclass(frozen=True)
 class ClusterKey:
-    """What makes two sensors' connections interchangeable (secret names, never values)."""
+    """What makes two sensors' connections interchangeable: secret names, and a digest of their values.
+
+    The digest keeps apart calls that resolve one name to different values (a Flyte 2 task's own
+    credentials, from its Connection), and picks up a rotated secret; values themselves are never kept.
+    """
 
     servers: tuple[str, ...]
     security_protocol: str
@@ -59,6 +80,7 @@ class ClusterKey:
     ssl_certfile: str | None
     ssl_keyfile: str | None
     ssl_key_password_secret: str | None
+    secrets_digest: str | None = None
 
     @classmethod
     def of(cls, config: KafkaSensorConfig) -> ClusterKey:
@@ -72,7 +94,17 @@ class ClusterKey:
             ssl_certfile=config.ssl_certfile,
             ssl_keyfile=config.ssl_keyfile,
             ssl_key_password_secret=config.ssl_key_password_secret,
+            secrets_digest=_digest(config.sasl_password_secret, config.ssl_key_password_secret),
         )
+
+
+def _digest(*secrets: str | None) -> str | None:
+    """A short one-way digest of the named secrets' current values (None when none is named)."""
+    named = [name for name in secrets if name]
+    if not named:
+        return None
+    values = "\0".join(get_secret(name) for name in named)
+    return hashlib.sha256(values.encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -100,8 +132,20 @@ class _WatchingClient(AIOKafkaClient):  # type: ignore[misc]
     The body follows ``AIOKafkaClient._metadata_update`` (aiokafka 0.14, Apache-2.0).
     """
 
+    async def bootstrap(self) -> None:
+        """Bootstrap as AIOKafkaClient does, its background synchronizer in no caller's context."""
+        await _detached(super().bootstrap())
+
+    async def _get_conn(self, node_id: Any, *, group: Any = ConnectionGroup.DEFAULT, no_hint: bool = False) -> Any:
+        conn = self._conns.get((node_id, group))
+        if conn is not None and conn.connected():
+            return conn  # the common case: no new task
+        # A new connection starts its reader task: keep it out of the calling sensor's context.
+        return await _detached(super()._get_conn(node_id, group=group, no_hint=no_hint))
+
     async def _metadata_update(self, cluster_metadata: ClusterMetadata, topics: Any) -> bool:
-        request = MetadataRequest(list(topics) if topics else None, allow_auto_topic_creation=False)
+        # No topics means none (brokers only), not "every topic in the cluster" as None would.
+        request = MetadataRequest(list(topics or ()), allow_auto_topic_creation=False)
         nodeids: list[Any] = [b.nodeId for b in self.cluster.brokers()]
         bootstrap_id = ("bootstrap", ConnectionGroup.DEFAULT)
         if bootstrap_id in self._conns:
@@ -129,10 +173,13 @@ class _WatchingClient(AIOKafkaClient):  # type: ignore[misc]
 class KafkaCluster:
     """The shared client of one Kafka cluster, created on first use and rebuilt if bootstrap failed."""
 
-    def __init__(self, key: ClusterKey) -> None:
+    def __init__(self, key: ClusterKey, topic_idle_seconds: float = TOPIC_IDLE_SECONDS) -> None:
         self.key = key
+        self.topic_idle_seconds = topic_idle_seconds
         self._client: AIOKafkaClient | None = None
         self._lock = asyncio.Lock()
+        self._last_used: dict[str, float] = {}
+        self._last_sweep = 0.0
 
     async def client(self) -> AIOKafkaClient:
         """The connected client; bootstraps it on first use.
@@ -174,16 +221,39 @@ class KafkaCluster:
             kwargs["sasl_plain_password"] = get_secret(key.sasl_password_secret or "")
         return kwargs
 
+    def watched_topics(self) -> set[str]:
+        """The topics the client asks the brokers about in its metadata requests."""
+        return set(self._client._topics) if self._client is not None else set()
+
+    def _use(self, client: AIOKafkaClient, topic: str) -> None:
+        """Note that a sensor uses ``topic`` now; drop topics nobody used for ``topic_idle_seconds``."""
+        now = time.monotonic()
+        self._last_used[topic] = now
+        if now - self._last_sweep < min(self.topic_idle_seconds / 4, 60.0):
+            return
+        self._last_sweep = now
+        idle = {t for t, used in self._last_used.items() if now - used > self.topic_idle_seconds}
+        if idle:
+            for t in idle:
+                del self._last_used[t]
+            # Metadata requests stop naming them (and stop warning about the ones that do not exist).
+            client.set_topics(set(client._topics) - idle)
+            logger.info("stopped watching %d idle Kafka topic(s): %s", len(idle), ", ".join(sorted(idle))[:200])
+
     async def partitions(self, topic: str) -> list[int] | None:
         """The topic's partition ids, or None while the topic does not exist."""
         client = await self.client()
-        parts = client.cluster.partitions_for_topic(topic)
+        self._use(client, topic)
+        parts = client.cluster.partitions_for_topic(topic) if topic in client._topics else None
         if not parts:
             client.add_topic(topic)
             try:
-                await asyncio.wait_for(client.force_metadata_update(), _CLIENT_REQUEST_TIMEOUT_MS / 1000)
+                updated = await asyncio.wait_for(client.force_metadata_update(), _CLIENT_REQUEST_TIMEOUT_MS / 1000)
             except (KafkaError, OSError, asyncio.TimeoutError) as exc:
                 raise _bad(exc, f"metadata for topic {topic}") from None
+            if not updated:
+                # No broker answered: whether the topic exists is unknown, not "no".
+                raise _bad(KafkaError("no broker answered"), f"metadata for topic {topic}")
             parts = client.cluster.partitions_for_topic(topic)
         return sorted(parts) if parts else None
 

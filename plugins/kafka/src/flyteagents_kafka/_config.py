@@ -29,6 +29,8 @@ class KafkaSensorConfig:
         max_messages: at most this many matching messages are returned when the sensor fires.
         max_bytes_per_poke: the most bytes one poke fetches per partition (a bounded batch).
         request_timeout: seconds allowed for one poke's requests to the brokers (at most 8).
+        outage_budget: seconds the brokers may stay unreachable before the sensor fails; until
+            then each poke answers RUNNING, saying how long the outage has lasted.
         security_protocol: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.
         sasl_mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
         sasl_username: the SASL user name.
@@ -47,6 +49,7 @@ class KafkaSensorConfig:
     max_messages: int = 1
     max_bytes_per_poke: int = 1024 * 1024
     request_timeout: float = 5.0
+    outage_budget: float = 300.0
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
@@ -74,6 +77,8 @@ class KafkaSensorConfig:
         if not 0 < self.request_timeout <= 8:
             # The engine allows one poke 8 s, under FlytePropeller's GetTask deadline.
             raise ValueError(f"request_timeout must be in (0, 8] seconds, got {self.request_timeout}")
+        if not self.outage_budget > 0:
+            raise ValueError(f"outage_budget must be a positive number of seconds, got {self.outage_budget}")
         if self.security_protocol not in _PROTOCOLS:
             raise ValueError(
                 f"security_protocol must be one of {', '.join(_PROTOCOLS)}, got {self.security_protocol!r}"

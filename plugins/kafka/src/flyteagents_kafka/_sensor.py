@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import re
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from flyteagents.sensor import BaseSensor, poke_context
+from flyteagents import ExternalServiceError
+from flyteagents.sensor import BaseSensor, PokeContext, poke_context
 
 from ._cluster import EARLIEST, LATEST, FetchedRecord, KafkaCluster, cluster_for
 from ._config import KafkaSensorConfig
@@ -71,6 +73,8 @@ class KafkaSensor(BaseSensor):
         self._value_regex = re.compile(sensor_config.value_regex) if sensor_config.value_regex else None
         self._positions: OrderedDict[str, dict[int, int]] = OrderedDict()
         self._positions_lock = threading.Lock()
+        # When each waiting sensor's current broker outage began (monotonic), in this process.
+        self._outages: OrderedDict[str, float] = OrderedDict()
 
     @property
     def config(self) -> KafkaSensorConfig:
@@ -96,8 +100,14 @@ class KafkaSensor(BaseSensor):
         start = {int(p): int(o) for p, o in (state.get("offsets") or {}).items()}
         with self._positions_lock:
             known = dict(self._positions.get(ctx.sensor_id) or {})
-        found, positions = await asyncio.wait_for(self._read(start, known), self.config.request_timeout)
+        try:
+            found, positions = await asyncio.wait_for(self._read(start, known, ctx), self.config.request_timeout)
+        except (ExternalServiceError, asyncio.TimeoutError) as exc:
+            if isinstance(exc, ExternalServiceError) and not exc.retryable:
+                raise
+            return self._ride_out(ctx, exc)
         with self._positions_lock:
+            self._outages.pop(ctx.sensor_id, None)
             if found or not ctx.sensor_id:
                 self._positions.pop(ctx.sensor_id, None)
             else:
@@ -107,11 +117,44 @@ class KafkaSensor(BaseSensor):
                     self._positions.popitem(last=False)
         return KafkaMessages(messages=found) if found else None
 
-    async def _read(self, start: dict[int, int], known: dict[int, int]) -> tuple[list[KafkaMessage], dict[int, int]]:
+    def _ride_out(self, ctx: PokeContext, exc: BaseException) -> None:
+        """Answer "not yet" during a broker outage shorter than ``outage_budget``; past it, fail.
+
+        Raises:
+            ExternalServiceError: the outage outlasted the budget (not retryable), or the poke
+                has no sensor id to time the outage by (retryable, counted by the engine).
+        """
+        detail = f"{type(exc).__name__}: {exc}" if str(exc) else f"no answer within {self.config.request_timeout:g} s"
+        if not ctx.sensor_id:
+            raise exc if isinstance(exc, ExternalServiceError) else ExternalServiceError(detail) from None
+        now = time.monotonic()
+        budget = self.config.outage_budget
+        with self._positions_lock:
+            since = self._outages.setdefault(ctx.sensor_id, now)
+            self._outages.move_to_end(ctx.sensor_id)
+            while len(self._outages) > _MAX_TRACKED:
+                self._outages.popitem(last=False)
+        lasted = now - since
+        if lasted > budget:
+            with self._positions_lock:
+                self._outages.pop(ctx.sensor_id, None)
+            raise ExternalServiceError(
+                f"Kafka at {self.config.bootstrap_servers} unreachable for {lasted:.0f} s, longer than the "
+                f"sensor's outage_budget of {budget:g} s; last error: {detail}",
+                retryable=False,
+            )
+        ctx.waiting(f"Kafka unreachable for {lasted:.0f} s (outage budget {budget:g} s): {detail}")
+        return None
+
+    async def _read(
+        self, start: dict[int, int], known: dict[int, int], ctx: PokeContext | None = None
+    ) -> tuple[list[KafkaMessage], dict[int, int]]:
         config = self.config
         cluster = cluster_for(config)
         partitions = await cluster.partitions(config.topic)
         if not partitions:
+            if ctx is not None:
+                ctx.waiting(f"topic {config.topic} does not exist (yet) on {config.bootstrap_servers}")
             return [], known
         # Partitions created after the sensor started are new in their entirety.
         positions = {p: known.get(p, start.get(p, 0)) for p in partitions}

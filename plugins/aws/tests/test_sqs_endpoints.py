@@ -1,0 +1,181 @@
+"""Reaching a queue that is not on AWS, and the agent's missing settings, against a real moto_server."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flyteagents_aws import SQSSensor, SQSSensorConfig
+from flyteagents_aws._config import resolve_endpoint
+from flyteidl.core.execution_pb2 import TaskExecution
+
+from flyteagents.sensor import SensorEngine, SensorMetadata
+from flyteagents.testing import MotoServer, template_of
+
+EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "sqs_sensor.py"
+
+
+@pytest.fixture
+def no_endpoint_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An agent environment that names no SQS endpoint (the session fixture sets one for moto)."""
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.delenv("AWS_ENDPOINT_URL_SQS", raising=False)
+
+
+async def poke(sensor: SQSSensor, tmp_path: Path) -> Any:
+    engine = SensorEngine()
+    meta = SensorMetadata.decode((await engine.create(template_of(sensor), str(tmp_path), None)).encode())
+    return await engine.get(meta)
+
+
+def sensor_on(queue_url: str, **options: Any) -> SQSSensor:
+    config = SQSSensorConfig(queue_url=queue_url, wait_seconds=0, **options)
+    return SQSSensor(name=f"sqs_{uuid.uuid4().hex[:6]}", sensor_config=config)
+
+
+@pytest.mark.parametrize(
+    ("queue_url", "environ", "expected"),
+    [
+        ("https://sqs.eu-west-1.amazonaws.com/123456789012/q", {}, ("eu-west-1", None)),
+        ("https://eu-west-1.queue.amazonaws.com/123456789012/q", {}, ("eu-west-1", None)),
+        ("https://queue.amazonaws.com/123456789012/q", {}, ("us-east-1", None)),
+        ("https://sqs.cn-north-1.amazonaws.com.cn/123456789012/q", {}, ("cn-north-1", None)),
+        ("http://localhost:4566/000000000000/q", {}, (None, "http://localhost:4566")),
+        ("http://localhost:4566/000000000000/q", {"AWS_ENDPOINT_URL": "http://proxy:1"}, (None, None)),
+        ("http://localhost:4566/000000000000/q", {"AWS_ENDPOINT_URL_SQS": "http://proxy:1"}, (None, None)),
+    ],
+)
+def test_region_and_endpoint_come_from_the_queue_url(
+    queue_url: str, environ: dict[str, str], expected: tuple[str | None, str | None]
+) -> None:
+    assert resolve_endpoint(SQSSensorConfig(queue_url=queue_url), environ) == expected
+
+
+def test_the_config_and_the_environment_win_over_the_queue_url() -> None:
+    config = SQSSensorConfig(
+        queue_url="https://sqs.eu-west-1.amazonaws.com/1/q", region="us-west-2", endpoint_url="https://vpce.example"
+    )
+    assert resolve_endpoint(config, {}) == ("us-west-2", "https://vpce.example")
+
+
+async def test_a_local_queue_url_is_its_own_endpoint(
+    moto: MotoServer, sqs: Any, queue_url: str, no_endpoint_variable: None, tmp_path: Path
+) -> None:
+    assert queue_url.startswith(moto.endpoint_url)
+    sqs.send_message(QueueUrl=queue_url, MessageBody="here")
+    resource = await poke(sensor_on(queue_url), tmp_path)  # no endpoint_url, no AWS_ENDPOINT_URL
+    assert resource.phase == TaskExecution.SUCCEEDED, resource.message
+
+
+async def test_no_region_anywhere_fails_saying_where_to_set_it(
+    moto: MotoServer, queue_url: str, no_endpoint_variable: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    resource = await poke(sensor_on(queue_url), tmp_path)
+    assert resource.phase == TaskExecution.FAILED
+    assert "no AWS region" in resource.message and "AWS_DEFAULT_REGION" in resource.message
+
+
+async def test_no_credentials_fail_saying_how_to_give_them(
+    moto: MotoServer, queue_url: str, no_endpoint_variable: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    resource = await poke(sensor_on(queue_url, region="us-east-1"), tmp_path)
+    assert resource.phase == TaskExecution.FAILED
+    assert "no AWS credentials" in resource.message and "AWS_ACCESS_KEY_ID" in resource.message
+
+
+async def test_a_missing_queue_fails_and_logs_one_line(
+    moto: MotoServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    missing = f"{moto.endpoint_url}/123456789012/ghost-{uuid.uuid4().hex[:6]}"
+    resource = await poke(sensor_on(missing, endpoint_url=moto.endpoint_url, region="us-east-1"), tmp_path)
+    assert resource.phase == TaskExecution.FAILED
+    assert "does not exist" in resource.message.lower() or "NonExistentQueue" in resource.message
+    (line,) = [r for r in caplog.records if "failed" in r.getMessage() and "SQSSensor" in r.getMessage()]
+    assert line.exc_info is None, "a missing queue is one log line, not a traceback"
+
+
+@pytest.mark.slow
+def test_example_with_sqs_queue_url_of_a_local_server(moto: MotoServer, sqs: Any, queue_url: str) -> None:
+    """The example as documented for one's own queue, given only SQS_QUEUE_URL, region and keys."""
+    for event in ("deleted", "uploaded"):
+        sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps({"event": event, "key": f"{event}.csv"}))
+    # The session fixture put moto's keys and AWS_DEFAULT_REGION in the environment, as a user would.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ENDPOINT_URL")}
+    env["SQS_QUEUE_URL"] = queue_url
+    result = subprocess.run([sys.executable, str(EXAMPLE)], capture_output=True, text=True, timeout=180, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "processing uploaded.csv" in result.stdout, result.stdout
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """A self-signed certificate for localhost: a private CA's, as far as the client can tell."""
+    from flyteagents.testing import self_signed_certificate
+
+    return self_signed_certificate(tmp_path_factory.mktemp("tls"))
+
+
+class TlsMoto(MotoServer):
+    """moto_server over https with a given certificate (for localhost)."""
+
+    def __init__(self, certificate: tuple[str, str]) -> None:
+        super().__init__()
+        self.certificate = certificate
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"https://localhost:{self.port}"
+
+    def command(self) -> list[str]:
+        cert, key = self.certificate
+        return [*super().command(), "-c", cert, "-k", key]
+
+    def ready(self) -> bool:
+        import ssl
+        import urllib.error
+        import urllib.request
+
+        context = ssl.create_default_context(cafile=self.certificate[0])
+        try:
+            with urllib.request.urlopen(f"{self.endpoint_url}/moto-api/data.json", timeout=1, context=context):
+                return True
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return False
+
+
+async def test_a_queue_behind_a_private_ca(
+    certificate: tuple[str, str], moto: MotoServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """An https queue URL whose certificate the agent does not trust fails at once; AWS_CA_BUNDLE fixes it."""
+    import boto3
+
+    with TlsMoto(certificate) as server:
+        monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+        monkeypatch.delenv("AWS_ENDPOINT_URL_SQS", raising=False)
+        sqs = boto3.client("sqs", endpoint_url=server.endpoint_url, verify=certificate[0], **server.credentials)
+        queue_url = sqs.create_queue(QueueName=f"tls-{uuid.uuid4().hex[:6]}")["QueueUrl"]
+        assert queue_url.startswith("https://localhost:")
+        sqs.send_message(QueueUrl=queue_url, MessageBody="over tls")
+        monkeypatch.delenv("AWS_CA_BUNDLE", raising=False)
+        refused = await poke(sensor_on(queue_url), tmp_path)
+        monkeypatch.setenv("AWS_CA_BUNDLE", certificate[0])
+        trusted = await poke(sensor_on(queue_url, region="us-east-1"), tmp_path)  # another client key: a new client
+    assert refused.phase == TaskExecution.FAILED, refused.message
+    assert "not trusted" in refused.message and "AWS_CA_BUNDLE" in refused.message
+    assert trusted.phase == TaskExecution.SUCCEEDED, trusted.message

@@ -1,0 +1,218 @@
+"""Reaching BigQuery somewhere else: an emulator with no credentials, host:port, another API root, bq:// readers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from bq_emulator import BigQueryEmulator
+from flyteagents_bigquery import BigQueryAgent, BigQueryConfig, BigQueryJob, BigQueryTask, ClientCache
+from flyteidl.core.execution_pb2 import TaskExecution
+from flytekit import task, workflow
+from helpers import execution, template_of
+
+from flyteagents import ExternalServiceError, is_terminal_phase
+
+PROJECT = "test-project"
+EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "bigquery_sql.py"
+
+
+@pytest.fixture
+def no_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A process with no Application Default Credentials anywhere, and no metadata server to ask."""
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "gcloud"))  # no application_default_credentials.json
+    monkeypatch.setenv("NO_GCE_CHECK", "true")
+    for name in (
+        "BIGQUERY_EMULATOR_HOST",
+        "FLYTEAGENTS_BIGQUERY_API_ENDPOINT",
+        "FLYTEAGENTS_BIGQUERY_CREDENTIALS_SECRET",
+    ):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="module")
+def open_emulator() -> Iterator[BigQueryEmulator]:
+    """A server that, like third-party emulators, asks for no credentials."""
+    with BigQueryEmulator(pending_polls=0, running_polls=0, require_auth=False) as server:
+        server.sql(
+            "CREATE SCHEMA demo; CREATE TABLE demo.t AS SELECT range AS id FROM range(5);"
+            "CREATE TABLE demo.trips AS SELECT range AS id, 'city' || (range % 3) AS city, range * 1.5 AS miles"
+            " FROM range(20)"
+        )
+        yield server
+
+
+def run(agent: BigQueryAgent, query: str, config: BigQueryConfig, name: str) -> tuple[BigQueryJob, object]:
+    t = BigQueryTask(
+        name=f"q_{uuid.uuid4().hex[:8]}",
+        query_template=query,
+        task_config=config,
+        output_structured_dataset_type=pd.DataFrame,
+    )
+    meta = agent.create(template_of(t), "/tmp/out", None, execution(name))
+    for _ in range(20):
+        resource = agent.get(BigQueryJob.decode(meta.encode()))
+        if is_terminal_phase(resource.phase):
+            return meta, resource
+    raise AssertionError("the job did not finish")
+
+
+@pytest.mark.parametrize("scheme", ["http://", ""])
+def test_an_emulator_needs_no_credentials_and_no_scheme(
+    open_emulator: BigQueryEmulator, no_credentials: None, monkeypatch: pytest.MonkeyPatch, scheme: str
+) -> None:
+    host = open_emulator.url.removeprefix("http://")
+    monkeypatch.setenv("BIGQUERY_EMULATOR_HOST", f"{scheme}{host}")  # the emulators' docs say host:port
+    agent = BigQueryAgent(clients=ClientCache(), timeout=5)
+    _, resource = run(agent, "SELECT count(*) AS n FROM demo.t", BigQueryConfig(project=PROJECT), f"anon-{scheme!r}")
+    assert resource.phase == TaskExecution.SUCCEEDED, resource.message
+    assert not any(path.startswith("/token") for _, path in open_emulator.requests), "nothing asked for a token"
+
+
+def test_without_an_emulator_missing_credentials_say_what_to_set(no_credentials: None) -> None:
+    with pytest.raises(ExternalServiceError) as info:
+        ClientCache().get(PROJECT)
+    assert not info.value.retryable
+    assert "no Application Default Credentials" in str(info.value) and "BIGQUERY_EMULATOR_HOST" in str(info.value)
+
+
+secret_trips = BigQueryTask(
+    name="secret_trips",
+    query_template="SELECT id, id * 2 AS twice FROM demo.t ORDER BY id",
+    task_config=BigQueryConfig(project=PROJECT, credentials_secret="bq/reader"),
+    output_structured_dataset_type=pd.DataFrame,
+)
+
+
+@task
+def total(df: pd.DataFrame) -> int:
+    return int(df["twice"].sum())
+
+
+@workflow
+def secret_report() -> int:
+    return total(df=secret_trips())
+
+
+def test_the_next_task_reads_bq_outputs_with_the_tasks_secret(
+    emulator: BigQueryEmulator, no_credentials: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another API root that checks credentials (FLYTEAGENTS_BIGQUERY_API_ENDPOINT), and no ADC at all."""
+    emulator.sql("CREATE SCHEMA IF NOT EXISTS demo; CREATE OR REPLACE TABLE demo.t AS SELECT range AS id FROM range(5)")
+    monkeypatch.setenv("FLYTEAGENTS_BIGQUERY_API_ENDPOINT", emulator.url)
+    monkeypatch.setenv("_FSEC_BQ_READER", json.dumps(emulator.service_account_info(PROJECT)))
+    from flyteagents import AgentRegistry
+
+    AgentRegistry.register(BigQueryAgent(clients=ClientCache(), timeout=5), override=True)
+    assert secret_report() == 20  # the query and the downstream read both used bq/reader
+
+
+def test_a_reader_without_the_outputs_metadata_names_its_secret(
+    emulator: BigQueryEmulator, no_credentials: None, tmp_path: Path
+) -> None:
+    """A bq:// literal made elsewhere (flytekit's plugin, by hand): FLYTEAGENTS_BIGQUERY_CREDENTIALS_SECRET names it."""
+    emulator.sql("CREATE SCHEMA IF NOT EXISTS demo; CREATE OR REPLACE TABLE demo.r AS SELECT 7 AS seven")
+    script = tmp_path / "reader.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""\
+            import pandas as pd
+            from flytekit import FlyteContextManager
+            from flytekit.models.literals import StructuredDataset, StructuredDatasetMetadata
+            from flytekit.models.types import StructuredDatasetType
+            from flytekit.types.structured.structured_dataset import StructuredDatasetTransformerEngine
+            from flyteagents_bigquery import register_decoders
+
+            register_decoders()
+            metadata = StructuredDatasetMetadata(structured_dataset_type=StructuredDatasetType(format=""))
+            literal = StructuredDataset(uri="bq://{PROJECT}:demo.r", metadata=metadata)
+            ctx = FlyteContextManager.current_context()
+            df = StructuredDatasetTransformerEngine().open_as(ctx, literal, pd.DataFrame, metadata)
+            print(int(df["seven"][0]))
+            """
+        )
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("GOOGLE_APPLICATION_CREDENTIALS", "BIGQUERY_EMULATOR_HOST")}
+    env.update(
+        FLYTEAGENTS_BIGQUERY_API_ENDPOINT=emulator.url,
+        FLYTEAGENTS_BIGQUERY_CREDENTIALS_SECRET="bq/reader",
+        _FSEC_BQ_READER=json.dumps(emulator.service_account_info(PROJECT)),
+    )
+    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "7"
+    env.pop("FLYTEAGENTS_BIGQUERY_CREDENTIALS_SECRET")
+    without = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
+    assert without.returncode != 0 and "no Application Default Credentials" in without.stderr
+
+
+@pytest.mark.slow
+def test_example_against_an_emulator_given_as_host_port(open_emulator: BigQueryEmulator, tmp_path: Path) -> None:
+    """examples/bigquery_sql.py as documented for an emulator: BIGQUERY_EMULATOR_HOST=host:port, no credentials."""
+    env = {k: v for k, v in os.environ.items() if k != "GOOGLE_APPLICATION_CREDENTIALS"}
+    env.update(
+        BIGQUERY_EMULATOR_HOST=open_emulator.url.removeprefix("http://"),
+        CLOUDSDK_CONFIG=str(tmp_path / "gcloud"),
+        NO_GCE_CHECK="true",
+    )
+    done = subprocess.run([sys.executable, str(EXAMPLE)], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "2 cities; busiest city" in done.stdout, done.stdout
+
+
+def test_the_output_names_its_secret_never_its_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    from flyteagents_bigquery._decoder import results_metadata, secret_of
+    from flytekit.models.literals import StructuredDataset
+
+    monkeypatch.delenv("FLYTEAGENTS_BIGQUERY_CREDENTIALS_SECRET", raising=False)
+    monkeypatch.setenv("_FSEC_BQ_READER", '{"private_key": "PRIVATE"}')
+    literal = StructuredDataset(uri="bq://p:d.t", metadata=results_metadata("bq/reader"))
+    as_bytes = literal.to_flyte_idl().SerializeToString()
+    assert b"bq/reader" in as_bytes and b"PRIVATE" not in as_bytes
+    assert secret_of(StructuredDataset.from_flyte_idl(literal.to_flyte_idl())) == "bq/reader"
+    assert secret_of(StructuredDataset(uri="bq://p:d.t", metadata=results_metadata(None))) is None
+    monkeypatch.setenv("FLYTEAGENTS_BIGQUERY_CREDENTIALS_SECRET", "bq/other")
+    assert secret_of(literal) == "bq/other", "the reading process's own setting wins"
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """A self-signed certificate for localhost: a private CA's, as far as the client can tell."""
+    from flyteagents.testing import self_signed_certificate
+
+    return self_signed_certificate(tmp_path_factory.mktemp("tls"))
+
+
+def test_an_api_root_behind_a_private_ca(
+    certificate: tuple[str, str], no_credentials: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FLYTEAGENTS_BIGQUERY_API_ENDPOINT over https with a private CA: refused at once, then trusted."""
+    server = BigQueryEmulator(pending_polls=0, running_polls=0).start(tls=certificate)
+    try:
+        server.sql("CREATE SCHEMA demo; CREATE TABLE demo.t AS SELECT 1 AS one")
+        assert server.url.startswith("https://localhost:")
+        monkeypatch.setenv("FLYTEAGENTS_BIGQUERY_API_ENDPOINT", server.url)
+        monkeypatch.setenv("_FSEC_BQ_TLS", json.dumps(server.service_account_info(PROJECT)))
+        monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+        monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+        config = BigQueryConfig(project=PROJECT, credentials_secret="bq/tls")
+        agent = BigQueryAgent(clients=ClientCache(), timeout=5, create_retry_deadline=30)
+        with pytest.raises(ExternalServiceError) as info:
+            run(agent, "SELECT one FROM demo.t", config, "tls-untrusted")
+        assert not info.value.retryable, "not retried: the certificate will not change"
+        assert "REQUESTS_CA_BUNDLE" in str(info.value)
+        assert server.count("POST", "/jobs") == 0
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", certificate[0])
+        _, resource = run(agent, "SELECT one FROM demo.t", config, "tls-trusted")
+        assert resource.phase == TaskExecution.SUCCEEDED, resource.message
+    finally:
+        server.stop()
