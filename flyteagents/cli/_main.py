@@ -196,6 +196,7 @@ def serve(
         worker = [*launcher, "serve", "--workers", "1"]
         worker += ["--reuse-port", "--host", host, "--grace-period", str(grace_period), "--loop", event_loop]
         worker += ["--log-level", log_level, "--reflection" if reflection else "--no-reflection"]
+        worker += ["--protocols", ",".join(chosen)]
         # Each worker serves its metrics on a free loopback port; the supervisor sums them on --metrics-port.
         worker += ["--metrics-port", "0" if metrics_port >= 0 else "-1", "--metrics-host", "127.0.0.1"]
         for flag, value in (("--tls-cert", tls_cert), ("--tls-key", tls_key), ("--tls-client-ca", tls_client_ca)):
