@@ -190,8 +190,8 @@ class WorkerPool:
         self.metrics = metrics
         self.env = env
         self.workers: list[_Worker] = []
-        # Held (bound, never listening) for the pool's life: the port is ours, and with --port 0
-        # every worker learns the same one. SO_REUSEPORT lets the workers bind it too.
+        # Held (bound, never listening) until the workers listen: the port is ours, and with
+        # --port 0 every worker learns the same one. SO_REUSEPORT lets the workers bind it too.
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._reservation = socket.socket(family, socket.SOCK_STREAM)
         self._reservation.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
@@ -224,6 +224,9 @@ class WorkerPool:
                     raise RuntimeError(f"worker {worker.index} exited with {worker.proc.returncode} before serving")
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"worker {worker.index} did not serve within {timeout:.0f}s")
+        # Released once every worker listens: a bound socket of another family than the workers'
+        # (gRPC binds 0.0.0.0 as a dual-stack [::]) was seen to have connections refused beside them.
+        self._reservation.close()
 
     def _forward(self, worker: _Worker) -> None:
         """Pass a worker's stdout through, keeping back its "serving on" line (the supervisor prints its own)."""
