@@ -131,7 +131,7 @@ async def main() -> None:
     servers = [
         ServiceProcess(
             "flyteagents",
-            [str(bin_dir / "flyteagents"), "serve", "--port", str(fa_port), "--metrics-port", "0"],
+            [str(bin_dir / "flyteagents"), "serve", "--port", str(fa_port), "--metrics-port", "0", "--workers", "1"],
             fa_port,
             env,
         ),

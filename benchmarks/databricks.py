@@ -262,7 +262,7 @@ async def main() -> None:
                     "flyteagents",
                     [
                         *(str(bin_dir / "flyteagents"), "serve", "--port", str(fa_port)),
-                        *("--metrics-port", "-1", "--log-level", "WARNING"),
+                        *("--metrics-port", "-1", "--log-level", "WARNING", "--workers", "1"),
                     ],
                     fa_port,
                     env,

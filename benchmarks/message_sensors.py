@@ -152,7 +152,7 @@ async def _drive(
 def _serve(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     proc = subprocess.Popen(
-        [str(VENV_BIN / "flyteagents"), "serve", "--host", "127.0.0.1", "--port", str(port)],
+        [str(VENV_BIN / "flyteagents"), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -111,7 +111,7 @@ def _start_agent_server(name: str, port: int, base_url: str) -> subprocess.Popen
     env = dict(os.environ, PYTHONUNBUFFERED="1", OPENAI_BASE_URL=base_url)
     env["FLYTE_OPENAI_API_KEY"] = env["_FSEC_FLYTE_OPENAI_API_KEY"] = API_KEY
     if name == "flyteagents":
-        cmd = [str(VENV_BIN / "flyteagents"), "serve", "--host", "127.0.0.1", "--port", str(port)]
+        cmd = [str(VENV_BIN / "flyteagents"), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
         cmd += ["--metrics-port", "-1", "--log-level", "WARNING"]
     else:
         env["PYTHONPATH"] = pythonpath("openai")

@@ -86,7 +86,7 @@ def _start(framework: str, port: int) -> subprocess.Popen[bytes]:
         "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
     }
     if framework == "flyteagents":
-        cmd = [str(VENV_BIN / "flyteagents"), "serve", "--host", "127.0.0.1", "--port", str(port)]
+        cmd = [str(VENV_BIN / "flyteagents"), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
         cmd += ["--metrics-port", "-1", "--log-level", "WARNING"]
     else:
         cmd = [sys.executable, "-c", FLYTEKIT_LAUNCHER, "--port", str(port), "--prometheus_port", str(free_port())]

@@ -54,7 +54,7 @@ def _create_request(task: Any, path: str) -> agent_pb2.CreateTaskRequest:
 
 def _start(framework: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
     if framework == "flyteagents":
-        cmd = [str(VENV_BIN / "flyteagents"), "serve", "--host", "127.0.0.1", "--port", str(port)]
+        cmd = [str(VENV_BIN / "flyteagents"), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
         cmd += ["--metrics-port", "-1", "--log-level", "WARNING"]
     else:
         cmd = [sys.executable, "-c", FLYTEKIT_LAUNCHER, "--port", str(port), "--prometheus_port", str(free_port())]

@@ -16,6 +16,11 @@ from flyteidl.core.execution_pb2 import TaskExecution
 
 ASYNC_TYPE = "bench_async"
 SYNC_TYPE = "bench_echo"
+#: a sync agent answering with Python-valued outputs, ``{"o0": "pong"}``
+PONG_TYPE = "bench_pong"
+#: an async agent whose get answers SUCCEEDED with Python-valued outputs (flytekit's side of the
+#: GetTask-with-outputs comparison: flyteagents answers it with a sensor, _found_sensor.FoundSensor)
+DONE_TYPE = "bench_done"
 
 if os.environ.get("BENCH_FRAMEWORK") == "flytekit":
     from flytekit.extend.backend.base_connector import (
@@ -54,8 +59,34 @@ if os.environ.get("BENCH_FRAMEWORK") == "flytekit":
         async def do(self, task_template, output_prefix, inputs=None, **kwargs: Any) -> Resource:
             return Resource(phase=TaskExecution.SUCCEEDED, outputs=inputs)
 
+    class FkPong(SyncConnectorBase):
+        name = "Bench Pong"
+
+        def __init__(self) -> None:
+            super().__init__(task_type_name=PONG_TYPE)
+
+        async def do(self, task_template, output_prefix, inputs=None, **kwargs: Any) -> Resource:
+            return Resource(phase=TaskExecution.SUCCEEDED, outputs={"o0": "pong"})
+
+    class FkDone(AsyncConnectorBase):
+        name = "Bench Done"
+
+        def __init__(self) -> None:
+            super().__init__(task_type_name=DONE_TYPE, metadata_type=FkMeta)
+
+        async def create(self, task_template, inputs=None, **kwargs: Any) -> FkMeta:
+            return FkMeta(job_id="job-1")
+
+        async def get(self, resource_meta: FkMeta, **kwargs: Any) -> Resource:
+            return Resource(phase=TaskExecution.SUCCEEDED, outputs={"path": "/data/in.csv", "size": 3, "ready": True})
+
+        async def delete(self, resource_meta: FkMeta, **kwargs: Any) -> None:
+            return None
+
     ConnectorRegistry.register(FkAsync())
+    ConnectorRegistry.register(FkDone())
     ConnectorRegistry.register(FkEcho())
+    ConnectorRegistry.register(FkPong())
 elif os.environ.get("BENCH_FRAMEWORK") == "flyte":
     from flyte.connectors import AsyncConnector
     from flyte.connectors import ConnectorRegistry as FlyteRegistry
@@ -112,5 +143,15 @@ else:
         async def do(self, task_template, output_prefix, inputs=None, **kwargs: Any) -> fa.Resource:
             return fa.Resource(phase=TaskExecution.SUCCEEDED, outputs=inputs)
 
+    class FaPong(fa.SyncAgentBase):
+        name = "Bench Pong"
+
+        def __init__(self) -> None:
+            super().__init__(task_type_name=PONG_TYPE)
+
+        async def do(self, task_template, output_prefix, inputs=None, **kwargs: Any) -> fa.Resource:
+            return fa.Resource(phase=TaskExecution.SUCCEEDED, outputs={"o0": "pong"})
+
     fa.AgentRegistry.register(FaAsync(), override=True)
     fa.AgentRegistry.register(FaEcho(), override=True)
+    fa.AgentRegistry.register(FaPong(), override=True)

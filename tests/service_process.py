@@ -31,6 +31,8 @@ class Service:
         self.stderr_path = tmp / f"serve-{time.monotonic_ns()}.log"
         self.stderr = open(self.stderr_path, "w")
         command = [str(BIN / "flyteagents"), "serve", "--host", "127.0.0.1", "--port", str(port)]
+        if "--workers" not in args:
+            command += ["--workers", "1"]  # one process, whatever this machine's CPUs: the tests look inside it
         self.proc = subprocess.Popen(
             [*command, "--metrics-port", "0", *args],
             cwd=cwd,

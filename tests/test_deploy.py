@@ -252,6 +252,7 @@ def test_settings_reach_the_container_through_the_configmap(render: Render) -> N
         "FLYTEAGENTS_METRICS_HOST": "127.0.0.1",
         "FLYTEAGENTS_REFLECTION": "false",
         "FLYTEAGENTS_SYNC_WORKERS": "7",
+        "FLYTEAGENTS_WORKERS": "1",  # the default values' CPU request, 500m, rounded down to at least one
         "FLYTEAGENTS_GRACE_PERIOD": "40",
         "FLYTEAGENTS_LOOP": "asyncio",
         "FLYTEAGENTS_LOG_LEVEL": "DEBUG",
@@ -272,6 +273,22 @@ def test_settings_reach_the_container_through_the_configmap(render: Render) -> N
         pod["metadata"]["annotations"]["checksum/config"]
         != _one(before, "Deployment")["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
     )
+
+
+@pytest.mark.parametrize(
+    ("values", "workers"),
+    [
+        ({"resources": {"limits": {"cpu": "2500m"}, "requests": {"cpu": 1}}}, "2"),
+        ({"resources": {"limits": {"cpu": 4}}}, "4"),
+        ({"resources": {"limits": {"cpu": "2"}}}, "2"),
+        ({"resources": {"requests": {"cpu": 3.5}}}, "3"),  # no limit: the request
+        ({"resources": {"requests": {"cpu": "200m"}}}, "1"),
+        ({"resources": {}}, "1"),
+        ({"settings": {"workers": 3}, "resources": {"limits": {"cpu": 8}}}, "3"),  # explicit wins
+    ],
+)
+def test_workers_follow_the_cpu_limit(render: Render, values: dict, workers: str) -> None:
+    assert _one(render(values), "ConfigMap")["data"]["FLYTEAGENTS_WORKERS"] == workers
 
 
 def test_configmap_keys_are_options_of_flyteagents_serve(render: Render) -> None:

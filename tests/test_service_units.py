@@ -13,6 +13,7 @@ import grpc
 import pytest
 from flyteidl.admin import agent_pb2
 from flyteidl.core import interface_pb2, tasks_pb2, types_pb2
+from flytekit.core.context_manager import FlyteContextManager
 from flytekit.core.type_engine import TypeEngine
 from flytekit.models.literals import LiteralMap
 from flytekit.models.task import TaskExecutionMetadata, TaskTemplate
@@ -27,6 +28,7 @@ from flyteagents import (
     ResourceMeta,
     UnsupportedOperationError,
 )
+from flyteagents._literals import literal_map_model, primitive_literal_map
 from flyteagents._runner import AgentRunner
 from flyteagents.server import status_for
 from flyteagents.server._lazy import task_arguments, unconverted_proto
@@ -178,6 +180,101 @@ async def test_outputs_follow_the_declared_interface_for_collections():
     floats = types_pb2.LiteralType(collection_type=types_pb2.LiteralType(simple=types_pb2.FLOAT))
     pb = await outputs_to_proto({"xs": [1, 2]}, {"xs": interface_pb2.Variable(type=floats)})
     assert [lit.scalar.primitive.integer for lit in pb.literals["xs"].collection.literals] == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("values", "declared"),
+    [
+        ({"o0": "pong", "n": 3, "x": 2.5, "ok": True, "no": False, "empty": ""}, None),
+        ({"big": 2**63 - 1, "neg": -(2**63), "zero": 0, "nan": float("inf")}, None),
+        ({"f": 3.0, "g": 1.5, "s": "a", "b": True, "i": 7}, {"f": float, "g": float, "s": str, "b": bool, "i": int}),
+    ],
+)
+async def test_primitive_outputs_are_the_literals_the_type_engine_builds(values, declared):
+    fast = primitive_literal_map(values, declared)
+    assert fast is not None
+    types = declared or {name: type(value) for name, value in values.items()}
+    ctx = FlyteContextManager.current_context()
+    assert fast == await TypeEngine.dict_to_literal_map_pb(ctx, values, types)
+    assert await outputs_to_proto(values) == await TypeEngine.dict_to_literal_map_pb(
+        ctx, values, {name: type(value) for name, value in values.items()}
+    )
+
+
+@pytest.mark.parametrize(
+    ("values", "declared"),
+    [
+        ({"o0": None}, None),
+        ({"xs": ["a"]}, None),
+        ({"big": 2**63}, None),
+        ({"flag": True}, {"flag": int}),  # bool is an int to Python, not to flytekit's int transformer
+        ({"n": 1.5}, {"n": int}),
+        ({"x": 3}, {"x": float}),  # flytekit's float transformer refuses ints
+        ({"s": "a"}, {}),  # an output the interface does not declare
+        ({"d": 1}, {"d": Path}),
+    ],
+)
+def test_other_outputs_are_left_to_the_type_engine(values, declared):
+    assert primitive_literal_map(values, declared) is None
+
+
+def test_literal_map_model_reads_like_a_model_and_hands_back_its_proto_unread():
+    pb = primitive_literal_map({"n": 2, "s": "x"})
+    assert pb is not None
+    unread = literal_map_model(pb)
+    assert isinstance(unread, LiteralMap)
+    assert unread.to_flyte_idl() is pb
+    read = literal_map_model(pb)
+    assert read.literals["n"].scalar.primitive.integer == 2
+    assert read.to_flyte_idl() == pb
+    ctx = FlyteContextManager.current_context()
+    assert TypeEngine.literal_map_to_kwargs(ctx, literal_map_model(pb), {"n": int, "s": str}) == {"n": 2, "s": "x"}
+
+
+def test_settled_type_engine_stops_importing_on_every_lookup(tmp_path: Path):
+    # In a fresh interpreter: settling is process-wide. pandas with its StructuredDataset handlers
+    # registered first is the state in which flytekit retries an import on every lookup.
+    script = tmp_path / "lookups.py"
+    script.write_text(
+        """
+import sys
+import pandas
+from flytekit.core.type_engine import TypeEngine
+from flytekit.types.structured import lazy_import_structured_dataset_handler
+from flyteagents.server._outputs import settle_type_engine
+
+lazy_import_structured_dataset_handler()
+tried = []
+
+class Recorder:
+    def find_spec(self, name, path=None, target=None):
+        if name == "flytekit.types.schema.types_pandas":
+            tried.append(name)
+        return None
+
+sys.meta_path.insert(0, Recorder())
+for _ in range(5):
+    TypeEngine.to_literal_type(str)
+before = len(tried)
+settle_type_engine()
+settle_type_engine()
+del tried[:]
+for _ in range(5):
+    assert TypeEngine.to_literal_type(str).simple == 3
+after = len(tried)
+import numpy  # a newly imported module the engine looks at: registration runs once more
+TypeEngine.to_literal_type(int)
+TypeEngine.to_literal_type(int)
+print(before, after, len(tried))
+"""
+    )
+    import subprocess
+
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=True)
+    before, after, later = map(int, out.stdout.split())
+    assert before >= 5  # flytekit alone: one import attempt per lookup
+    assert after == 0
+    assert later <= 1
 
 
 def test_metrics_lose_no_call_while_a_scrape_folds_concurrently():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import os
+import shutil
 import sys
 import warnings
 from collections.abc import Callable, Coroutine, Sequence
@@ -109,6 +110,14 @@ def cli() -> None:
     help="Threads running agent methods written as plain functions [default: 4 per core, 8-64].",
 )
 @click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    envvar=f"{_ENV}WORKERS",
+    help="Server processes sharing the port (SO_REUSEPORT, Linux), one metrics endpoint for all "
+    "[default: the CPUs the process may use, cgroup CPU limit respected; 1 elsewhere than Linux].",
+)
+@click.option("--reuse-port", is_flag=True, hidden=True, help="Bind with SO_REUSEPORT (set for each worker).")
+@click.option(
     "--grace-period",
     default=25.0,
     show_default=True,
@@ -149,6 +158,8 @@ def serve(
     tls_key: str | None,
     tls_client_ca: str | None,
     sync_workers: int | None,
+    workers: int | None,
+    reuse_port: bool,
     grace_period: float,
     modules: Sequence[str],
     event_loop: str,
@@ -184,6 +195,39 @@ def serve(
     except PortUnavailableError as exc:
         raise click.ClickException(str(exc)) from None
     configure_logging(log_level.upper())
+    if workers is None:
+        from flyteagents.server._workers import available_cpus
+
+        # Only Linux spreads a SO_REUSEPORT port's connections over its listeners.
+        workers = available_cpus() if sys.platform == "linux" else 1
+    if workers > 1:
+        if sys.platform != "linux":
+            raise click.UsageError("--workers above 1 needs Linux (SO_REUSEPORT that spreads connections)")
+        from flyteagents.server._workers import WorkerPool, supervise
+
+        # Each worker is `flyteagents serve` as this one was started (the console script next to
+        # this interpreter), so it finds --modules the same way.
+        script = shutil.which("flyteagents", path=os.path.dirname(sys.executable))
+        launcher = [script] if script else [sys.executable, "-c", "from flyteagents.cli import main; main()"]
+        worker = [*launcher, "serve", "--workers", "1"]
+        worker += ["--reuse-port", "--host", host, "--grace-period", str(grace_period), "--loop", event_loop]
+        worker += ["--log-level", log_level, "--reflection" if reflection else "--no-reflection"]
+        worker += ["--protocols", ",".join(chosen)]
+        # Each worker serves its metrics on a free loopback port; the supervisor sums them on --metrics-port.
+        worker += ["--metrics-port", "0" if metrics_port >= 0 else "-1", "--metrics-host", "127.0.0.1"]
+        for flag, value in (("--tls-cert", tls_cert), ("--tls-key", tls_key), ("--tls-client-ca", tls_client_ca)):
+            if value:
+                worker += [flag, os.path.abspath(value)]
+        if sync_workers is not None:
+            worker += ["--sync-workers", str(sync_workers)]
+        if modules:
+            worker += ["--modules", ",".join(_modules(modules))]
+        try:
+            pool = WorkerPool(worker, workers, host, port, metrics=metrics_port >= 0, env=dict(os.environ))
+        except OSError as exc:
+            raise click.ClickException(f"cannot bind {host}:{port}: {exc.strerror or exc}") from None
+        tls = "mTLS" if tls_client_ca else "TLS" if tls_cert else "plaintext"
+        sys.exit(supervise(pool, metrics_host, None if metrics_port < 0 else metrics_port, tls))
     # Like `pyflyte serve`, let --modules name modules in the working directory.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
@@ -211,6 +255,7 @@ def serve(
         tls_client_ca=_read(tls_client_ca),
         sync_workers=sync_workers,
         grace_period=grace_period,
+        reuse_port=reuse_port,
         protocols=chosen,
     )
     try:

@@ -27,6 +27,7 @@ from flytekit.models.task import TaskExecutionMetadata, TaskTemplate
 
 from .._agent import AsyncAgentBase
 from .._exceptions import AgentError, ExternalServiceError, InvalidResourceMetaError, InvalidTaskError
+from .._literals import literal_map_model, primitive_literal_map
 from .._models import Resource, ResourceMeta
 from .._phase import is_terminal_phase
 from .._polling import PollPolicy, PollSchedule
@@ -493,9 +494,13 @@ class SensorEngine(AsyncAgentBase):
         )
 
     async def _literals(self, sensor: Any, label: str, values: dict[str, Any]) -> LiteralMap:
+        declared = sensor.python_interface.outputs
+        fast = primitive_literal_map(values, declared)  # str, int, float and bool fields need no TypeEngine
+        if fast is not None:
+            return literal_map_model(fast)
         ctx = FlyteContextManager.current_context()
         try:
-            return await TypeEngine._dict_to_literal_map(ctx, values, dict(sensor.python_interface.outputs))
+            return await TypeEngine._dict_to_literal_map(ctx, values, dict(declared))
         except Exception as exc:
             raise InvalidTaskError(f"sensor {label}: outputs do not fit their declared types: {exc}") from None
 

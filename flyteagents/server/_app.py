@@ -22,6 +22,7 @@ from .._runner import AgentRunner
 from ._connector import add_connector_services
 from ._handlers import add_guarded_servicer
 from ._metrics import ServiceMetrics
+from ._outputs import settle_type_engine
 from ._service import AgentMetadataServicer, AgentService, AsyncAgentServicer, SyncAgentServicer
 
 __all__ = [
@@ -92,6 +93,7 @@ def build_server(
     if unknown or not protocols:
         raise ValueError(f"protocols must be some of {', '.join(PROTOCOLS)}, got {', '.join(protocols) or 'none'}")
     runner = runner or AgentRunner()
+    settle_type_engine()
     service = AgentService(registry, runner, metrics)
     server = grpc.aio.server(options=options or [])
     names: tuple[str, ...] = ()
@@ -169,6 +171,8 @@ class ServeConfig:
     tls_client_ca: bytes | None = None
     sync_workers: int | None = None
     grace_period: float = 25.0
+    #: bind the port with SO_REUSEPORT, shared with the other workers of ``serve --workers N``
+    reuse_port: bool = False
     protocols: tuple[str, ...] = PROTOCOLS
 
 
@@ -197,12 +201,14 @@ async def serve(registry: AgentRegistry, config: ServeConfig) -> int:
 
     runner = AgentRunner(config.sync_workers)
     metrics = ServiceMetrics(runner)
-    # Without SO_REUSEPORT a second service on a busy port fails instead of silently sharing it.
+    # SO_REUSEPORT only for the workers of one pool: otherwise a second service on a busy port would
+    # start silently and take half its calls, where it should fail.
+    options = [("grpc.so_reuseport", 1 if config.reuse_port else 0)]
     handle = build_server(
         registry,
         runner=runner,
         metrics=metrics,
-        options=[("grpc.so_reuseport", 0)],
+        options=options,
         reflection_enabled=config.reflection,
         protocols=config.protocols,
     )

@@ -11,7 +11,9 @@ import dataclasses
 import datetime
 import enum
 import functools
+import sys
 import tempfile
+import threading
 import typing
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -21,14 +23,65 @@ from flytekit.configuration import DataConfig
 from flytekit.core.context_manager import FlyteContextManager
 from flytekit.core.data_persistence import FileAccessProvider
 from flytekit.core.type_engine import TypeEngine
+from flytekit.lazy_import.lazy_module import is_imported
 from flytekit.models.types import LiteralType
 
 from .._exceptions import TaskFailedError
+from .._literals import primitive_literal_map
 
-__all__ = ["outputs_to_proto", "python_type_of"]
+__all__ = ["outputs_to_proto", "python_type_of", "settle_type_engine"]
+
+#: The modules whose import makes flytekit's TypeEngine register more transformers (its
+#: lazy_import_transformers and lazy_import_structured_dataset_handler look at these).
+_TRANSFORMER_MODULES = (
+    "tensorflow",
+    "torch",
+    "sklearn",
+    "pydantic",
+    "pandas",
+    "numpy",
+    "PIL",
+    "pyarrow",
+    "google.cloud.bigquery",
+    "snowflake.connector",
+)
+_settled = threading.Lock()
 
 #: Values flytekit turns into literals without storing anything.
 _INLINE = (str, int, float, bool, type(None), datetime.datetime, datetime.date, datetime.timedelta, enum.Enum)
+
+
+def settle_type_engine() -> None:
+    """Make flytekit's TypeEngine register its lazily imported transformers once, not on every lookup.
+
+    flytekit 1.16 runs ``TypeEngine.lazy_import_transformers`` on every transformer lookup. With
+    pandas imported and its StructuredDataset handlers registered first (as a plugin importing
+    ``flytekit.types.structured`` does), the import of ``flytekit.types.schema.types_pandas`` in it
+    fails with "already registered" and is retried, source compiled again, on each lookup: about
+    a millisecond of CPU for every output converted. After this call the registration runs again
+    only when one of the modules it looks at has been imported since. Idempotent, process-wide.
+    """
+    with _settled:
+        current = TypeEngine.__dict__["lazy_import_transformers"]
+        if getattr(current.__func__, "_flyteagents_settled", False):
+            return
+        register = current.__func__
+        lock = threading.Lock()
+        seen: list[tuple[bool, ...]] = []
+
+        def lazy_import_transformers(cls: type[TypeEngine]) -> None:
+            modules = sys.modules
+            # is_imported only where the name is in sys.modules: most of these never are.
+            key = tuple(name in modules and is_imported(name) for name in _TRANSFORMER_MODULES)
+            if seen and seen[0] == key:
+                return
+            with lock:
+                register(cls)
+                seen[:] = [key]
+
+        lazy_import_transformers._flyteagents_settled = True  # type: ignore[attr-defined]
+        TypeEngine.lazy_import_transformers = classmethod(lazy_import_transformers)  # type: ignore[method-assign,assignment]
+    TypeEngine.lazy_import_transformers()  # register now, not on the first call served
 
 
 async def outputs_to_proto(
@@ -46,6 +99,9 @@ async def outputs_to_proto(
     """
     if not isinstance(values, Mapping):
         raise TypeError(f"Resource.outputs must be a dict or a LiteralMap, not {type(values).__name__}")
+    fast = primitive_literal_map(values)
+    if fast is not None:
+        return fast
     stored = not all(_inline(value) for value in values.values())
     pb = await _convert(values, interface, _file_access(output_prefix) if stored and output_prefix else None)
     if stored and not output_prefix:

@@ -53,6 +53,32 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 
+{{/* Worker processes (FLYTEAGENTS_WORKERS): settings.workers, else the CPU limit, else the CPU
+request, in whole CPUs rounded down, at least 1. In a container the CLI's own default reads the
+cgroup limit too, but a pod with a request and no limit would otherwise get one per node core. */}}
+{{- define "flyteagents.workers" -}}
+{{- if not (kindIs "invalid" .Values.settings.workers) }}
+{{- int .Values.settings.workers }}
+{{- else }}
+{{- $cpu := "" }}
+{{- $resources := .Values.resources | default dict }}
+{{- $limits := $resources.limits | default dict }}
+{{- $requests := $resources.requests | default dict }}
+{{- if $limits.cpu }}
+{{- $cpu = toString $limits.cpu }}
+{{- else if $requests.cpu }}
+{{- $cpu = toString $requests.cpu }}
+{{- end }}
+{{- $millis := 1000 }}
+{{- if hasSuffix "m" $cpu }}
+{{- $millis = int (trimSuffix "m" $cpu) }}
+{{- else if $cpu }}
+{{- $millis = int (mulf (float64 $cpu) 1000) }}
+{{- end }}
+{{- max 1 (div $millis 1000) }}
+{{- end }}
+{{- end }}
+
 {{/* A probe: gRPC health check in plaintext, a TCP connect with TLS (the kubelet's gRPC probe has no TLS). */}}
 {{- define "flyteagents.probe" -}}
 {{- if .root.Values.tls.enabled }}
