@@ -112,7 +112,7 @@ def test_a_busy_port_is_a_clear_error(tmp_path: Path) -> None:
         svc = Service(tmp_path, "service_worker_agents", args=("--workers", "2"), port=port)
         try:
             assert svc.proc.wait(60) != 0
-            assert f"cannot bind 127.0.0.1:{port}" in svc.log()
+            assert f"cannot listen on gRPC port {port} on 127.0.0.1 (--port)" in svc.log()
         finally:
             svc.stop()
 

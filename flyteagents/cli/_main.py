@@ -180,20 +180,13 @@ def serve(
     if tls_client_ca and not tls_cert:
         raise click.UsageError("--tls-client-ca needs --tls-cert and --tls-key")
     run = _loop_runner(event_loop)
-    config = ServeConfig(
-        host=host,
-        port=port,
-        metrics_port=None if metrics_port < 0 else metrics_port,
-        tls_cert=_read(tls_cert),
-        tls_key=_read(tls_key),
-        tls_client_ca=_read(tls_client_ca),
-        sync_workers=sync_workers,
-        grace_period=grace_period,
-    )
-    try:
-        check_ports(config)  # before importing plugins: a busy port is one line, at once
-    except PortUnavailableError as exc:
-        raise click.ClickException(str(exc)) from None
+    if not reuse_port:  # a pool's worker shares the port its supervisor already holds
+        try:
+            # before importing plugins: a busy port is one line, at once
+            metrics = None if metrics_port < 0 else metrics_port
+            check_ports(ServeConfig(host=host, port=port, metrics_port=metrics, metrics_host=metrics_host))
+        except PortUnavailableError as exc:
+            raise click.ClickException(str(exc)) from None
     configure_logging(log_level.upper())
     if workers is None:
         from flyteagents.server._workers import available_cpus
