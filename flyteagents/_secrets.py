@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import re
 from collections.abc import Sequence
@@ -10,7 +11,14 @@ from pathlib import Path
 
 from ._exceptions import InvalidTaskError, SecretNotFoundError
 
-__all__ = ["SECRETS_DIR_ENV", "SECRET_ENV_PREFIX", "check_secret_name", "get_secret", "secret_env_name"]
+__all__ = [
+    "SECRETS_DIR_ENV",
+    "SECRET_ENV_PREFIX",
+    "check_secret_name",
+    "get_secret",
+    "secret_env_name",
+    "secret_fingerprint",
+]
 
 #: A secret named ``kafka-password`` is read from ``FLYTEAGENTS_SECRET_KAFKA_PASSWORD`` ...
 SECRET_ENV_PREFIX = "FLYTEAGENTS_SECRET_"
@@ -41,6 +49,14 @@ def check_secret_name(name: str, what: str = "secret") -> None:
         raise InvalidTaskError(
             f"{what} must be a secret name (letters, digits, '_', '-', '.', or 'group/key'), got {name!r}"
         )
+
+
+def secret_fingerprint(value: str) -> str:
+    """A one-way digest of a secret's value (16 hex digits), to key clients by without holding the secret.
+
+    A rotated secret gets a new fingerprint, hence a new client.
+    """
+    return hashlib.sha256(value.encode()).hexdigest()[:16]
 
 
 def secret_env_name(name: str) -> str:

@@ -24,7 +24,7 @@ from botocore.session import Session
 from yarl import URL
 
 from .._exceptions import ExternalServiceError
-from ._engine import run_sync
+from .._runner import run_sync
 
 __all__ = ["FALLBACK", "S3Head"]
 

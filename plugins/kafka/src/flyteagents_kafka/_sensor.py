@@ -79,7 +79,7 @@ class KafkaSensor(BaseSensor):
 
     async def start(self) -> dict[str, Any] | None:  # type: ignore[override]
         """Record where every partition of the topic ends now (none while the topic does not exist)."""
-        cluster = cluster_for(self.config)
+        cluster = await cluster_for(self.config)
         offsets = await asyncio.wait_for(self._end_offsets(cluster), self.config.request_timeout)
         return {"offsets": {str(p): o for p, o in offsets.items()}}
 
@@ -109,7 +109,7 @@ class KafkaSensor(BaseSensor):
 
     async def _read(self, start: dict[int, int], known: dict[int, int]) -> tuple[list[KafkaMessage], dict[int, int]]:
         config = self.config
-        cluster = cluster_for(config)
+        cluster = await cluster_for(config)
         partitions = await cluster.partitions(config.topic)
         if not partitions:
             return [], known
