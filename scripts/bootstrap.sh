@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv (Python 3.10-3.13) and install flyteagents, every plugin and the dev tools into it.
+# Create .venv (Python 3.10-3.13) and install flyteagents, every plugin (and the example plugin) and the dev tools.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,7 +13,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 
 args=(-e ".[dev]")
-for plugin in plugins/*/; do
+for plugin in plugins/*/ examples/plugin/; do
     [ -f "$plugin/pyproject.toml" ] && args+=(-e "${plugin%/}[test]")
 done
 "$UV" pip install --quiet --python .venv/bin/python "${args[@]}"

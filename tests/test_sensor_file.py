@@ -15,8 +15,8 @@ import pytest_asyncio
 from flytekit import task, workflow
 
 from flyteagents import TaskFailedError
-from flyteagents.sensor import FileMatch, FileSensor
 from flyteagents.plugin import close_clients as close_loop_clients
+from flyteagents.sensor import FileMatch, FileSensor
 from flyteagents.sensor._file import filesystem, s3_head
 from flyteagents.testing import MotoServer
 from flyteagents.testing._moto import MOTO_CREDENTIALS
