@@ -175,7 +175,7 @@ async def serve(registry: AgentRegistry, config: ServeConfig) -> int:
             logger.info("second signal: stopping now")
         except asyncio.TimeoutError:
             pass
-        in_flight = handle.service.metrics.in_flight_total()
+        in_flight = sum(counter[0] for counter in handle.service.in_flight.values())
         if in_flight:
             logger.warning("cancelling %d calls still in flight", in_flight)
         await handle.server.stop(0)

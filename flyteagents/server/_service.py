@@ -58,6 +58,7 @@ _CLIENT_CODES = frozenset(
 _A = TypeVar("_A", bound=AgentBase)
 _ASYNC_SERVICE = service_pb2.DESCRIPTOR.services_by_name["AsyncAgentService"].full_name
 _SYNC_SERVICE = service_pb2.DESCRIPTOR.services_by_name["SyncAgentService"].full_name
+_OPERATIONS = ("create", "get", "delete", "get_metrics", "get_logs", "do", "list_agents", "get_agent")
 
 
 class AgentService:
@@ -73,6 +74,8 @@ class AgentService:
         self.registry = registry
         self.runner = runner
         self.metrics = metrics if metrics is not None else ServiceMetrics(runner)
+        #: operation -> its in-flight counter (a one-item list), resolved once
+        self.in_flight = {op: self.metrics.in_flight_counter(op) for op in _OPERATIONS}
         # The registry's live table, read directly on the hot path (no copy, no descriptor call).
         self._agents = registry.agents
         #: GetTask answers remembered between an agent's due ``get`` calls
@@ -236,11 +239,11 @@ class _Call:
 
     def __init__(self, service: AgentService, context: grpc.aio.ServicerContext, operation: str) -> None:
         self.metrics = service.metrics
-        self.in_flight = in_flight = self.metrics.in_flight.labels(operation)
+        self.in_flight = in_flight = service.in_flight[operation]
         self.context = context
         self.operation = operation
         self.task_type = _UNKNOWN
-        in_flight.inc()
+        in_flight[0] += 1
         self.start = time.perf_counter()
 
     def __enter__(self) -> _Call:
@@ -248,7 +251,7 @@ class _Call:
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
         elapsed = time.perf_counter() - self.start
-        self.in_flight.dec()
+        self.in_flight[0] -= 1
         if exc is None:
             self.metrics.observe(self.task_type, self.operation, _OK, elapsed)
             return False
