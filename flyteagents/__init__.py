@@ -19,6 +19,7 @@ from ._exceptions import (
     SecretNotFoundError,
     TaskFailedError,
     UnsupportedOperationError,
+    untrusted_certificate,
 )
 from ._function_agent import sync_agent
 from ._local import AsyncAgentExecutorMixin, SyncAgentExecutorMixin
@@ -62,6 +63,7 @@ __all__ = [
     "sensor",
     "sync_agent",
     "to_phase",
+    "untrusted_certificate",
 ]
 
 # Show flyteagents.Resource, not flyteagents._models.Resource, in reprs and docs.

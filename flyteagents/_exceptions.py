@@ -15,6 +15,8 @@ AgentError
 
 from __future__ import annotations
 
+import ssl
+
 from flytekit.exceptions.user import FlyteRecoverableException, FlyteUserException
 
 __all__ = [
@@ -29,6 +31,7 @@ __all__ = [
     "SecretNotFoundError",
     "TaskFailedError",
     "UnsupportedOperationError",
+    "untrusted_certificate",
 ]
 
 
@@ -103,3 +106,22 @@ class RetryableTaskFailedError(TaskFailedError, FlyteRecoverableException):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, phase="RETRYABLE_FAILED")
+
+
+def untrusted_certificate(exc: BaseException) -> bool:
+    """Whether a TLS certificate verification failure (an unknown CA, a hostname mismatch) caused ``exc``.
+
+    Such a failure is a configuration error, the same on every attempt: an agent should fail the
+    task saying how to trust the CA rather than report the service as unreachable. Looks through
+    ``exc``'s causes and contexts, and the ``cause`` attribute retry wrappers (google-api-core's
+    RetryError) keep the last attempt's error in.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(current):
+            return True
+        seen.add(id(current))
+        last = getattr(current, "cause", None)
+        current = current.__cause__ or current.__context__ or (last if isinstance(last, BaseException) else None)
+    return False

@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import re
-import ssl
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +15,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, 
 from flytekit.core.context_manager import FlyteContextManager
 from flytekit.core.type_engine import TypeEngine
 
-from flyteagents import ExternalServiceError
+from flyteagents import ExternalServiceError, untrusted_certificate
 from flyteagents.sensor import BaseSensor, poke_context
 
 from ._clients import READ_MARGIN, sqs_client
@@ -81,24 +80,12 @@ def _attribute_text(attr: dict[str, Any]) -> str:
     return ""
 
 
-def _untrusted_certificate(exc: BaseException) -> bool:
-    """Whether a TLS certificate verification failure is among ``exc``'s causes (the same every time)."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(current):
-            return True
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return False
-
-
 def _failed(exc: Exception, what: str) -> ExternalServiceError:
     if isinstance(exc, ClientError):
         code = exc.response.get("Error", {}).get("Code", "")
         message = exc.response.get("Error", {}).get("Message", "")
         return ExternalServiceError(f"SQS {what} failed: {code}: {message}", retryable=code not in _PERMANENT)
-    if _untrusted_certificate(exc):
+    if untrusted_certificate(exc):
         return ExternalServiceError(
             f"SQS {what} failed: the endpoint's TLS certificate is not trusted (CERTIFICATE_VERIFY_FAILED): for "
             "a private CA, set AWS_CA_BUNDLE in the agent's environment to a PEM bundle that includes it",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-import ssl
 import uuid
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -26,6 +25,7 @@ from flyteagents import (
     Resource,
     ResourceMeta,
     to_phase,
+    untrusted_certificate,
 )
 
 from ._client import ClientCache
@@ -52,22 +52,9 @@ _CALL_ERRORS = (
 _RATE_LIMIT_REASONS = frozenset({"rateLimitExceeded", "backendError", "internalError"})
 
 
-def _untrusted_certificate(exc: BaseException) -> bool:
-    """Whether a TLS certificate verification failure is among ``exc``'s causes."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(current):
-            return True
-        seen.add(id(current))
-        last = getattr(current, "cause", None)  # RetryError keeps the last attempt's error here
-        current = current.__cause__ or current.__context__ or (last if isinstance(last, BaseException) else None)
-    return False
-
-
 def _is_transient(exc: BaseException) -> bool:
     """True for failures worth asking again: rate limits, BigQuery's 5xx, the network."""
-    if _untrusted_certificate(exc):
+    if untrusted_certificate(exc):
         return False  # the same certificate fails the same way every time
     if isinstance(exc, (gexc.TooManyRequests, gexc.ServerError, gexc.RetryError)):
         return True
@@ -91,7 +78,7 @@ def _service_error(exc: BaseException, what: str) -> Exception:
     """The flyteagents error for a failed call: retryable or not, or an invalid task."""
     if _is_transient(exc):
         return ExternalServiceError(f"{what}: {_brief(exc)}")
-    if _untrusted_certificate(exc):
+    if untrusted_certificate(exc):
         return ExternalServiceError(
             f"{what}: the endpoint's TLS certificate is not trusted (CERTIFICATE_VERIFY_FAILED): for a private CA "
             "or a TLS-inspecting proxy, set REQUESTS_CA_BUNDLE in the agent's environment to a PEM bundle that "
@@ -166,7 +153,7 @@ class BigQueryAgent(AsyncAgentBase):
         self.timeout = timeout
         retryable = bigquery.DEFAULT_RETRY._predicate
         self._create_retry = bigquery.DEFAULT_RETRY.with_deadline(create_retry_deadline).with_predicate(
-            lambda exc: retryable(exc) and not _untrusted_certificate(exc)
+            lambda exc: retryable(exc) and not untrusted_certificate(exc)
         )
 
     def create(

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import ssl
 from dataclasses import dataclass
 from typing import Any
 
 import openai
+
+from flyteagents import untrusted_certificate
 
 __all__ = ["OpenAIFailure", "classify", "redact"]
 
@@ -83,18 +84,6 @@ def _call_of(exc: openai.APIError) -> tuple[str, str, str]:
     return str(request.method), str(url.path), f"{url.scheme}://{url.host}{port}"
 
 
-def _untrusted_certificate(exc: BaseException) -> bool:
-    """Whether a certificate verification failure is among ``exc``'s causes."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(current):
-            return True
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return False
-
-
 def classify(exc: openai.OpenAIError, api_key: str | None) -> OpenAIFailure:
     """Describe an error the OpenAI client raised, naming the call and the server for network errors and 404s."""
     if isinstance(exc, openai.APITimeoutError):
@@ -106,7 +95,7 @@ def classify(exc: openai.OpenAIError, api_key: str | None) -> OpenAIFailure:
         method, path, origin = _call_of(exc)
         where = f" at {origin} ({method} {path})" if origin else ""
         text = f"could not reach the OpenAI API{where}: {type(cause).__name__}: {cause}"
-        if _untrusted_certificate(exc):
+        if untrusted_certificate(exc):
             # The same certificate fails the same way every time: a configuration error, not an outage.
             text += (
                 " (the server's TLS certificate is not trusted: for a private CA, set SSL_CERT_FILE in the "
