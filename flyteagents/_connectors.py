@@ -162,15 +162,17 @@ class AsyncConnector(AsyncAgentBase, Generic[M]):
     secrets with :func:`flyteagents.get_secret`.
 
     Example:
-        >>> class BatchJobConnector(AsyncConnector[JobMeta]):
-        ...     name = "Batch Job Connector"
-        ...     task_type_name = "batch_job"
-        ...     metadata_type = JobMeta
-        ...     async def create(self, task_template, output_prefix="", inputs=None, **kwargs) -> JobMeta:
-        ...         return JobMeta(job_id=await submit(inputs, api_key=kwargs.get("api_key")))
-        ...     async def get(self, resource_meta: JobMeta, **kwargs) -> Resource: ...
-        ...     async def delete(self, resource_meta: JobMeta, **kwargs) -> None: ...
-        >>> ConnectorRegistry.register(BatchJobConnector())
+        ```python
+        class BatchJobConnector(AsyncConnector[JobMeta]):
+            name = "Batch Job Connector"
+            task_type_name = "batch_job"
+            metadata_type = JobMeta
+            async def create(self, task_template, output_prefix="", inputs=None, **kwargs) -> JobMeta:
+                return JobMeta(job_id=await submit(inputs, api_key=kwargs.get("api_key")))
+            async def get(self, resource_meta: JobMeta, **kwargs) -> Resource: ...
+            async def delete(self, resource_meta: JobMeta, **kwargs) -> None: ...
+        ConnectorRegistry.register(BatchJobConnector())
+        ```
     """
 
     name: ClassVar[str] = "Async Connector"

@@ -197,19 +197,21 @@ class HTTPSensor(BaseSensor):
         **options: HTTPSensorConfig's fields, when no ``sensor_config`` is given.
 
     Example:
-        >>> ready = HTTPSensor(
-        ...     name="export_ready",
-        ...     expected_status=[200],
-        ...     body_contains='"state": "done"',
-        ...     bearer_token_secret="export-api-token",
-        ...     poke_interval=60,
-        ...     backoff=2,
-        ...     max_poke_interval=600,
-        ... )
-        >>> @workflow
-        ... def wf(job: str) -> str:
-        ...     answer = ready(url=f"https://exports.example.com/jobs/{job}")
-        ...     return load(body=answer.body)
+        ```python
+        ready = HTTPSensor(
+            name="export_ready",
+            expected_status=[200],
+            body_contains='"state": "done"',
+            bearer_token_secret="export-api-token",
+            poke_interval=60,
+            backoff=2,
+            max_poke_interval=600,
+        )
+        @workflow
+        def wf(job: str) -> str:
+            answer = ready(url=f"https://exports.example.com/jobs/{job}")
+            return load(body=answer.body)
+        ```
     """
 
     def __init__(

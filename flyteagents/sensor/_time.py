@@ -70,8 +70,10 @@ class TimeSensor(BaseSensor):
         **kwargs: BaseSensor's other options (``timeout``, ``soft_fail``, ...).
 
     Example:
-        >>> settle = TimeSensor(name="settle", delay=timedelta(minutes=10))
-        >>> market_open = TimeSensor(name="market_open", until="2026-12-01T14:30:00+00:00")
+        ```python
+        settle = TimeSensor(name="settle", delay=timedelta(minutes=10))
+        market_open = TimeSensor(name="market_open", until="2026-12-01T14:30:00+00:00")
+        ```
     """
 
     def __init__(

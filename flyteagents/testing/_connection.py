@@ -24,8 +24,10 @@ def flyte_connection(
     """Inside the block, ``get_secret`` sees ``secrets`` first, as in a Flyte 2 call carrying them.
 
     Example:
-        >>> with flyte_connection({"databricks-token": "tenant-a-token"}):
-        ...     resource = await agent.get(resource_meta=meta)
+        ```python
+        with flyte_connection({"databricks-token": "tenant-a-token"}):
+            resource = await agent.get(resource_meta=meta)
+        ```
 
     Args:
         secrets: connection key -> secret value, as the Flyte 2 backend fills them in.
