@@ -221,9 +221,10 @@ def serve(
             raise click.ClickException(f"cannot bind {host}:{port}: {exc.strerror or exc}") from None
         tls = "mTLS" if tls_client_ca else "TLS" if tls_cert else "plaintext"
         sys.exit(supervise(pool, metrics_host, None if metrics_port < 0 else metrics_port, tls))
-    # Like `pyflyte serve`, let --modules name modules in the working directory.
+    # Like `pyflyte serve`, let --modules name modules in the working directory; last on the path, so a
+    # file there (an openai.py, say) never shadows a library a plugin imports.
     if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+        sys.path.append(os.getcwd())
     registry = AgentRegistry.default()
     failures = registry.load_plugins()
     for module in _modules(modules):
