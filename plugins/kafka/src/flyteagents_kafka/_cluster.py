@@ -14,6 +14,7 @@ import contextvars
 import hashlib
 import logging
 import random
+import ssl
 import threading
 import time
 from collections.abc import Coroutine, Iterator
@@ -31,7 +32,7 @@ from aiokafka.protocol.offset import OffsetRequest
 from aiokafka.record.memory_records import MemoryRecords
 from aiokafka.structs import TopicPartition
 
-from flyteagents import ExternalServiceError, get_secret
+from flyteagents import ExternalServiceError, get_secret, untrusted_certificate
 
 from ._config import KafkaSensorConfig
 
@@ -124,6 +125,31 @@ def _bad(exc: BaseException, what: str) -> ExternalServiceError:
     return ExternalServiceError(f"Kafka {what} failed: {detail}", retryable=True)
 
 
+async def _certificate_error(servers: tuple[str, ...], context: ssl.SSLContext | None) -> ExternalServiceError | None:
+    """After a failed bootstrap over TLS, whether a certificate check is what failed (aiokafka only logs why).
+
+    An untrusted certificate is a configuration error, the same on every attempt: not retryable,
+    and the message says what to set, rather than "unreachable" until the outage budget ends.
+    """
+    if context is None:
+        return None
+    for server in servers:
+        host, _, port = server.rpartition(":")
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port), ssl=context), 5)
+        except Exception as exc:
+            if untrusted_certificate(exc):
+                return ExternalServiceError(
+                    f"the TLS certificate of Kafka at {server} is not trusted ({exc}): set ssl_cafile in the"
+                    " KafkaSensorConfig to a PEM file (on the agent) of the CA that signed the brokers'"
+                    " certificates, and name the brokers by a host name their certificates are for",
+                    retryable=False,
+                )
+            continue
+        writer.close()
+    return None
+
+
 class _WatchingClient(AIOKafkaClient):  # type: ignore[misc]
     """An AIOKafkaClient whose metadata requests never ask the broker to create a topic.
 
@@ -196,7 +222,8 @@ class KafkaCluster:
                     await client.bootstrap()
                 except (KafkaError, OSError) as exc:
                     await client.close()
-                    raise _bad(exc, f"bootstrap from {','.join(self.key.servers)}") from None
+                    untrusted = await _certificate_error(self.key.servers, client._ssl_context)
+                    raise untrusted or _bad(exc, f"bootstrap from {','.join(self.key.servers)}") from None
                 self._client = client
         return self._client
 
