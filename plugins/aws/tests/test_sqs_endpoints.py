@@ -12,14 +12,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from doc_commands import ROOT, Command, commands
 from flyteagents_aws import SQSSensor, SQSSensorConfig
 from flyteagents_aws._config import resolve_endpoint
 from flyteidl.core.execution_pb2 import TaskExecution
+from network_fixtures import ConnectProxy, private_ca
 
 from flyteagents.sensor import SensorEngine, SensorMetadata
 from flyteagents.testing import MotoServer, template_of
 
-EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "sqs_sensor.py"
+DOCS = "docs/plugins/aws.md"
 
 
 @pytest.fixture
@@ -110,17 +112,48 @@ async def test_a_missing_queue_fails_and_logs_one_line(
     assert line.exc_info is None, "a missing queue is one log line, not a traceback"
 
 
-@pytest.mark.slow
-def test_example_with_sqs_queue_url_of_a_local_server(moto: MotoServer, sqs: Any, queue_url: str) -> None:
-    """The example as documented for one's own queue, given only SQS_QUEUE_URL, region and keys."""
+def run_documented(command: Command) -> subprocess.CompletedProcess[str]:
+    """Run a command from docs/plugins/aws.md from the repository's root, with only the AWS settings it names."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") and not k.lower().endswith("_proxy")}
+    env.update(command.env)
+    assert command.argv[0] == "python"
+    argv = [sys.executable, *command.argv[1:]]
+    return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+
+
+def send_events(sqs: Any, queue_url: str) -> None:
     for event in ("deleted", "uploaded"):
         sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps({"event": event, "key": f"{event}.csv"}))
-    # The session fixture put moto's keys and AWS_DEFAULT_REGION in the environment, as a user would.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ENDPOINT_URL")}
-    env["SQS_QUEUE_URL"] = queue_url
-    result = subprocess.run([sys.executable, str(EXAMPLE)], capture_output=True, text=True, timeout=180, env=env)
+
+
+@pytest.mark.slow
+def test_example_with_sqs_queue_url_of_a_local_server(moto: MotoServer, sqs: Any, queue_url: str) -> None:
+    """The docs' command for one's own queue, as written: only SQS_QUEUE_URL, region and keys."""
+    send_events(sqs, queue_url)
+    (command,) = commands(DOCS, "SQS_QUEUE_URL=http://", {"http://127.0.0.1:5000/123456789012/uploads": queue_url})
+    result = run_documented(command)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "processing uploaded.csv" in result.stdout, result.stdout
+
+
+@pytest.mark.slow
+def test_example_through_a_proxy_to_an_endpoint_behind_a_private_ca(tmp_path: Path) -> None:
+    """The docs' HTTPS_PROXY command, as written: the proxy tunnels every call, AWS_CA_BUNDLE trusts the CA."""
+    import boto3
+
+    ca = private_ca(tmp_path)
+    with TlsMoto(ca.issue("sqs", "localhost", "sqs.internal.example"), trust=ca.ca_file) as server:
+        sqs = boto3.client("sqs", endpoint_url=server.endpoint_url, verify=ca.ca_file, **server.credentials)
+        queue_url = sqs.create_queue(QueueName="uploads")["QueueUrl"]
+        send_events(sqs, queue_url)
+        with ConnectProxy({"sqs.internal.example:443": ("127.0.0.1", server.port)}) as proxy:
+            replace = {"http://proxy.internal.example:3128": proxy.url, "/etc/ssl/private-ca.pem": ca.ca_file}
+            (command,) = commands(DOCS, "HTTPS_PROXY=", replace)
+            result = run_documented(command)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "processing uploaded.csv" in result.stdout, result.stdout
+    # Only the proxy could resolve the name: every call went through it.
+    assert proxy.tunnels and set(proxy.tunnels) == {"sqs.internal.example:443"}
 
 
 @pytest.fixture(scope="module")
@@ -134,9 +167,10 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
 class TlsMoto(MotoServer):
     """moto_server over https with a given certificate (for localhost)."""
 
-    def __init__(self, certificate: tuple[str, str]) -> None:
+    def __init__(self, certificate: tuple[str, str], trust: str | None = None) -> None:
         super().__init__()
         self.certificate = certificate
+        self.trust = trust or certificate[0]  # the CA file that signed it (a self-signed one is its own)
 
     @property
     def endpoint_url(self) -> str:
@@ -151,7 +185,7 @@ class TlsMoto(MotoServer):
         import urllib.error
         import urllib.request
 
-        context = ssl.create_default_context(cafile=self.certificate[0])
+        context = ssl.create_default_context(cafile=self.trust)
         try:
             with urllib.request.urlopen(f"{self.endpoint_url}/moto-api/data.json", timeout=1, context=context):
                 return True
