@@ -242,3 +242,38 @@ class TLSFront(_LoopServer):
             writer.close()
             return
         await _splice((reader, writer), upstream)
+
+
+def hashed_ca_directory(ca_file: str, directory: str | Path) -> str:
+    """A directory holding ``ca_file`` under OpenSSL's subject-hash name (``<hash>.0``), for ``SSL_CERT_DIR``.
+
+    What ``openssl rehash`` does, without needing the openssl command: the name is the first four
+    bytes (little-endian) of the SHA-1 of the subject's canonical encoding, each attribute value
+    a lower-cased UTF8String with its spaces collapsed, the RDN sets without the outer SEQUENCE.
+    """
+    import hashlib
+    import re
+
+    from cryptography import x509
+    from cryptography.x509.name import _ASN1Type
+
+    cert = x509.load_pem_x509_certificate(Path(ca_file).read_bytes())
+    canonical = b""
+    for rdn in cert.subject.rdns:
+        attributes = [
+            x509.NameAttribute(a.oid, re.sub(r"\s+", " ", str(a.value).strip()).lower(), _ASN1Type.UTF8String)
+            for a in rdn
+        ]
+        der = x509.Name([x509.RelativeDistinguishedName(attributes)]).public_bytes()
+        canonical += _strip_header(der)
+    digest = hashlib.sha1(canonical).digest()
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / f"{int.from_bytes(digest[:4], 'little'):08x}.0").write_bytes(Path(ca_file).read_bytes())
+    return str(directory)
+
+
+def _strip_header(der: bytes) -> bytes:
+    """The contents of a DER SEQUENCE (its tag and length removed)."""
+    length = der[1]
+    return der[2 + (length & 0x7F) :] if length & 0x80 else der[2:]
