@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ConnectProxy", "PrivateCA", "TLSFront", "private_ca"]
+__all__ = ["ConnectProxy", "Forwarder", "PrivateCA", "hashed_ca_directory", "private_ca"]
 
 
 @dataclass(frozen=True)
@@ -204,16 +204,18 @@ class ConnectProxy(_LoopServer):
         await _splice((reader, writer), upstream)
 
 
-class TLSFront(_LoopServer):
-    """TLS in front of a plain TCP server (``backend``): serves ``cert``, optionally requires a client certificate.
+class Forwarder(_LoopServer):
+    """A TCP front for a server (``backend``), in clear text or, with ``cert``, serving TLS.
 
-    ``handshakes`` counts completed TLS handshakes, ``client_subjects`` the client certificates' common names.
+    With ``client_ca`` it requires a client certificate signed by it. It counts what a test may
+    check: ``handshakes`` (connections accepted, after the TLS handshake if any), ``max_open``
+    (the most connections open at once) and ``client_subjects`` (client certificates' common names).
     """
 
     def __init__(
         self,
         backend: Callable[[], tuple[str, int]],
-        cert: tuple[str, str],
+        cert: tuple[str, str] | None = None,
         client_ca: str | None = None,
     ) -> None:
         super().__init__()
@@ -221,9 +223,13 @@ class TLSFront(_LoopServer):
         self.cert = cert
         self.client_ca = client_ca
         self.handshakes = 0
+        self.open = 0
+        self.max_open = 0
         self.client_subjects: list[str] = []
 
-    def _ssl(self) -> ssl.SSLContext:
+    def _ssl(self) -> ssl.SSLContext | None:
+        if self.cert is None:
+            return None
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(*self.cert)
         if self.client_ca:
@@ -233,15 +239,21 @@ class TLSFront(_LoopServer):
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.handshakes += 1
-        peer = writer.get_extra_info("peercert")
-        if peer:
-            self.client_subjects.extend(value for rdn in peer["subject"] for key, value in rdn if key == "commonName")
+        self.open += 1
+        self.max_open = max(self.max_open, self.open)
         try:
-            upstream = await asyncio.open_connection(*self.backend())
-        except OSError:
-            writer.close()
-            return
-        await _splice((reader, writer), upstream)
+            peer = writer.get_extra_info("peercert")
+            if peer:
+                subjects = (value for rdn in peer["subject"] for key, value in rdn if key == "commonName")
+                self.client_subjects.extend(subjects)
+            try:
+                upstream = await asyncio.open_connection(*self.backend())
+            except OSError:
+                writer.close()
+                return
+            await _splice((reader, writer), upstream)
+        finally:
+            self.open -= 1
 
 
 def hashed_ca_directory(ca_file: str, directory: str | Path) -> str:

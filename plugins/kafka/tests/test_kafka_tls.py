@@ -20,7 +20,7 @@ from doc_commands import code_block
 from flyteagents_kafka import KafkaSensor, KafkaSensorConfig
 from flyteagents_kafka.testing import TansuBroker
 from flyteidl.core.execution_pb2 import TaskExecution
-from network_fixtures import PrivateCA, TLSFront, private_ca
+from network_fixtures import Forwarder, PrivateCA, private_ca
 
 from flyteagents import ExternalServiceError
 from flyteagents.sensor import SensorEngine, SensorMetadata
@@ -50,10 +50,10 @@ def ca(tmp_path_factory: pytest.TempPathFactory) -> PrivateCA:
 
 
 @pytest.fixture(scope="module")
-def tls_broker(ca: PrivateCA) -> Iterator[tuple[TLSFront, TansuBroker]]:
+def tls_broker(ca: PrivateCA) -> Iterator[tuple[Forwarder, TansuBroker]]:
     """A TLS listener for ``localhost`` signed by the private CA, requiring client certificates, before Tansu."""
     broker: TansuBroker | None = None
-    front = TLSFront(lambda: ("127.0.0.1", broker.port if broker else 0), ca.issue("broker", "localhost"), ca.ca_file)
+    front = Forwarder(lambda: ("127.0.0.1", broker.port if broker else 0), ca.issue("broker", "localhost"), ca.ca_file)
     with front:
         broker = TansuBehindTLS(f"localhost:{front.port}").start()
         try:
@@ -87,7 +87,7 @@ def ssl_context(ca: PrivateCA, cert: tuple[str, str]) -> Any:
 
 
 async def test_the_documented_tls_config_reaches_a_broker_behind_a_private_ca(
-    tls_broker: tuple[TLSFront, TansuBroker], ca: PrivateCA, monkeypatch: pytest.MonkeyPatch
+    tls_broker: tuple[Forwarder, TansuBroker], ca: PrivateCA, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     front, _ = tls_broker
     servers = f"localhost:{front.port}"
@@ -126,7 +126,7 @@ async def test_the_documented_tls_config_reaches_a_broker_behind_a_private_ca(
 
 
 async def test_a_broker_certificate_the_agent_does_not_trust_fails_at_once_saying_what_to_set(
-    tls_broker: tuple[TLSFront, TansuBroker], ca: PrivateCA
+    tls_broker: tuple[Forwarder, TansuBroker], ca: PrivateCA
 ) -> None:
     front, _ = tls_broker
     agent_cert = ca.issue("agent-untrusting", client=True)
