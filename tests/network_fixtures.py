@@ -113,9 +113,13 @@ def private_ca(directory: str | Path) -> PrivateCA:
     return PrivateCA(directory, str(ca_file), key, cert)
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _pipe(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, tap: Callable[[bytes], None] | None = None
+) -> None:
     try:
         while data := await reader.read(65536):
+            if tap is not None:
+                tap(data)
             writer.write(data)
             await writer.drain()
     except (ConnectionError, ssl.SSLError):
@@ -125,9 +129,12 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 
 async def _splice(
-    a: tuple[asyncio.StreamReader, asyncio.StreamWriter], b: tuple[asyncio.StreamReader, asyncio.StreamWriter]
+    a: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+    b: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+    tap: Callable[[bytes], None] | None = None,
 ) -> None:
-    await asyncio.gather(_pipe(a[0], b[1]), _pipe(b[0], a[1]))
+    """Copy bytes both ways between ``a`` and ``b``; ``tap`` sees what ``a`` sends."""
+    await asyncio.gather(_pipe(a[0], b[1], tap), _pipe(b[0], a[1]))
 
 
 class _LoopServer:
@@ -209,7 +216,8 @@ class Forwarder(_LoopServer):
 
     With ``client_ca`` it requires a client certificate signed by it. It counts what a test may
     check: ``handshakes`` (connections accepted, after the TLS handshake if any), ``max_open``
-    (the most connections open at once) and ``client_subjects`` (client certificates' common names).
+    (the most connections open at once), ``client_subjects`` (client certificates' common names)
+    and ``received`` (every byte clients sent, decrypted: what a server would read).
     """
 
     def __init__(
@@ -226,6 +234,7 @@ class Forwarder(_LoopServer):
         self.open = 0
         self.max_open = 0
         self.client_subjects: list[str] = []
+        self.received = bytearray()
 
     def _ssl(self) -> ssl.SSLContext | None:
         if self.cert is None:
@@ -251,7 +260,7 @@ class Forwarder(_LoopServer):
             except OSError:
                 writer.close()
                 return
-            await _splice((reader, writer), upstream)
+            await _splice((reader, writer), upstream, self.received.extend)
         finally:
             self.open -= 1
 
