@@ -161,6 +161,8 @@ def test_ctrl_c_on_a_local_run_says_which_run_it_cancelled(make_server: Any) -> 
         proc.kill()
     assert proc.returncode != 0
     assert f"cancelled Databricks run {run_id} on {server.instance}" in stderr, stderr[-2000:]
+    assert "Traceback" not in stderr, "which run was cancelled, without flytekit's traceback after it"
+    assert stderr.rstrip().endswith("[flyteagents] stopped by Ctrl-C; the job it had started was cancelled (see above)")
     assert server.workspace.snapshot()["runs"][run_id]["history"][-1] == "TERMINATED:CANCELED"
 
 
