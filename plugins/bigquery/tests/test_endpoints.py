@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import textwrap
@@ -256,3 +258,35 @@ def test_an_api_root_behind_a_private_ca(
         assert resource.phase == TaskExecution.SUCCEEDED, resource.message
     finally:
         server.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("no_auth", [False, True], ids=["with-credentials", "no-auth"])
+def test_the_local_server_as_documented(tmp_path: Path, no_auth: bool) -> None:
+    """The page's commands for the tests' server: start it, paste what it prints, pyflyte run the example."""
+    tables = tmp_path / "tables.sql"
+    tables.write_text(
+        "CREATE SCHEMA demo; CREATE TABLE demo.trips AS"
+        " SELECT range AS id, 'city' || (range % 3) AS city, range * 1.5 AS miles FROM range(20);"
+    )
+    server_command, *_ = commands(DOCS, "bq_emulator.py --port", {"--port 9050": "--port 0", "tables.sql": str(tables)})
+    argv = [sys.executable, *server_command.argv[1:], *(["--no-auth"] if no_auth else [])]
+    server = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        printed = [server.stdout.readline().strip() for _ in range(1 if no_auth else 2)]
+        assert printed[0].startswith("export BIGQUERY_EMULATOR_HOST=http://127.0.0.1:"), printed
+        assert no_auth or printed[1].startswith("export GOOGLE_APPLICATION_CREDENTIALS="), printed
+        pasted = dict(word.split("=", 1) for line in printed for word in line.split()[1:])
+        (run,) = re.findall(r"`(pyflyte run examples/bigquery_sql\.py [^`]*)`", (ROOT / DOCS).read_text())
+        env = {k: v for k, v in os.environ.items() if k not in ("GOOGLE_APPLICATION_CREDENTIALS",)}
+        env.update(CLOUDSDK_CONFIG=str(tmp_path / "gcloud"), NO_GCE_CHECK="true", **pasted)
+        pyflyte = Path(sys.executable).with_name("pyflyte")
+        done = subprocess.run(
+            [str(pyflyte), *run.split()[1:]], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+        )
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=30)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "busiest city" in done.stdout, done.stdout
