@@ -144,3 +144,31 @@ def test_every_documented_variable_has_a_case() -> None:
 @pytest.mark.parametrize("case", sorted(CASES))
 async def test_documented_variable(case: str, clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
     await CASES[case][1](clean_env, tmp_path)
+
+
+def test_the_readmes_own_settings_reach_the_server(clean_env: pytest.MonkeyPatch) -> None:
+    """The README's snippet registering an agent with its own base URL, run as written against a local server."""
+    from doc_commands import code_block
+    from flytekit import workflow
+
+    from flyteagents import AgentRegistry
+
+    source = code_block("plugins/openai/README.md", "python", "OpenAISettings(base_url=")
+    ollama = "http://localhost:11434/v1"
+    assert ollama in source
+    registry = AgentRegistry.default()
+    before = registry.agents.get(("chatgpt", 0))
+    with FakeOpenAI() as server:
+        clean_env.setenv("FLYTE_OPENAI_API_KEY", "sk-test")
+        exec(source.replace(ollama, server.base_url), {})
+
+        @workflow
+        def wf(text: str) -> str:
+            return chat(message=text)  # type: ignore[no-any-return]
+
+        try:
+            assert wf(text="from the readme") == "echo: from the readme"
+        finally:
+            # As it was for the other tests (an agent reading the environment, as the entry point makes).
+            registry.register(before if before is not None else ChatGPTAgent(), override=True)
+        assert [r["path"] for r in server.requests] == ["/chat/completions"]
