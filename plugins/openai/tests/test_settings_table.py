@@ -172,3 +172,25 @@ def test_the_readmes_own_settings_reach_the_server(clean_env: pytest.MonkeyPatch
             # As it was for the other tests (an agent reading the environment, as the entry point makes).
             registry.register(before if before is not None else ChatGPTAgent(), override=True)
         assert [r["path"] for r in server.requests] == ["/chat/completions"]
+
+
+def test_the_fake_server_runs_on_its_own_as_the_readme_says(clean_env: pytest.MonkeyPatch) -> None:
+    import subprocess
+    import sys
+
+    from flyteagents_openai import OpenAISettings
+
+    readme = (ROOT / "plugins/openai/README.md").read_text()
+    (command,) = re.findall(r"`(python plugins/openai/tests/fake_openai\.py --port \d+)`", readme)
+    argv = [sys.executable, *command.split()[1:-1], "0"]  # the README's port may be taken: any free one
+    server = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        base_url = server.stdout.readline().strip()
+        assert base_url.startswith("http://127.0.0.1:") and base_url.endswith("/v1"), base_url
+        clean_env.setenv("FLYTE_OPENAI_API_KEY", "sk-test")
+        phase, answer = asyncio.run(ask(ChatGPTAgent(OpenAISettings(base_url=base_url, timeout=5)), "on its own"))
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert (phase, answer) == (TaskExecution.SUCCEEDED, "echo: on its own")
