@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import grpc
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -22,9 +23,9 @@ from flyteagents_kafka.testing import TansuBroker
 from flyteidl.core.execution_pb2 import TaskExecution
 from network_fixtures import Forwarder, PrivateCA, private_ca
 
-from flyteagents import ExternalServiceError
+from flyteagents import AgentRegistry, ExternalServiceError
 from flyteagents.sensor import SensorEngine, SensorMetadata
-from flyteagents.testing import template_of
+from flyteagents.testing import AgentServer, create_task_request, template_of
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -140,5 +141,13 @@ async def test_a_broker_certificate_the_agent_does_not_trust_fails_at_once_sayin
     sensor = KafkaSensor(name=f"kafka_tls_{uuid.uuid4().hex[:6]}", sensor_config=config)
     with pytest.raises(ExternalServiceError) as info:
         await SensorEngine().create(template_of(sensor), "/tmp/kafka-out", None)
-    assert not info.value.retryable, "retrying cannot fix a certificate: FAILED_PRECONDITION, not UNAVAILABLE"
+    assert not info.value.retryable, "retrying cannot fix a certificate"
     assert "not trusted" in str(info.value) and "ssl_cafile" in str(info.value), str(info.value)
+
+    registry = AgentRegistry()
+    registry.register(SensorEngine())
+    async with AgentServer(registry) as server:
+        with pytest.raises(grpc.aio.AioRpcError) as rpc:
+            await server.async_stub.CreateTask(create_task_request(sensor, "/tmp/kafka-out"), timeout=30)
+    assert rpc.value.code() == grpc.StatusCode.FAILED_PRECONDITION, "not UNAVAILABLE, which propeller retries"
+    assert "ssl_cafile" in (rpc.value.details() or "")
