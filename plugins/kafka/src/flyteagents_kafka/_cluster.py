@@ -14,7 +14,6 @@ import contextvars
 import hashlib
 import logging
 import random
-import ssl
 import threading
 import time
 from collections.abc import Coroutine, Iterator
@@ -23,7 +22,8 @@ from typing import Any, TypeVar
 
 from aiokafka.client import AIOKafkaClient, ConnectionGroup
 from aiokafka.cluster import ClusterMetadata
-from aiokafka.errors import KafkaError
+from aiokafka.conn import create_conn
+from aiokafka.errors import KafkaError, SaslAuthenticationFailed, UnsupportedSaslMechanismError
 from aiokafka.errors import for_code as kafka_error_for_code
 from aiokafka.helpers import create_ssl_context
 from aiokafka.protocol.fetch import FetchRequest
@@ -125,18 +125,20 @@ def _bad(exc: BaseException, what: str) -> ExternalServiceError:
     return ExternalServiceError(f"Kafka {what} failed: {detail}", retryable=True)
 
 
-async def _certificate_error(servers: tuple[str, ...], context: ssl.SSLContext | None) -> ExternalServiceError | None:
-    """After a failed bootstrap over TLS, whether a certificate check is what failed (aiokafka only logs why).
+async def _configuration_error(key: ClusterKey, kwargs: dict[str, Any]) -> ExternalServiceError | None:
+    """After a failed bootstrap, whether the TLS certificate or the SASL login is what failed (aiokafka only logs why).
 
-    An untrusted certificate is a configuration error, the same on every attempt: not retryable,
-    and the message says what to set, rather than "unreachable" until the outage budget ends.
+    Both are configuration errors, the same on every attempt: not retryable, and the message says
+    what to set, rather than "unreachable" until the outage budget ends. One connection to each
+    bootstrap server, with the client's own settings, shows the error.
     """
-    if context is None:
+    if key.security_protocol == "PLAINTEXT":
         return None
-    for server in servers:
+    settings = {k: v for k, v in kwargs.items() if k != "bootstrap_servers"}
+    for server in key.servers:
         host, _, port = server.rpartition(":")
         try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port), ssl=context), 5)
+            conn = await asyncio.wait_for(create_conn(host, int(port), **settings), 5)
         except Exception as exc:
             if untrusted_certificate(exc):
                 return ExternalServiceError(
@@ -145,8 +147,14 @@ async def _certificate_error(servers: tuple[str, ...], context: ssl.SSLContext |
                     " certificates, and name the brokers by a host name their certificates are for",
                     retryable=False,
                 )
+            if isinstance(exc, (SaslAuthenticationFailed, UnsupportedSaslMechanismError)):
+                return ExternalServiceError(
+                    f"Kafka at {server} refused the SASL login of {key.sasl_username!r} ({exc}): check"
+                    f" sasl_username, sasl_mechanism and the password in the secret {key.sasl_password_secret!r}",
+                    retryable=False,
+                )
             continue
-        writer.close()
+        conn.close()
     return None
 
 
@@ -222,8 +230,8 @@ class KafkaCluster:
                     await client.bootstrap()
                 except (KafkaError, OSError) as exc:
                     await client.close()
-                    untrusted = await _certificate_error(self.key.servers, client._ssl_context)
-                    raise untrusted or _bad(exc, f"bootstrap from {','.join(self.key.servers)}") from None
+                    refused = await _configuration_error(self.key, self._client_kwargs())
+                    raise refused or _bad(exc, f"bootstrap from {','.join(self.key.servers)}") from None
                 self._client = client
         return self._client
 
