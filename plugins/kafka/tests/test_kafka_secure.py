@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 import struct
 import uuid
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.helpers import create_ssl_context
-from doc_commands import code_block
+from doc_commands import ROOT, code_block
 from flyteagents_kafka import KafkaSensor, KafkaSensorConfig
 from flyteagents_kafka.testing import TansuBroker
 from flyteidl.core.execution_pb2 import TaskExecution
@@ -32,7 +33,7 @@ from flyteagents import AgentRegistry, ExternalServiceError
 from flyteagents.sensor import SensorEngine, SensorMetadata
 from flyteagents.testing import AgentServer, create_task_request, template_of
 
-pytestmark = pytest.mark.asyncio(loop_scope="session")
+in_session_loop = pytest.mark.asyncio(loop_scope="session")
 
 KEY_PASSWORD = "key-password-for-tests"
 
@@ -99,6 +100,7 @@ def ssl_context(ca: PrivateCA, cert: tuple[str, str]) -> Any:
     return create_ssl_context(cafile=ca.ca_file, certfile=cert[0], keyfile=cert[1], password=KEY_PASSWORD)
 
 
+@in_session_loop
 async def test_the_documented_tls_config_reaches_a_broker_behind_a_private_ca(
     tls_broker: tuple[Forwarder, TansuBroker], ca: PrivateCA, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -138,6 +140,7 @@ async def test_the_documented_tls_config_reaches_a_broker_behind_a_private_ca(
     assert "agent" in front.client_subjects, "the agent presented its client certificate"
 
 
+@in_session_loop
 async def test_a_broker_certificate_the_agent_does_not_trust_fails_at_once_saying_what_to_set(
     tls_broker: tuple[Forwarder, TansuBroker], ca: PrivateCA
 ) -> None:
@@ -253,6 +256,7 @@ def sasl_broker(ca: PrivateCA) -> Iterator[tuple[SaslPlainFront, TansuBroker]]:
             broker.stop()
 
 
+@in_session_loop
 async def test_the_documented_sasl_config_logs_in_with_the_password_secret(
     sasl_broker: tuple[SaslPlainFront, TansuBroker], ca: PrivateCA, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -301,3 +305,26 @@ async def test_the_documented_sasl_config_logs_in_with_the_password_secret(
     assert not info.value.retryable, "asking again gives the same answer"
     assert "refused the SASL login of 'flyte-agent'" in str(info.value) and "kafka-password" in str(info.value)
     assert "a-wrong-password" not in str(info.value)
+
+
+def test_every_connection_option_in_the_table_is_in_an_example_a_test_runs() -> None:
+    """The options table's settings for reaching brokers all appear in the TLS or SASL example run above."""
+    page = (ROOT / "docs/plugins/kafka.md").read_text()
+    table = page.split("## Options", 1)[1].split("\n\n", 2)[1]
+    options = {name for line in table.splitlines() for name in re.findall(r"`([a-z_]+)`", line.split("|")[1])}
+    reaching = {o for o in options if o.startswith(("bootstrap_", "security_", "sasl_", "ssl_"))}
+    assert reaching == {
+        "bootstrap_servers",
+        "security_protocol",
+        "sasl_mechanism",
+        "sasl_username",
+        "sasl_password_secret",
+        "ssl_cafile",
+        "ssl_certfile",
+        "ssl_keyfile",
+        "ssl_key_password_secret",
+    }
+    examples = code_block("docs/plugins/kafka.md", "python", "tls_config = ") + code_block(
+        "docs/plugins/kafka.md", "python", "sasl_config = "
+    )
+    assert all(f"{option}=" in examples for option in reaching), reaching - {o for o in reaching if f"{o}=" in examples}
