@@ -165,3 +165,56 @@ def test_every_documented_variable_has_a_case() -> None:
 @pytest.mark.parametrize("case", sorted(CASES))
 async def test_documented_variable(case: str, clean_env: pytest.MonkeyPatch, make_server: Any, tmp_path: Path) -> None:
     await CASES[case][1](clean_env, make_server, tmp_path)
+
+
+def _env_form(name: str) -> Callable[[pytest.MonkeyPatch, Path], None]:
+    return lambda env, tmp: env.setenv(name, TOKEN)
+
+
+def _file_form(variable: str, name: str, directory: bool) -> Callable[[pytest.MonkeyPatch, Path], None]:
+    def put(env: pytest.MonkeyPatch, tmp: Path) -> None:
+        path = tmp / "secrets" / name
+        if directory:  # a mounted Kubernetes secret: a directory holding the key "token"
+            path, name_path = path / "token", path
+            name_path.mkdir(parents=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(TOKEN + "\n")
+        env.setenv(variable, str(tmp / "secrets"))
+
+    return put
+
+
+#: The token's places the "Secrets are resolved by name" paragraph lists, for the default secret name.
+SECRET_FORMS: dict[str, Callable[[pytest.MonkeyPatch, Path], None]] = {
+    "FLYTEAGENTS_SECRET_<NAME>": _env_form("FLYTEAGENTS_SECRET_DATABRICKS_TOKEN"),
+    "FLYTE_DATABRICKS_ACCESS_TOKEN": _env_form("FLYTE_DATABRICKS_ACCESS_TOKEN"),
+    "_FSEC_FLYTE_DATABRICKS_ACCESS_TOKEN": _env_form("_FSEC_FLYTE_DATABRICKS_ACCESS_TOKEN"),
+    "_FSEC_<NAME>": _env_form("_FSEC_DATABRICKS-TOKEN"),  # flytekit's spelling: upper-cased, nothing replaced
+    "$FLYTEAGENTS_SECRETS_DIR/<name>": _file_form("FLYTEAGENTS_SECRETS_DIR", "databricks-token", False),
+    "$FLYTE_SECRETS_DEFAULT_DIR/<name lower-cased>": _file_form("FLYTE_SECRETS_DEFAULT_DIR", "databricks-token", False),
+    "<name>/token": _file_form("FLYTEAGENTS_SECRETS_DIR", "databricks-token", True),
+}
+
+
+def test_the_secret_paragraph_lists_these_forms() -> None:
+    page = " ".join((ROOT / "docs/plugins/databricks.md").read_text().split())
+    paragraph = page.split("**Secrets are resolved by name", 1)[1].split("OAuth M2M", 1)[0]
+    assert all(f"`{form}`" in paragraph for form in SECRET_FORMS), [
+        f for f in SECRET_FORMS if f"`{f}`" not in paragraph
+    ]
+
+
+@pytest.mark.asyncio(loop_scope="session")
+@pytest.mark.parametrize("form", sorted(SECRET_FORMS))
+async def test_the_token_is_found_where_the_docs_say(
+    form: str, clean_env: pytest.MonkeyPatch, make_server: Any, tmp_path: Path
+) -> None:
+    for directory in ("FLYTEAGENTS_SECRETS_DIR", "FLYTE_SECRETS_DEFAULT_DIR"):  # no token anywhere else
+        clean_env.setenv(directory, str(tmp_path / "nowhere"))
+    for variable in ("_FSEC_FLYTE_DATABRICKS_ACCESS_TOKEN", "_FSEC_DATABRICKS-TOKEN"):
+        clean_env.delenv(variable, raising=False)
+    server = make_server(execute=False, run_seconds=float("inf"))
+    clean_env.setenv("FLYTEAGENTS_DATABRICKS_INSTANCE", server.instance)
+    SECRET_FORMS[form](clean_env, tmp_path)
+    meta = await submit(DatabricksAgent(), f"secret-{len(form)}")
+    assert str(meta.run_id) in server.workspace.snapshot()["runs"], "the server accepted the token"
