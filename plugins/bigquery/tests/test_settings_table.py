@@ -172,3 +172,44 @@ def test_documented_variable(
     open_emulator: BigQueryEmulator,
 ) -> None:
     CASES[case][1](Env(clean_env, tmp_path, ca, https_api, open_emulator))
+
+
+def query_with_secret(name: str) -> TaskExecution.Phase:
+    task = BigQueryTask(
+        name=f"q_{uuid.uuid4().hex[:8]}",
+        query_template="SELECT count(*) AS n FROM demo.t",
+        task_config=BigQueryConfig(project=PROJECT, credentials_secret="group/key"),
+        output_structured_dataset_type=pd.DataFrame,
+    )
+    agent = BigQueryAgent(clients=ClientCache(), timeout=5, create_retry_deadline=5)
+    meta = agent.create(template_of(task), "/tmp/out", None, execution(f"{name}-{uuid.uuid4().hex[:6]}"))
+    return agent.get(BigQueryJob.decode(meta.encode())).phase
+
+
+#: Where the docs say the agent finds ``credentials_secret="group/key"``'s key.
+SECRET_PLACES = ("_FSEC_GROUP_KEY", "/etc/secrets/group/key", "FLYTEAGENTS_SECRET_GROUP_KEY")
+
+
+def test_the_docs_name_these_secret_places() -> None:
+    page = " ".join((ROOT / "docs/plugins/bigquery.md").read_text().split())
+    section = page.split("## Credentials and clients", 1)[1].split("###", 1)[0]
+    assert all(f"`{place}`" in section for place in SECRET_PLACES)
+
+
+@pytest.mark.parametrize("place", SECRET_PLACES)
+def test_a_credentials_secret_is_found_where_the_docs_say(
+    place: str, clean_env: pytest.MonkeyPatch, tmp_path: Path, ca: PrivateCA, https_api: BigQueryEmulator
+) -> None:
+    key = json.dumps(https_api.service_account_info(PROJECT))
+    clean_env.setenv("FLYTEAGENTS_BIGQUERY_API_ENDPOINT", https_api.url)
+    clean_env.setenv("REQUESTS_CA_BUNDLE", ca.ca_file)
+    clean_env.setenv("FLYTE_SECRETS_DEFAULT_DIR", str(tmp_path / "secrets"))  # /etc/secrets, in the test
+    for variable in ("_FSEC_GROUP_KEY", "FLYTEAGENTS_SECRET_GROUP_KEY"):
+        clean_env.delenv(variable, raising=False)
+    if place.startswith("/"):
+        (tmp_path / "secrets" / "group").mkdir(parents=True)
+        (tmp_path / "secrets" / "group" / "key").write_text(key)
+    else:
+        clean_env.setenv(place, key)
+    # The API root answers 401 to calls without a token signed by a key it made: the key was found and used.
+    assert query_with_secret(place) == TaskExecution.SUCCEEDED
