@@ -194,3 +194,35 @@ def test_the_fake_server_runs_on_its_own_as_the_readme_says(clean_env: pytest.Mo
         server.terminate()
         server.wait(timeout=30)
     assert (phase, answer) == (TaskExecution.SUCCEEDED, "echo: on its own")
+
+
+#: Where the README says the key is read from (the default secret name, FLYTE_OPENAI_API_KEY).
+KEY_PLACES = (
+    "FLYTE_OPENAI_API_KEY",
+    "_FSEC_FLYTE_OPENAI_API_KEY",
+    "$FLYTE_SECRETS_DEFAULT_DIR/flyte_openai_api_key",
+    "FLYTEAGENTS_SECRET_FLYTE_OPENAI_API_KEY",
+)
+
+
+def test_the_readme_names_these_key_places() -> None:
+    readme = (ROOT / "plugins/openai/README.md").read_text()
+    assert all(f"`{place}`" in readme for place in KEY_PLACES)
+
+
+@pytest.mark.asyncio(loop_scope="session")
+@pytest.mark.parametrize("place", KEY_PLACES)
+async def test_the_key_is_found_where_the_readme_says(
+    place: str, clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for variable in KEY_PLACES[:2] + KEY_PLACES[3:]:
+        clean_env.delenv(variable, raising=False)
+    clean_env.setenv("FLYTE_SECRETS_DEFAULT_DIR", str(tmp_path / "secrets"))
+    if place.startswith("$"):
+        (tmp_path / "secrets").mkdir()
+        (tmp_path / "secrets" / "flyte_openai_api_key").write_text("sk-placed\n")
+    else:
+        clean_env.setenv(place, "sk-placed")
+    with FakeOpenAI(api_keys=("sk-placed",)) as server:  # answers 401 to any other key
+        clean_env.setenv("OPENAI_BASE_URL", server.base_url)
+        assert await ask(ChatGPTAgent()) == (TaskExecution.SUCCEEDED, "echo: hi")
