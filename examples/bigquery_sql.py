@@ -3,10 +3,11 @@
     python examples/bigquery_sql.py
     pyflyte run examples/bigquery_sql.py city_report --min_miles 6 --cities '["city0", "city2"]'
 
-With ``BIGQUERY_EMULATOR_HOST`` unset, running the file starts the local BigQuery
-server from ``plugins/bigquery/tests`` (DuckDB behind the BigQuery REST API), fills
-``demo.trips`` and points Application Default Credentials at a key made for it. Set
-``BQ_PROJECT`` and real credentials, and create ``demo.trips``, to run on BigQuery.
+With neither ``BIGQUERY_EMULATOR_HOST`` nor ``FLYTEAGENTS_BIGQUERY_API_ENDPOINT`` set,
+running the file starts the local BigQuery server from ``plugins/bigquery/tests`` (DuckDB
+behind the BigQuery REST API), fills ``demo.trips`` and points Application Default
+Credentials at a key made for it. Set ``BQ_PROJECT`` and real credentials, and create
+``demo.trips``, to run on BigQuery.
 """
 
 from __future__ import annotations
@@ -72,7 +73,8 @@ def start_local_bigquery() -> object:
 
 
 if __name__ == "__main__":
-    local = start_local_bigquery() if not os.environ.get("BIGQUERY_EMULATOR_HOST") else None
+    elsewhere = os.environ.get("BIGQUERY_EMULATOR_HOST") or os.environ.get("FLYTEAGENTS_BIGQUERY_API_ENDPOINT")
+    local = start_local_bigquery() if not elsewhere else None
     try:
         print(city_report())
     finally:

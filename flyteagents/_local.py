@@ -120,6 +120,32 @@ def _backend(template: TaskTemplate, agent: AgentBase | None = None) -> _Backend
     return _InProcess(template, agent)
 
 
+#: Set on the KeyboardInterrupt a local run raises after Ctrl-C, once the job was cleaned up.
+_CLEANED_UP = "_flyteagents_cleaned_up"
+
+
+def _report_interrupt_in_one_line() -> None:
+    """Make an uncaught KeyboardInterrupt from a local run print one line, not a traceback.
+
+    The agent has already logged what it cancelled; the traceback (rich's, once flytekit is
+    imported) through flytekit's frames would only bury that line. The exception stays a plain
+    KeyboardInterrupt, so the process still ends as one interrupted by SIGINT does. Other
+    exceptions go to the previous hook unchanged.
+    """
+    previous = sys.excepthook
+    if getattr(previous, _CLEANED_UP, False):
+        return
+
+    def hook(exc_type: type[BaseException], exc: BaseException, tb: Any) -> None:
+        if getattr(exc, _CLEANED_UP, False):
+            print(f"[flyteagents] {exc}", file=sys.stderr, flush=True)
+            return
+        previous(exc_type, exc, tb)
+
+    setattr(hook, _CLEANED_UP, True)
+    sys.excepthook = hook
+
+
 def run_coroutine(coro: Coroutine[Any, Any, _T]) -> _T:
     """Run ``coro`` to completion from synchronous code and return its result.
 
@@ -154,7 +180,10 @@ def run_coroutine(coro: Coroutine[Any, Any, _T]) -> _T:
         return loop.run_until_complete(task)
     except asyncio.CancelledError:
         if interrupted.is_set():
-            raise KeyboardInterrupt from None
+            _report_interrupt_in_one_line()
+            interrupt = KeyboardInterrupt("stopped by Ctrl-C; the job it had started was cancelled (see above)")
+            setattr(interrupt, _CLEANED_UP, True)
+            raise interrupt from None
         raise
     finally:
         if previous is not None:

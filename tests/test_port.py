@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import difflib
-import importlib.util
-import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -15,25 +14,14 @@ FLYTEKIT_IMPORT = "from flytekit.extend.backend.base_agent import"
 FLYTEAGENTS_IMPORT = "from flyteagents import"
 
 
-def load(source: str, name: str, tmp_path: Path) -> ModuleType:
-    path = tmp_path / f"{name}.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.slow
-def test_the_source_is_a_working_flytekit_agent(tmp_path: Path) -> None:
-    module = load(SOURCE.read_text(), "port_under_flytekit", tmp_path)
+def test_the_source_is_a_working_flytekit_agent(load_source: Callable[[str, str], ModuleType]) -> None:
+    module = load_source(SOURCE.read_text(), "port_under_flytekit")
     assert module.wf(limit=3) == (3, "SELECT * FROM numbers LIMIT {{ .inputs.limit }}")
     assert "import flyteagents" not in SOURCE.read_text() and "from flyteagents" not in SOURCE.read_text()
 
 
-def test_it_runs_under_flyteagents_with_only_its_imports_changed(tmp_path: Path) -> None:
+def test_it_runs_under_flyteagents_with_only_its_imports_changed(load_source: Callable[[str, str], ModuleType]) -> None:
     original = SOURCE.read_text()
     assert FLYTEKIT_IMPORT in original
     ported = original.replace(FLYTEKIT_IMPORT, FLYTEAGENTS_IMPORT)
@@ -44,7 +32,7 @@ def test_it_runs_under_flyteagents_with_only_its_imports_changed(tmp_path: Path)
     ]
     assert changed and all(line[1:].startswith(("from ", "import ")) for line in changed)
 
-    module = load(ported, "port_under_flyteagents", tmp_path)
+    module = load_source(ported, "port_under_flyteagents")
     import flyteagents
 
     assert isinstance(flyteagents.AgentRegistry.get_agent("warehouse_query"), module.WarehouseAgent)

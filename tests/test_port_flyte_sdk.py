@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import difflib
-import importlib.util
 import json
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -37,17 +36,6 @@ SOURCE = Path(__file__).parent / "port" / "flyte_sdk_style_connector.py"
 FLYTE_IMPORT = "from flyte.connectors import"
 FLYTEAGENTS_IMPORT = "from flyteagents.connectors import"
 TASK_TYPE = "warehouse_query_v2"
-
-
-def load(source: str, name: str, tmp_path: Path) -> ModuleType:
-    path = tmp_path / f"{name}.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def create_request(execution: str) -> connector_pb2.CreateTaskRequest:
@@ -183,7 +171,9 @@ async def test_the_source_is_a_working_flyte_sdk_connector(c0: tuple[subprocess.
         check(await drive(channel, "sdk"), "sdk")
 
 
-async def test_it_runs_under_flyteagents_with_only_its_imports_changed(tmp_path: Path) -> None:
+async def test_it_runs_under_flyteagents_with_only_its_imports_changed(
+    load_source: Callable[[str, str], ModuleType],
+) -> None:
     original = SOURCE.read_text()
     assert FLYTE_IMPORT in original
     ported = original.replace(FLYTE_IMPORT, FLYTEAGENTS_IMPORT)
@@ -194,7 +184,7 @@ async def test_it_runs_under_flyteagents_with_only_its_imports_changed(tmp_path:
     ]
     assert changed and all(line[1:].startswith(("from ", "import ")) for line in changed)
 
-    module = load(ported, "port_under_flyteagents_v2", tmp_path)
+    module = load_source(ported, "port_under_flyteagents_v2")
     from flyteagents import AgentRegistry
     from flyteagents.connectors import ConnectorRegistry
 

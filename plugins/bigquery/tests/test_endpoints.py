@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import textwrap
@@ -14,15 +16,17 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from bq_emulator import BigQueryEmulator
+from doc_commands import ROOT, Command, commands
 from flyteagents_bigquery import BigQueryAgent, BigQueryConfig, BigQueryJob, BigQueryTask, ClientCache
 from flyteidl.core.execution_pb2 import TaskExecution
 from flytekit import task, workflow
 from helpers import execution, template_of
+from network_fixtures import ConnectProxy, private_ca
 
 from flyteagents import ExternalServiceError, is_terminal_phase
 
 PROJECT = "test-project"
-EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "bigquery_sql.py"
+DOCS = "docs/plugins/bigquery.md"
 
 
 @pytest.fixture
@@ -155,18 +159,56 @@ def test_a_reader_without_the_outputs_metadata_names_its_secret(
     assert without.returncode != 0 and "no Application Default Credentials" in without.stderr
 
 
+def run_documented(command: Command, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """Run a command from the docs page from the repository's root, in a process with no Google credentials."""
+    clean = ("GOOGLE_APPLICATION_CREDENTIALS", "BIGQUERY_EMULATOR_HOST", "FLYTEAGENTS_BIGQUERY_API_ENDPOINT")
+    env = {k: v for k, v in os.environ.items() if k not in clean and not k.lower().endswith("_proxy")}
+    env.update(CLOUDSDK_CONFIG=str(tmp_path / "gcloud"), NO_GCE_CHECK="true", **command.env)
+    assert command.argv[0] == "python"
+    argv = [sys.executable, *command.argv[1:]]
+    return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
 @pytest.mark.slow
 def test_example_against_an_emulator_given_as_host_port(open_emulator: BigQueryEmulator, tmp_path: Path) -> None:
-    """examples/bigquery_sql.py as documented for an emulator: BIGQUERY_EMULATOR_HOST=host:port, no credentials."""
-    env = {k: v for k, v in os.environ.items() if k != "GOOGLE_APPLICATION_CREDENTIALS"}
-    env.update(
-        BIGQUERY_EMULATOR_HOST=open_emulator.url.removeprefix("http://"),
-        CLOUDSDK_CONFIG=str(tmp_path / "gcloud"),
-        NO_GCE_CHECK="true",
-    )
-    done = subprocess.run([sys.executable, str(EXAMPLE)], env=env, capture_output=True, text=True, timeout=300)
+    """The docs' command for an emulator, as written: BIGQUERY_EMULATOR_HOST=host:port, no credentials."""
+    host = open_emulator.url.removeprefix("http://")
+    (command,) = commands(DOCS, "BIGQUERY_EMULATOR_HOST=127.0.0.1:9050", {"127.0.0.1:9050": host})
+    assert command.env == {"BIGQUERY_EMULATOR_HOST": host}, "no credentials in the documented command"
+    done = run_documented(command, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "2 cities; busiest city" in done.stdout, done.stdout
+    assert open_emulator.count("POST", "/jobs") >= 1, "the query ran on this emulator, not one of the example's"
+
+
+@pytest.mark.slow
+def test_example_through_a_proxy_to_an_api_root_behind_a_private_ca(tmp_path: Path) -> None:
+    """The docs' HTTPS_PROXY command, as written: the proxy tunnels every call, the private CA is trusted."""
+    ca = private_ca(tmp_path)
+    server = BigQueryEmulator(pending_polls=0, running_polls=0).start(tls=ca.issue("api", "bigquery.internal.example"))
+    try:
+        server.sql(
+            "CREATE SCHEMA demo; CREATE TABLE demo.trips AS SELECT range AS id, 'city' || (range % 3) AS city,"
+            " range * 1.5 AS miles FROM range(20)"
+        )
+        key = tmp_path / "key.json"
+        key.write_text(json.dumps(server.service_account_info("example-project")))
+        port = int(server.url.rsplit(":", 1)[1])
+        with ConnectProxy({"bigquery.internal.example:443": ("127.0.0.1", port)}) as proxy:
+            replace = {
+                "http://proxy.internal.example:3128": proxy.url,
+                "/etc/ssl/private-ca.pem": ca.ca_file,
+                "/etc/bigquery/key.json": str(key),
+            }
+            (command,) = commands(DOCS, "HTTPS_PROXY=", replace)
+            done = run_documented(command, tmp_path)
+            assert done.returncode == 0, done.stderr[-3000:]
+            assert "2 cities; busiest city" in done.stdout, done.stdout
+            # Only the proxy could resolve the name: every call went through it.
+            assert proxy.tunnels and set(proxy.tunnels) == {"bigquery.internal.example:443"}
+            assert server.count("POST", "/jobs") >= 1, server.requests
+    finally:
+        server.stop()
 
 
 def test_the_output_names_its_secret_never_its_value(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -216,3 +258,35 @@ def test_an_api_root_behind_a_private_ca(
         assert resource.phase == TaskExecution.SUCCEEDED, resource.message
     finally:
         server.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("no_auth", [False, True], ids=["with-credentials", "no-auth"])
+def test_the_local_server_as_documented(tmp_path: Path, no_auth: bool) -> None:
+    """The page's commands for the tests' server: start it, paste what it prints, pyflyte run the example."""
+    tables = tmp_path / "tables.sql"
+    tables.write_text(
+        "CREATE SCHEMA demo; CREATE TABLE demo.trips AS"
+        " SELECT range AS id, 'city' || (range % 3) AS city, range * 1.5 AS miles FROM range(20);"
+    )
+    server_command, *_ = commands(DOCS, "bq_emulator.py --port", {"--port 9050": "--port 0", "tables.sql": str(tables)})
+    argv = [sys.executable, *server_command.argv[1:], *(["--no-auth"] if no_auth else [])]
+    server = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        printed = [server.stdout.readline().strip() for _ in range(1 if no_auth else 2)]
+        assert printed[0].startswith("export BIGQUERY_EMULATOR_HOST=http://127.0.0.1:"), printed
+        assert no_auth or printed[1].startswith("export GOOGLE_APPLICATION_CREDENTIALS="), printed
+        pasted = dict(word.split("=", 1) for line in printed for word in line.split()[1:])
+        (run,) = re.findall(r"`(pyflyte run examples/bigquery_sql\.py [^`]*)`", (ROOT / DOCS).read_text())
+        env = {k: v for k, v in os.environ.items() if k not in ("GOOGLE_APPLICATION_CREDENTIALS",)}
+        env.update(CLOUDSDK_CONFIG=str(tmp_path / "gcloud"), NO_GCE_CHECK="true", **pasted)
+        pyflyte = Path(sys.executable).with_name("pyflyte")
+        done = subprocess.run(
+            [str(pyflyte), *run.split()[1:]], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+        )
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=30)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "busiest city" in done.stdout, done.stdout

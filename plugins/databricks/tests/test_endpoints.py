@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 import pytest
 from databricks_test_workflows import double
+from doc_commands import ROOT, commands
 from flyteagents_databricks import DatabricksAgent, DatabricksRunMeta, DatabricksSettings
 from flyteagents_databricks._client import DatabricksAPIError
 from flyteidl.admin import agent_pb2
@@ -25,7 +26,7 @@ from flyteagents import AgentRegistry, testing
 
 HERE = Path(__file__).parent
 TOKEN = "dapi-test-0123456789abcdef"  # the token the tests' servers accept (conftest.py)
-ROOT = HERE.parents[2]
+DOCS = "docs/plugins/databricks.md"
 SETTINGS = SerializationSettings(ImageConfig(default_image=Image(name="default", fqn="ghcr.io/example/task", tag="7")))
 CATEGORY = agent_pb2.TaskCategory(name="databricks", version=0)
 
@@ -160,47 +161,34 @@ def test_ctrl_c_on_a_local_run_says_which_run_it_cancelled(make_server: Any) -> 
         proc.kill()
     assert proc.returncode != 0
     assert f"cancelled Databricks run {run_id} on {server.instance}" in stderr, stderr[-2000:]
+    assert "Traceback" not in stderr, "which run was cancelled, without flytekit's traceback after it"
+    assert stderr.rstrip().endswith("[flyteagents] stopped by Ctrl-C; the job it had started was cancelled (see above)")
     assert server.workspace.snapshot()["runs"][run_id]["history"][-1] == "TERMINATED:CANCELED"
 
 
 @pytest.mark.slow
 def test_example_reaches_a_workspace_behind_a_private_ca(certificate: tuple[str, str]) -> None:
-    """examples/databricks_task.py as the docs set it up for https with a private CA."""
+    """The docs' commands for https with a private CA, as written: the TLS Jobs API server, then the example."""
     cert, key = certificate
+    files = {"cert.pem": cert, "key.pem": key}
+    server_command, _ = commands(DOCS, "--tls-cert", {"--port 8443": "--port 0", **files})
+    assert server_command.background and server_command.argv[0] == "python"
     server = subprocess.Popen(
-        [
-            sys.executable,
-            str(HERE / "jobs_server.py"),
-            "--token",
-            TOKEN,
-            "--tls-cert",
-            cert,
-            "--tls-key",
-            key,
-            "--code-path",
-            str(ROOT / "examples"),
-            "--code-path",
-            str(ROOT),
-        ],
+        [sys.executable, *server_command.argv[1:]],
+        cwd=ROOT,
+        env=dict(os.environ, **server_command.env),
         stdout=subprocess.PIPE,
         text=True,
     )
     try:
         assert server.stdout is not None
         port = server.stdout.readline().strip().removeprefix("port=")
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("FLYTEAGENTS_", "FLYTE_DATABRICKS"))}
-        env.update(
-            FLYTEAGENTS_DATABRICKS_INSTANCE=f"https://localhost:{port}",
-            FLYTEAGENTS_SECRET_DATABRICKS_TOKEN=TOKEN,
-            SSL_CERT_FILE=cert,
-        )
+        _, example = commands(DOCS, "--tls-cert", {"8443": port, **files})
+        assert example.argv[0] == "python"
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("FLYTEAGENTS_", "FLYTE_DATABRICKS", "SSL_"))}
+        env.update(example.env)
         done = subprocess.run(
-            [sys.executable, "examples/databricks_task.py"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
+            [sys.executable, *example.argv[1:]], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
         )
     finally:
         server.send_signal(signal.SIGINT)

@@ -14,17 +14,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from doc_commands import ROOT, Command, commands
 from fake_openai import FakeOpenAI
 from flyteagents_openai import BatchEndpointAgent, BatchEndpointTask, ChatGPTAgent, ChatGPTTask, OpenAISettings
 from flyteagents_openai._literals import string_literal
 from flyteidl.core.execution_pb2 import TaskExecution
 from flytekit import workflow
 from flytekit.models.literals import LiteralMap
+from network_fixtures import ConnectProxy, private_ca
 
 from flyteagents import AgentRegistry, InvalidTaskError
 from flyteagents.testing import ServerProcess, execution_metadata, template_of
 
-EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "openai_chatgpt.py"
+DOCS = "docs/plugins/openai.md"
 FAKELLM_RULES = textwrap.dedent(
     """\
     version: 1
@@ -188,17 +190,48 @@ async def test_a_server_without_the_batch_api_says_so(fakellm: FakeLLM, api_key:
 # -- the example, pointed at a server of one's own -------------------------------------------
 
 
+def run_documented(command: Command) -> subprocess.CompletedProcess[str]:
+    """Run a command from docs/plugins/openai.md from the repository's root, with only its own settings."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("OPENAI_", "FLYTE_OPENAI", "FLYTEAGENTS_OPENAI")) and not k.lower().endswith("_proxy")
+    }
+    env.pop("SSL_CERT_FILE", None)
+    env.update(command.env)
+    assert command.argv[0] == "python"
+    argv = [sys.executable, *command.argv[1:]]
+    return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
 @pytest.mark.slow
 def test_example_against_a_server_named_by_openai_base_url() -> None:
-    """examples/openai_chatgpt.py as documented for one's own endpoint: OPENAI_BASE_URL and the key."""
-    with FakeOpenAI(api_keys=("sk-own-server",)) as server:
-        env = dict(os.environ, OPENAI_BASE_URL=server.base_url, FLYTE_OPENAI_API_KEY="sk-own-server")
-        env.pop("FLYTEAGENTS_OPENAI_BASE_URL", None)
-        done = subprocess.run([sys.executable, str(EXAMPLE)], env=env, capture_output=True, text=True, timeout=300)
+    """The docs' command for one's own endpoint, as written: OPENAI_BASE_URL and the key."""
+    with FakeOpenAI(api_keys=("sk-local",)) as server:
+        (command,) = commands(DOCS, "OPENAI_BASE_URL=http://", {"http://127.0.0.1:8080/v1": server.base_url})
+        done = run_documented(command)
         paths = [r["path"] for r in server.requests]
     assert done.returncode == 0, done.stderr[-3000:]
     assert "summary='(Explain the topic in one short sentence.) echo: flyte agents'" in done.stdout
     assert paths.count("/chat/completions") == 2 and "/batches" in paths, "this server, not one the example started"
+
+
+@pytest.mark.slow
+def test_example_through_a_proxy_to_a_server_behind_a_private_ca(tmp_path: Path) -> None:
+    """The docs' HTTPS_PROXY command, as written: every call tunnelled by the proxy, the private CA trusted."""
+    ca = private_ca(tmp_path)
+    with FakeOpenAI(api_keys=("sk-local",), tls=ca.issue("llm", "llm.internal.example")) as server:
+        port = int(server.base_url.rsplit(":", 1)[1].split("/")[0])
+        with ConnectProxy({"llm.internal.example:443": ("127.0.0.1", port)}) as proxy:
+            replace = {"http://proxy.internal.example:3128": proxy.url, "/etc/ssl/private-ca.pem": ca.ca_file}
+            (command,) = commands(DOCS, "HTTPS_PROXY=", replace)
+            done = run_documented(command)
+        paths = [r["path"] for r in server.requests]
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "summary='(Explain the topic in one short sentence.) echo: flyte agents'" in done.stdout
+    assert paths.count("/chat/completions") == 2 and "/batches" in paths, "this server, not one the example started"
+    # Only the proxy could resolve the name: every call went through it.
+    assert proxy.tunnels and set(proxy.tunnels) == {"llm.internal.example:443"}
 
 
 @pytest.mark.asyncio(loop_scope="session")

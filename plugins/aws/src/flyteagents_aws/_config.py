@@ -118,6 +118,9 @@ def resolve_endpoint(config: SQSSensorConfig, environ: Mapping[str, str]) -> tup
         region = aws.group("a") or aws.group("b")
     if host == "queue.amazonaws.com":  # the legacy host of us-east-1
         aws, region = aws or _AWS_HOST.match("us-east-1.queue.amazonaws.com"), region or "us-east-1"
+    if region is None and not environ.get("AWS_DEFAULT_REGION"):
+        # What Lambda, ECS and the other AWS SDKs set; botocore itself reads only AWS_DEFAULT_REGION.
+        region = environ.get("AWS_REGION") or None
     endpoint = config.endpoint_url
     if endpoint is None and aws is None and not any(environ.get(v) for v in _ENDPOINT_VARIABLES):
         url = urlparse(config.queue_url)

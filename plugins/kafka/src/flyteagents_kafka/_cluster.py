@@ -22,7 +22,8 @@ from typing import Any, TypeVar
 
 from aiokafka.client import AIOKafkaClient, ConnectionGroup
 from aiokafka.cluster import ClusterMetadata
-from aiokafka.errors import KafkaError
+from aiokafka.conn import create_conn
+from aiokafka.errors import KafkaError, SaslAuthenticationFailed, UnsupportedSaslMechanismError
 from aiokafka.errors import for_code as kafka_error_for_code
 from aiokafka.helpers import create_ssl_context
 from aiokafka.protocol.fetch import FetchRequest
@@ -31,7 +32,7 @@ from aiokafka.protocol.offset import OffsetRequest
 from aiokafka.record.memory_records import MemoryRecords
 from aiokafka.structs import TopicPartition
 
-from flyteagents import ExternalServiceError, get_secret
+from flyteagents import ExternalServiceError, get_secret, untrusted_certificate
 
 from ._config import KafkaSensorConfig
 
@@ -124,6 +125,39 @@ def _bad(exc: BaseException, what: str) -> ExternalServiceError:
     return ExternalServiceError(f"Kafka {what} failed: {detail}", retryable=True)
 
 
+async def _configuration_error(key: ClusterKey, kwargs: dict[str, Any]) -> ExternalServiceError | None:
+    """After a failed bootstrap, whether the TLS certificate or the SASL login is what failed (aiokafka only logs why).
+
+    Both are configuration errors, the same on every attempt: not retryable, and the message says
+    what to set, rather than "unreachable" until the outage budget ends. One connection to each
+    bootstrap server, with the client's own settings, shows the error.
+    """
+    if key.security_protocol == "PLAINTEXT":
+        return None
+    settings = {k: v for k, v in kwargs.items() if k != "bootstrap_servers"}
+    for server in key.servers:
+        host, _, port = server.rpartition(":")
+        try:
+            conn = await asyncio.wait_for(create_conn(host, int(port), **settings), 5)
+        except Exception as exc:
+            if untrusted_certificate(exc):
+                return ExternalServiceError(
+                    f"the TLS certificate of Kafka at {server} is not trusted ({exc}): set ssl_cafile in the"
+                    " KafkaSensorConfig to a PEM file (on the agent) of the CA that signed the brokers'"
+                    " certificates, and name the brokers by a host name their certificates are for",
+                    retryable=False,
+                )
+            if isinstance(exc, (SaslAuthenticationFailed, UnsupportedSaslMechanismError)):
+                return ExternalServiceError(
+                    f"Kafka at {server} refused the SASL login of {key.sasl_username!r} ({exc}): check"
+                    f" sasl_username, sasl_mechanism and the password in the secret {key.sasl_password_secret!r}",
+                    retryable=False,
+                )
+            continue
+        conn.close()
+    return None
+
+
 class _WatchingClient(AIOKafkaClient):  # type: ignore[misc]
     """An AIOKafkaClient whose metadata requests never ask the broker to create a topic.
 
@@ -196,7 +230,8 @@ class KafkaCluster:
                     await client.bootstrap()
                 except (KafkaError, OSError) as exc:
                     await client.close()
-                    raise _bad(exc, f"bootstrap from {','.join(self.key.servers)}") from None
+                    refused = await _configuration_error(self.key, self._client_kwargs())
+                    raise refused or _bad(exc, f"bootstrap from {','.join(self.key.servers)}") from None
                 self._client = client
         return self._client
 
