@@ -147,7 +147,10 @@ def _interruptible(name: str) -> Iterator[None]:
     run = _Active(name, task, asyncio.get_running_loop())
     with _active_lock:
         if not _exit_hook_installed:
-            atexit.register(_cancel_active_runs)
+            # Before concurrent.futures stops its pools at exit (threading runs these hooks newest
+            # first): an agent's plain-def delete runs on one. atexit would run too late.
+            register = getattr(threading, "_register_atexit", atexit.register)
+            register(_cancel_active_runs)
             _exit_hook_installed = True
         _active.add(run)
     try:
