@@ -9,6 +9,8 @@ engine: what a remote run does, minus the cluster.
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -22,9 +24,47 @@ from flyteidl2.connector import connector_pb2, service_pb2_grpc
 from flyteidl2.core import identifier_pb2, tasks_pb2
 from flyteidl2.core.execution_pb2 import TaskExecution
 
-__all__ = ["Flyte2Failure", "run_on_service", "serialize"]
+from ._process import ServerProcess
+
+__all__ = ["AgentService", "Flyte2Failure", "run_on_service", "serialize"]
 
 _TERMINAL = (TaskExecution.SUCCEEDED, TaskExecution.FAILED, TaskExecution.ABORTED, TaskExecution.RETRYABLE_FAILED)
+
+
+class AgentService(ServerProcess):
+    """``flyteagents serve`` in a process of its own, on a free loopback port, one worker.
+
+    Args:
+        modules: modules the service imports besides the installed plugins (``--modules``).
+        env: environment variables added to this process's for the service.
+        cwd: its working directory (where ``modules`` are found).
+    """
+
+    name = "flyteagents serve"
+
+    def __init__(
+        self, modules: str = "", env: dict[str, str] | None = None, cwd: str | Path | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(startup_timeout=kwargs.pop("startup_timeout", 60.0), **kwargs)
+        self.modules, self.env, self.cwd = modules, dict(env or {}), cwd
+
+    @property
+    def address(self) -> str:
+        """``host:port`` to dial."""
+        return f"{self.host}:{self.port}"
+
+    def command(self) -> list[str]:
+        """``flyteagents serve`` from this interpreter's environment."""
+        binary = Path(sys.executable).parent / "flyteagents"
+        command = [str(binary), "serve", "--host", self.host, "--port", str(self.port), "--workers", "1"]
+        return [*command, "--metrics-port", "0", *(["--modules", self.modules] if self.modules else [])]
+
+    def environment(self) -> dict[str, str] | None:
+        """This process's environment plus ``env``; run from ``cwd``."""
+        env = {**os.environ, **self.env}
+        if self.cwd is not None:
+            env["PYTHONPATH"] = os.pathsep.join([str(self.cwd), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        return env
 
 
 class Flyte2Failure(Exception):
