@@ -1,4 +1,4 @@
-"""KafkaSensor from a Flyte 2 TaskEnvironment, against a Tansu broker: locally and through `flyteagents serve` over v2."""
+"""KafkaSensor from a Flyte 2 TaskEnvironment, on a Tansu broker: locally and through `flyteagents serve` over v2."""
 
 from __future__ import annotations
 
