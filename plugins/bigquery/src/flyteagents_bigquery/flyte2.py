@@ -14,7 +14,6 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
-from flyte.io._dataframe.dataframe import DataFrameDecoder, DataFrameTransformerEngine
 from flyteidl.core import literals_pb2 as v1_literals
 from flytekit import FlyteContextManager
 from flytekit.models import literals
@@ -24,6 +23,13 @@ from flyteagents.flyte2 import AgentTask, split_options
 from ._config import BigQueryConfig
 from ._decoder import PROTOCOL, BigQueryToArrowDecoder, BigQueryToPandasDecoder
 from ._task import BigQueryTask as _FlytekitBigQueryTask
+
+try:
+    from flyte.io._dataframe.dataframe import DataFrameDecoder, DataFrameTransformerEngine
+except ImportError as exc:  # pragma: no cover - tests/test_flyte2_imports.py checks it in a subprocess
+    raise ImportError(
+        "flyteagents_bigquery.flyte2 needs the flyte SDK (Flyte 2): pip install 'flyteagents[flyte2]'"
+    ) from exc
 
 __all__ = ["BigQueryConfig", "BigQueryTask"]
 
