@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, ClassVar, TypeVar
 
 try:
-    from flyte.extend import TaskTemplate
+    from flyte.extend import RuntimeTaskTemplate, TaskTemplate
     from flyte.models import NativeInterface, SerializationContext
 except ImportError as exc:  # pragma: no cover - exercised by tests/test_flyte2_imports.py in a subprocess
     raise ImportError("flyteagents.flyte2 needs the flyte SDK (Flyte 2): pip install 'flyteagents[flyte2]'") from exc
@@ -45,7 +45,7 @@ from flytekit.core.context_manager import FlyteContextManager
 from flytekit.core.type_engine import TypeEngine
 
 from ._exceptions import AgentNotFoundError
-from ._local import _DELETE_TIMEOUT, ENDPOINT_ENV, _default_images, _LocalRun
+from ._local import _DELETE_TIMEOUT, ENDPOINT_ENV, SyncAgentExecutorMixin, _default_images, _LocalRun
 from ._registry import AgentRegistry
 from .sensor import BaseSensor as _CoreBaseSensor
 from .sensor import FileSensor as _CoreFileSensor
@@ -59,6 +59,8 @@ __all__ = [
     "BaseSensor",
     "FileSensor",
     "HTTPSensor",
+    "SyncAgentTask",
+    "TaskResolver",
     "TimeSensor",
     "sensor",
     "split_options",
@@ -193,7 +195,13 @@ class AgentTask(TaskTemplate):  # type: ignore[misc]
                 f"{type(task).__name__} cannot run as a Flyte 2 agent task: its class must mix in "
                 "flyteagents' AsyncAgentExecutorMixin or SyncAgentExecutorMixin"
             )
+        if isinstance(task, SyncAgentExecutorMixin) and not isinstance(self, SyncAgentTask):
+            raise TypeError(
+                f"{type(task).__name__} runs on a sync agent, which Flyte 2 cannot call as a connector: "
+                "wrap it in SyncAgentTask, which runs the agent in the task's own pod"
+            )
         self.agent_task = task
+        runtime = {k: options.pop(k) for k in ("task_type", "image") if k in options}
         interface = task.python_interface
         inputs: dict[str, tuple[type, Any]] = {}
         for name, tp in interface.inputs.items():
@@ -202,9 +210,9 @@ class AgentTask(TaskTemplate):  # type: ignore[misc]
         super().__init__(
             name=task.name,
             interface=NativeInterface(inputs=inputs, outputs=dict(interface.outputs)),
-            task_type=task.task_type,
+            task_type=runtime.get("task_type", task.task_type),
             task_type_version=task.task_type_version,
-            image=None,
+            image=runtime.get("image"),
             **options,
         )
 
@@ -247,6 +255,77 @@ class AgentTask(TaskTemplate):  # type: ignore[misc]
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         """Called outside a flyte run: run the task locally."""
         return self.execute(**kwargs)
+
+
+# ---- sync agents --------------------------------------------------------------------------------
+
+
+def _defining_module() -> str:
+    """The module creating a task: the first caller outside flyteagents and its plugins."""
+    frame = inspect.currentframe()
+    while frame is not None:
+        name = frame.f_globals.get("__name__", "")
+        if name.split(".")[0] not in ("flyteagents",) and not name.startswith("flyteagents_"):
+            return str(name)
+        frame = frame.f_back
+    return "__main__"
+
+
+class TaskResolver:
+    """Finds a Flyte 2 agent task in its pod: by module and attribute name (flyte's resolver protocol).
+
+    flyte's own default resolver only finds function tasks; this one finds any task object
+    assigned to a module-level name.
+    """
+
+    @property
+    def import_path(self) -> str:
+        """Where flyte's entrypoint imports this resolver from."""
+        return "flyteagents.flyte2.TaskResolver"
+
+    def load_task(self, loader_args: list[str]) -> TaskTemplate:
+        """The task named by ``loader_args`` (``mod <module> instance <name>``)."""
+        import importlib
+
+        _, module, _, name, *_ = loader_args
+        return getattr(importlib.import_module(module), name)
+
+    def loader_args(self, task: TaskTemplate, root_dir: Any = None) -> list[str]:
+        """``mod <module> instance <name>`` for a task assigned to a module-level name.
+
+        Raises:
+            ValueError: no module-level name holds the task.
+        """
+        module = getattr(task, "_defined_in", "__main__")
+        namespace = vars(sys.modules[module]) if module in sys.modules else {}
+        name = next((k for k, v in namespace.items() if v is task), None)
+        if name is None:
+            raise ValueError(f"task {task.name!r} must be assigned to a module-level name in {module} to run remotely")
+        if module == "__main__":
+            module = module_of(task)  # the script's file name: how the pod imports it
+        return ["mod", module, "instance", name]
+
+
+class SyncAgentTask(AgentTask, RuntimeTaskTemplate):  # type: ignore[misc]
+    """A Flyte 2 task answered by a sync agent (``do``), run in the task's own pod.
+
+    Flyte 2 has no sync connector service, so this task is an ordinary Python task
+    (task type ``python``): locally and in its pod alike, it calls the agent's ``do`` in
+    its process through the same local executor, or, with ``FLYTEAGENTS_ENDPOINT`` set
+    (``env_vars={"FLYTEAGENTS_ENDPOINT": "flyteagents:8000"}``), through the agent service's
+    sync call (flyteidl's ``ExecuteTaskSync``). The pod's image needs the agent's plugin;
+    flyte's entrypoint finds the task through ``TaskResolver``, so assign it to a
+    module-level name.
+
+    Args:
+        task: the flytekit-side task, whose class mixes in SyncAgentExecutorMixin.
+        image: the pod's image, as for any flyte task ("auto" by default).
+        options: flyte task template options (``retries``, ``env_vars``, ``secrets``, ...).
+    """
+
+    def __init__(self, task: PythonTask, image: Any = "auto", **options: Any) -> None:
+        self._defined_in = _defining_module()
+        super().__init__(task, task_type="python", image=image, task_resolver=TaskResolver(), **options)
 
 
 # ---- sensors ----------------------------------------------------------------------------------
