@@ -57,12 +57,16 @@ def test_the_template_is_the_flytekit_tasks():
     assert [v.key for v in template.interface.inputs.variables] == ["day"]
 
 
-def test_a_local_run_submits_the_notebook_and_the_next_step_follows(make_server, monkeypatch):
-    from conftest import TOKEN
+@pytest.fixture
+def quick(server, make_server, monkeypatch):
+    """A server whose runs do not execute and succeed after 0.1 s (``server`` has set the token)."""
+    srv = make_server(execute=False, run_seconds=0.1)
+    monkeypatch.setenv("FLYTEAGENTS_DATABRICKS_INSTANCE", srv.instance)
+    return srv
 
-    server = make_server(execute=False, run_seconds=0.1)
-    monkeypatch.setenv("FLYTEAGENTS_DATABRICKS_INSTANCE", server.instance)
-    monkeypatch.setenv("FLYTEAGENTS_SECRET_DATABRICKS_TOKEN", TOKEN)
+
+def test_a_local_run_submits_the_notebook_and_the_next_step_follows(quick):
+    server = quick
     out = flyte.with_runcontext(mode="local").run(daily, day="2026-11-30").outputs()[0]
     assert out == "report for 2026-11-30 done"
     (run,) = notebook_runs(server)
@@ -73,12 +77,9 @@ def test_a_local_run_submits_the_notebook_and_the_next_step_follows(make_server,
     assert run["history"][-1] == "TERMINATED:SUCCESS"
 
 
-def test_through_the_service_over_v2(make_server, monkeypatch):
-    from conftest import TOKEN
-
-    server = make_server(execute=False, run_seconds=0.1)
-    env = {"FLYTEAGENTS_DATABRICKS_INSTANCE": server.instance, "FLYTEAGENTS_SECRET_DATABRICKS_TOKEN": TOKEN}
-    with AgentService(env=env) as service:
+def test_through_the_service_over_v2(quick):
+    server = quick
+    with AgentService() as service:  # it inherits the instance and the token from this environment
         assert asyncio.run(run_on_service(service.address, report, day="2026-12-01")) is None
     (run,) = notebook_runs(server)
     assert run["payload"]["tasks"][0]["notebook_task"]["base_parameters"]["day"] == "2026-12-01"
