@@ -24,7 +24,7 @@ from flytekit.core.base_task import PythonTask
 from flytekit.core.interface import Interface
 
 from flyteagents import AgentRegistry, AsyncAgentBase, AsyncAgentExecutorMixin, Resource, ResourceMeta
-from flyteagents.flyte2 import AgentTask, BaseSensor, FileSensor, sensor, split_options
+from flyteagents.flyte2 import AgentTask, BaseSensor, FileSensor, HTTPSensor, TimeSensor, sensor, split_options
 
 JOB_TYPE = "flyte2_test_job"
 
@@ -126,11 +126,20 @@ wait_for_key = KeySensor(name="wait_for_key", poke_interval=0.05, timeout=30)
 wait_softly = KeySensor(name="wait_softly", poke_interval=0.05, timeout=0.3, soft_fail=True)
 wait_briefly = KeySensor(name="wait_briefly", poke_interval=0.05, timeout=0.3)
 wait_for_file = FileSensor(name="wait_for_file", poke_interval=0.05, timeout=30, min_size=1)
+wait_a_moment = TimeSensor(name="wait_a_moment", delay=0.3, poke_interval=0.05)
+wait_for_api = HTTPSensor(name="wait_for_api", poke_interval=0.05, timeout=30)
 double = Double(name="double")
 slow_double = Double(name="slow_double", duration=600)
 
 sensors_env = flyte.TaskEnvironment.from_task(
-    "flyteagents_sensors", wait_for_key, wait_softly, wait_briefly, wait_for_file, marker_written
+    "flyteagents_sensors",
+    wait_for_key,
+    wait_softly,
+    wait_briefly,
+    wait_for_file,
+    marker_written,
+    wait_a_moment,
+    wait_for_api,
 )
 agents_env = flyte.TaskEnvironment.from_task("flyteagents_agents", double, slow_double)
 env = flyte.TaskEnvironment(name="flyteagents_wf", depends_on=[sensors_env, agents_env])

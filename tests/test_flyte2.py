@@ -227,3 +227,42 @@ def test_timeout_and_soft_fail_through_the_service(service, tmp_path):
     skipped, failure = asyncio.run(scenario())
     assert skipped == ("", -1)
     assert failure.message.startswith("sensor flyte2_tasks.KeySensor._engine_sensor timed out")
+
+
+def test_time_sensor_waits_for_its_delay_and_outputs_the_moment():
+    import datetime
+
+    started = datetime.datetime.now(datetime.timezone.utc)
+    target = local(t.wait_a_moment)
+    moment = datetime.datetime.fromisoformat(target.replace("Z", "+00:00"))
+    assert moment >= started + datetime.timedelta(seconds=0.3) - datetime.timedelta(milliseconds=5)
+    assert datetime.datetime.now(datetime.timezone.utc) >= moment
+
+
+def test_http_sensor_waits_for_a_late_answer_and_outputs_it():
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    calls: list[str] = []
+
+    class Late(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            calls.append(self.path)
+            ready = len(calls) >= 3
+            body = b'{"state": "ready"}' if ready else b"not yet"
+            self.send_response(200 if ready else 503)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Late)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        status, _, body, url = local(t.wait_for_api, url=f"http://127.0.0.1:{server.server_port}/status")
+    finally:
+        server.shutdown()
+    assert (status, body) == (200, '{"state": "ready"}') and url.endswith("/status")
+    assert len(calls) == 3
