@@ -72,7 +72,10 @@ def test_a_class_sensor_pokes_on_its_interval_until_it_finds_and_outputs(tmp_pat
     pokes = poke_times(prefix)
     assert len(pokes) >= 3  # waited, then found
     gaps = [b - a for a, b in itertools.pairwise(pokes)]
-    assert min(gaps) >= 0.05 * 0.99  # never sooner than poke_interval
+    # Pokes are due on a fixed schedule, every poke_interval (lengthened by up to 10% jitter) from
+    # the start; each is stamped from a worker thread, whose start varies by a few milliseconds.
+    assert sum(gaps) / len(gaps) >= 0.05
+    assert min(gaps) >= 0.05 * 0.8
 
 
 def test_a_sensor_function_runs_from_a_task_environment(tmp_path):
