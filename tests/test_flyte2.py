@@ -242,30 +242,55 @@ def test_time_sensor_waits_for_its_delay_and_outputs_the_moment():
     assert datetime.datetime.now(datetime.timezone.utc) >= moment
 
 
-def test_http_sensor_waits_for_a_late_answer_and_outputs_it():
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+class _LateAPI:
+    """An HTTP server answering 503 twice, then 200 with a JSON body; counts the requests."""
 
-    calls: list[str] = []
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    class Late(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            calls.append(self.path)
-            ready = len(calls) >= 3
-            body = b'{"state": "ready"}' if ready else b"not yet"
-            self.send_response(200 if ready else 503)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+        calls = self.calls = []
 
-        def log_message(self, *args: object) -> None:
-            pass
+        class Late(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                calls.append(self.path)
+                ready = len(calls) >= 3
+                body = b'{"state": "ready"}' if ready else b"not yet"
+                self.send_response(200 if ready else 503)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Late)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        status, _, body, url = local(t.wait_for_api, url=f"http://127.0.0.1:{server.server_port}/status")
-    finally:
-        server.shutdown()
-    assert (status, body) == (200, '{"state": "ready"}') and url.endswith("/status")
-    assert len(calls) == 3
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Late)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/status"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def late_api():
+    api = _LateAPI()
+    yield api
+    api.server.shutdown()
+
+
+def test_http_sensor_waits_for_a_late_answer_and_outputs_it(late_api):
+    status, _, body, url = local(t.wait_for_api, url=late_api.url)
+    assert (status, body, url) == (200, '{"state": "ready"}', late_api.url)
+    assert len(late_api.calls) == 3
+
+
+@pytest.mark.slow
+def test_time_and_http_sensors_through_the_service(service, late_api):
+    import datetime
+
+    async def scenario():
+        target = await run_on_service(service.address, t.wait_a_moment)
+        answer = await run_on_service(service.address, t.wait_for_api, url=late_api.url)
+        return target, answer
+
+    started = datetime.datetime.now(datetime.timezone.utc)
+    target, (status, _, body, _) = asyncio.run(scenario())
+    assert datetime.datetime.fromisoformat(target) >= started + datetime.timedelta(seconds=0.29)
+    assert (status, body) == (200, '{"state": "ready"}') and len(late_api.calls) == 3
