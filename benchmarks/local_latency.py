@@ -185,7 +185,7 @@ def main() -> None:
     theirs2 = measure_flyte2(f2_theirs, args.connector_runs)
     print()
     print(f"{'Flyte 2, mode=local':<40}{'median wall time per run':>26}")
-    print(f"{'empty flyte task (flyte run overhead)':<40}{empty * 1000:>23.1f} ms")
+    print(f"{'an empty @env.task function, for scale':<40}{empty * 1000:>23.1f} ms")
     print(f"{'flyteagents.flyte2 AgentTask':<40}{ours2 * 1000:>23.1f} ms")
     print(f"{'flyte-sdk AsyncConnectorExecutorMixin':<40}{theirs2 * 1000:>23.1f} ms")
     print(f"ratio flyte-sdk / flyteagents: {theirs2 / ours2:.1f}x   (floor: flyteagents < 100 ms)")
