@@ -26,12 +26,14 @@ import asyncio
 import atexit
 import contextlib
 import dataclasses
+import datetime
 import inspect
+import os
 import sys
 import threading
 import typing
 from collections.abc import Callable, Iterator
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 try:
     from flyte.extend import RuntimeTaskTemplate, TaskTemplate
@@ -66,21 +68,31 @@ __all__ = [
     "split_options",
 ]
 
-_T = TypeVar("_T")
-
 #: Options of a flyte task template that a Flyte 2 agent task takes and keeps for itself; the
-#: others go to the flytekit-side task. ``timeout`` is not here: a sensor's timeout is the
-#: engine's (so soft_fail can end it SUCCEEDED), and a task's is its template metadata's.
+#: others go to the flytekit-side task. ``timeout`` is the flyte template's too, except for a
+#: sensor, whose timeout is the engine's (so that soft_fail can end it SUCCEEDED).
 _FLYTE_OPTIONS = frozenset(
     f.name for f in dataclasses.fields(TaskTemplate) if f.init and not f.name.startswith("_")
-) - {"name", "interface", "task_type", "task_type_version", "image", "timeout", "short_name"}
+) - {"name", "interface", "task_type", "task_type_version", "image", "short_name"}
 
 
-def split_options(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Split keyword arguments into the flyte task template's (retries, cache, env_vars, ...) and the rest."""
-    flyte = {k: v for k, v in kwargs.items() if k in _FLYTE_OPTIONS}
-    rest = {k: v for k, v in kwargs.items() if k not in _FLYTE_OPTIONS}
+def split_options(kwargs: dict[str, Any], sensor: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split keyword arguments into the flyte task template's (retries, cache, env_vars, timeout, ...) and the rest.
+
+    For a sensor (``sensor=True``), ``timeout`` stays with the rest: it is the sensor's option.
+    """
+    own = _FLYTE_OPTIONS - {"timeout"} if sensor else _FLYTE_OPTIONS
+    flyte = {k: v for k, v in kwargs.items() if k in own}
+    rest = {k: v for k, v in kwargs.items() if k not in own}
     return flyte, rest
+
+
+def _timedelta(timeout: Any) -> datetime.timedelta | None:
+    """A flyte task timeout (seconds, a timedelta, or flyte.Timeout's max_runtime) as a timedelta."""
+    timeout = getattr(timeout, "max_runtime", timeout)
+    if timeout is None or isinstance(timeout, datetime.timedelta):
+        return timeout
+    return datetime.timedelta(seconds=float(timeout))
 
 
 def _settings(sctx: SerializationContext) -> SerializationSettings:
@@ -95,8 +107,6 @@ def _settings(sctx: SerializationContext) -> SerializationSettings:
 
 def _ensure_agent(task_type: str, version: int) -> None:
     """Load the installed plugins' agents into the default registry if none serves ``task_type`` yet."""
-    import os
-
     if os.environ.get(ENDPOINT_ENV):
         return  # the calls go to an agent service
     registry: Any = AgentRegistry.default()  # Any: mypy cannot type its class-or-instance methods
@@ -202,6 +212,11 @@ class AgentTask(TaskTemplate):  # type: ignore[misc]
             )
         self.agent_task = task
         runtime = {k: options.pop(k) for k in ("task_type", "image") if k in options}
+        if options.get("timeout") is not None:
+            # The local executor bounds the run by the flytekit template's timeout, as for flytekit.
+            task.metadata.timeout = _timedelta(options["timeout"])
+            if isinstance(options["timeout"], float):
+                options["timeout"] = task.metadata.timeout  # flyte takes int seconds or a timedelta
         interface = task.python_interface
         inputs: dict[str, tuple[type, Any]] = {}
         for name, tp in interface.inputs.items():
@@ -330,9 +345,6 @@ class SyncAgentTask(AgentTask, RuntimeTaskTemplate):  # type: ignore[misc]
 
 # ---- sensors ----------------------------------------------------------------------------------
 
-#: Flyte task options BaseSensor's flytekit side does not take; everything else is a sensor option.
-_SENSOR_DOC = "as for flyteagents.sensor.BaseSensor"
-
 
 def _uses_zero_arg_super(fn: Any) -> bool:
     code = getattr(getattr(fn, "__func__", fn), "__code__", None)
@@ -396,7 +408,7 @@ class BaseSensor(AgentTask):
         cls._engine_sensor = type(cls.__name__, (base._engine_sensor,), namespace)
 
     def __init__(self, name: str, **kwargs: Any) -> None:
-        options, sensor_options = split_options(kwargs)
+        options, sensor_options = split_options(kwargs, sensor=True)
         super().__init__(self._engine_sensor(name=name, **sensor_options), **options)
 
     @property
@@ -439,7 +451,7 @@ class _FunctionSensorTask(BaseSensor):
     _engine_sensor = _FunctionSensor
 
     def __init__(self, fn: Callable[..., Any], name: str | None = None, **kwargs: Any) -> None:
-        options, sensor_options = split_options(kwargs)
+        options, sensor_options = split_options(kwargs, sensor=True)
         AgentTask.__init__(self, _FunctionSensor(fn, name=name, **sensor_options), **options)
         self.__wrapped__ = fn
 

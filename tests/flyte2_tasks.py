@@ -130,6 +130,7 @@ wait_a_moment = TimeSensor(name="wait_a_moment", delay=0.3, poke_interval=0.05)
 wait_for_api = HTTPSensor(name="wait_for_api", poke_interval=0.05, timeout=30)
 double = Double(name="double")
 slow_double = Double(name="slow_double", duration=600)
+too_slow_double = Double(name="too_slow_double", duration=600, timeout=0.3, retries=0)
 
 sensors_env = flyte.TaskEnvironment.from_task(
     "flyteagents_sensors",
@@ -141,7 +142,7 @@ sensors_env = flyte.TaskEnvironment.from_task(
     wait_a_moment,
     wait_for_api,
 )
-agents_env = flyte.TaskEnvironment.from_task("flyteagents_agents", double, slow_double)
+agents_env = flyte.TaskEnvironment.from_task("flyteagents_agents", double, slow_double, too_slow_double)
 env = flyte.TaskEnvironment(name="flyteagents_wf", depends_on=[sensors_env, agents_env])
 
 

@@ -108,6 +108,16 @@ def test_outputs_reach_the_next_task_in_a_flyte2_pipeline(tmp_path):
     assert local(t.pipeline, prefix=str(prefix), x=4) == (f"{prefix}.ready", 3, 14)
 
 
+def test_a_task_timeout_bounds_the_local_run_and_deletes_the_job():
+    jobs = Path(os.environ["FLYTEAGENTS_F2_JOBS"])
+    before = set(jobs.glob("*.json"))
+    with pytest.raises(Exception, match=r"timed out after 0:00:00\.300000"):
+        local(t.too_slow_double, x=1)
+    (job,) = set(jobs.glob("*.json")) - before
+    assert '"state": "CANCELLED"' in job.read_text()
+    assert serialize(t.too_slow_double).metadata.timeout.ToTimedelta().total_seconds() == 0.3
+
+
 def test_options_are_checked_as_on_the_flytekit_side():
     with pytest.raises(ValueError, match="poke_interval must not be negative"):
         t.KeySensor(name="bad", poke_interval=-1)
