@@ -304,3 +304,14 @@ def test_time_and_http_sensors_through_the_service(service, late_api):
     target, (status, _, body, _) = asyncio.run(scenario())
     assert datetime.datetime.fromisoformat(target) >= started + datetime.timedelta(seconds=0.29)
     assert (status, body) == (200, '{"state": "ready"}') and len(late_api.calls) == 3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("protocol", ["v1", "v2"])
+def test_a_local_run_can_go_through_the_service(service, tmp_path, monkeypatch, capfd, protocol):
+    monkeypatch.setenv("FLYTEAGENTS_ENDPOINT", service.address)
+    monkeypatch.setenv("FLYTEAGENTS_PROTOCOL", protocol)
+    prefix = tmp_path / "via"
+    Path(f"{prefix}.ready").write_text("xy")
+    assert local(t.pipeline, prefix=str(prefix), x=1) == (f"{prefix}.ready", 2, 6)
+    assert f"via agent service {service.address}" in capfd.readouterr().err
