@@ -199,6 +199,37 @@ def test_ctrl_c_deletes_the_running_job_once(tmp_path):
     assert '"state": "CANCELLED"' in job_file.read_text()
 
 
+@pytest.mark.slow
+def test_ctrl_c_stops_a_waiting_sensor(tmp_path):
+    prefix = tmp_path / "never"
+    script = (
+        "import flyte, sys\n"
+        f"sys.path.insert(0, {str(TESTS)!r})\n"
+        "import flyte2_tasks as t\n"
+        "flyte.init()\n"
+        f"flyte.with_runcontext(mode='local').run(t.wait_for_key, prefix={str(prefix)!r})\n"
+        "print('finished')\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    pokes = Path(f"{prefix}.pokes")
+    try:
+        deadline = time.monotonic() + 60
+        while not pokes.exists() or len(pokes.read_text().split()) < 3:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the sensor never poked"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert b"finished" not in out
+    assert b"wait_for_key: interrupted, deleting its job" in err
+    count = len(pokes.read_text().split())
+    time.sleep(0.3)  # six poke intervals: no poke comes after the process has gone
+    assert len(pokes.read_text().split()) == count
+
+
 # ---- through `flyteagents serve`, over Flyte 2's connector protocol -----------------------------
 
 
