@@ -47,7 +47,18 @@ from flytekit.core.context_manager import FlyteContextManager
 from flytekit.core.type_engine import TypeEngine
 
 from ._exceptions import AgentNotFoundError
-from ._local import _DELETE_TIMEOUT, ENDPOINT_ENV, SyncAgentExecutorMixin, _default_images, _LocalRun
+from ._local import (
+    _DELETE_TIMEOUT,
+    ENDPOINT_ENV,
+    SyncAgentExecutorMixin,
+    _backend,
+    _default_images,
+    _local_execution_metadata,
+    _LocalRun,
+    _max_poll_interval,
+    _run_async_job,
+)
+from ._models import Resource
 from ._registry import AgentRegistry
 from .sensor import BaseSensor as _CoreBaseSensor
 from .sensor import FileSensor as _CoreFileSensor
@@ -64,6 +75,7 @@ __all__ = [
     "SyncAgentTask",
     "TaskResolver",
     "TimeSensor",
+    "run_agent_job",
     "sensor",
     "split_options",
 ]
@@ -270,6 +282,51 @@ class AgentTask(TaskTemplate):  # type: ignore[misc]
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         """Called outside a flyte run: run the task locally."""
         return self.execute(**kwargs)
+
+
+async def run_agent_job(
+    template: Any,
+    output_prefix: str,
+    inputs: Any = None,
+    name: str | None = None,
+    timeout: datetime.timedelta | None = None,
+) -> Resource:
+    """Run ``template``'s job through its async agent as a local run does, and return the final Resource.
+
+    For a Flyte 2 task that builds its own template (a function task whose job an agent
+    submits, as a plugin's): the agent registered for the template's type (else the
+    installed plugins') is called in this process, or the service at ``FLYTEAGENTS_ENDPOINT``;
+    ``get`` is polled at growing intervals, ``timeout`` (else the template's) bounds the run,
+    and on timeout, error or Ctrl-C the job is deleted.
+
+    Args:
+        template: the task template: flytekit's model, or a flyteidl or flyteidl2 ``TaskTemplate``
+            message (flyteidl2's reads as flyteidl's: they share field numbers).
+        output_prefix: where the job writes its outputs (``{output_prefix}/outputs.pb``).
+        inputs: the inputs as a flytekit ``LiteralMap``, if the agent reads any.
+        name: the name progress lines use; the template's task name by default.
+        timeout: longest the job may take.
+    """
+    from flytekit.models.literals import LiteralMap
+    from flytekit.models.task import TaskTemplate as TemplateModel
+
+    if not isinstance(template, TemplateModel):
+        from flyteidl.core import tasks_pb2
+
+        template = TemplateModel.from_flyte_idl(tasks_pb2.TaskTemplate.FromString(template.SerializeToString()))
+    label = name or template.id.name or template.type
+    _ensure_agent(template.type, template.task_type_version)
+    with _interruptible(label):
+        return await _run_async_job(
+            _backend(template),
+            label,
+            template,
+            output_prefix,
+            inputs if inputs is not None else LiteralMap(literals={}),
+            _local_execution_metadata(label),
+            timeout or template.metadata.timeout or None,
+            _max_poll_interval(None),
+        )
 
 
 # ---- sync agents --------------------------------------------------------------------------------

@@ -15,8 +15,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import flyte.storage as storage
 import grpc
-from flyte._internal.runtime import convert
+from flyte._internal.runtime import convert, io
 from flyte._internal.runtime.task_serde import get_proto_task
 from flyte.extend import TaskTemplate
 from flyte.models import SerializationContext
@@ -109,6 +110,11 @@ async def run_on_service(
     """
     template = serialize(task)
     literals = await convert.convert_from_native_to_inputs(task.native_interface, **inputs)
+    if template.container.args:
+        # A task whose job runs flyte's entrypoint (a Databricks function): like the backend, fill
+        # the entrypoint's placeholders and store the inputs where they point.
+        _render(template, output_prefix)
+        await io.upload_inputs(literals, io.inputs_path(output_prefix))
     execution = identifier_pb2.TaskExecutionIdentifier(
         task_id=template.id,
         node_execution_id=identifier_pb2.NodeExecutionIdentifier(
@@ -153,4 +159,27 @@ async def run_on_service(
         raise Flyte2Failure(resource.phase, resource.message)
     if not task.native_interface.outputs:
         return None
-    return await convert.convert_outputs_to_native(task.native_interface, convert.Outputs(resource.outputs))
+    outputs = convert.Outputs(resource.outputs)
+    if not resource.outputs.literals and await storage.exists(io.outputs_path(output_prefix)):
+        outputs = await io.load_outputs(io.outputs_path(output_prefix))  # written by the job itself
+    return await convert.convert_outputs_to_native(task.native_interface, outputs)
+
+
+def _render(template: tasks_pb2.TaskTemplate, output_prefix: str) -> None:
+    values = {
+        "{{.input}}": io.inputs_path(output_prefix),
+        "{{.outputPrefix}}": output_prefix,
+        "{{.rawOutputDataPrefix}}": f"{output_prefix}/raw",
+        "{{.checkpointOutputPrefix}}": f"{output_prefix}/checkpoint",
+        "{{.prevCheckpointPrefix}}": "",
+        "{{.runName}}": "run0",
+        "{{.actionName}}": "a0",
+        "{{.runStartTime}}": "1970-01-01T00:00:00+00:00",
+    }
+    args = []
+    for arg in template.container.args:
+        for key, value in values.items():
+            arg = arg.replace(key, value)
+        args.append(arg)
+    del template.container.args[:]
+    template.container.args.extend(args)

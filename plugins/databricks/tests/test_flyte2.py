@@ -4,6 +4,7 @@ through `flyteagents serve` over v2."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import flyte
@@ -84,3 +85,58 @@ def test_through_the_service_over_v2(quick):
     (run,) = notebook_runs(server)
     assert run["payload"]["tasks"][0]["notebook_task"]["base_parameters"]["day"] == "2026-12-01"
     assert run["payload"]["idempotency_token"].startswith("flyte-")
+
+
+# ---- a Python function run on Databricks ---------------------------------------------------------
+
+
+@pytest.fixture
+def function_runs(server, monkeypatch):
+    """The Jobs server that executes runs; flyte resolves the tasks' module from this directory."""
+    flyte.init(root_dir=Path(__file__).parent)
+    yield server
+    flyte.init()
+
+
+def test_a_local_run_executes_the_function_on_databricks_and_returns_its_output(function_runs):
+    import flyte2_databricks_tasks as d
+
+    out = flyte.with_runcontext(mode="local").run(d.describe, x=21).outputs()[0]
+    assert out == "doubled on Databricks: 42"
+    (run,) = function_runs.workspace.snapshot()["runs"].values()
+    task = run["payload"]["tasks"][0]
+    params = task["spark_python_task"]["parameters"]
+    assert params[0] == "a0"  # flyte's own entrypoint ran the function on the cluster
+    assert params[params.index("--resolver") + 1 :][-4:] == ["mod", "flyte2_databricks_tasks", "instance", "double"]
+    assert task["new_cluster"]["spark_env_vars"]["CLUSTER_OWNED"] == "yes"
+    assert run["history"][-1] == "TERMINATED:SUCCESS"
+
+
+def test_a_failing_function_fails_the_local_run_with_its_error(function_runs):
+    import flyte2_databricks_tasks as d
+
+    with pytest.raises(Exception, match="FAILED"):
+        flyte.with_runcontext(mode="local").run(d.explode, x=7)
+
+
+def test_the_function_runs_through_the_service_over_v2(function_runs, tmp_path, monkeypatch):
+    import flyte2_databricks_tasks as d
+
+    template = serialize(d.double)
+    assert template.type == "databricks" and template.container.args[0] == "a0"
+    assert dict(dict(template.custom)["databricksConf"])["new_cluster"]["node_type_id"] == "m5.large"
+    # What a Flyte 2 cluster's runs find in their environment (a pod gets them from the backend).
+    for name, value in {
+        "FLYTE_INTERNAL_EXECUTION_PROJECT": "p",
+        "FLYTE_INTERNAL_EXECUTION_DOMAIN": "d",
+        "_U_ORG_NAME": "o",
+        "_U_RUN_BASE": str(tmp_path / "base"),
+    }.items():
+        monkeypatch.setenv(name, value)
+    (tmp_path / "out").mkdir()
+    with AgentService() as service:
+        doubled = asyncio.run(run_on_service(service.address, d.double, output_prefix=str(tmp_path / "out"), x=2))
+    assert doubled == 4  # read from the outputs.pb the function's run wrote
+    (run,) = function_runs.workspace.snapshot()["runs"].values()
+    assert run["payload"]["tasks"][0]["spark_python_task"]["parameters"][0] == "a0"
+    assert run["history"][-1] == "TERMINATED:SUCCESS"
