@@ -82,7 +82,8 @@ print("found", wf(path={str(tmp_path / "ready.csv")!r}))
 
 
 def test_the_flyte2_layer_says_what_to_install_where_flyte_is_missing():
-    for module in ("flyteagents.flyte2", "flyteagents_bigquery.flyte2", "flyteagents_aws.flyte2"):
+    modules = [f"flyteagents_{p}.flyte2" for p in ("bigquery", "aws", "kafka", "databricks", "openai")]
+    for module in ["flyteagents.flyte2", *modules]:
         code = f"try:\n    import {module}\nexcept ImportError as exc:\n    print('refused:', exc)"
         result = run(WITHOUT_FLYTE + code)
         assert result.returncode == 0, result.stderr

@@ -24,6 +24,7 @@ from ._config import BigQueryConfig
 from ._decoder import PROTOCOL, BigQueryToArrowDecoder, BigQueryToPandasDecoder
 from ._task import BigQueryTask as _FlytekitBigQueryTask
 
+# After flyteagents.flyte2, which names the extra to install when the flyte SDK is missing.
 try:
     from flyte.io._dataframe.dataframe import DataFrameDecoder, DataFrameTransformerEngine
 except ImportError as exc:  # pragma: no cover - tests/test_flyte2_imports.py checks it in a subprocess

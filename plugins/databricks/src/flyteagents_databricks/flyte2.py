@@ -16,16 +16,22 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from flyte._internal.runtime import convert, io
-from flyte._internal.runtime.task_serde import get_proto_task
-from flyte.extend import AsyncFunctionTaskTemplate, TaskPluginRegistry
-from flyte.models import SerializationContext
-
 from flyteagents import TaskFailedError
 from flyteagents.flyte2 import AgentTask, run_agent_job, split_options
 
 from ._task import TASK_TYPE, Databricks
 from ._task import DatabricksNotebookTask as _FlytekitNotebookTask
+
+# After flyteagents.flyte2, which names the extra to install when the flyte SDK is missing.
+try:
+    from flyte._internal.runtime import convert, io
+    from flyte._internal.runtime.task_serde import get_proto_task
+    from flyte.extend import AsyncFunctionTaskTemplate, TaskPluginRegistry
+    from flyte.models import SerializationContext
+except ImportError as exc:  # pragma: no cover - tests/test_flyte2_imports.py checks it in a subprocess
+    raise ImportError(
+        "flyteagents_databricks.flyte2 needs the flyte SDK (Flyte 2): pip install 'flyteagents[flyte2]'"
+    ) from exc
 
 __all__ = ["Databricks", "DatabricksFunctionTask", "DatabricksNotebookTask"]
 
