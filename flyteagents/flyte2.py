@@ -200,7 +200,7 @@ class AgentTask(TaskTemplate):  # type: ignore[misc]
         task: the flytekit-side task, whose class mixes in AsyncAgentExecutorMixin or
             SyncAgentExecutorMixin (BaseSensor does).
         options: flyte task template options (``retries``, ``cache``, ``env_vars``,
-            ``secrets``, ...).
+            ``secrets``, ...). ``timeout`` goes into the template and bounds a local run too.
 
     Example:
         ```python
