@@ -1,11 +1,18 @@
-"""Local run of an instantly-finishing async task: flyteagents vs flytekit's own agent mixin.
+"""Local run of an instantly-finishing async task: flyteagents vs the SDKs' own local connector paths.
 
-    .venv/bin/python benchmarks/local_latency.py [--runs N]
+    .venv/bin/python benchmarks/local_latency.py [--runs N] [--connector-runs M]
 
-Both tasks have the same agent (create returns a job id, get answers SUCCEEDED with one
-int output) and run in this process, as `python wf.py` would run them. Prints the median
-wall time per task call for each and the ratio. Floor: flyteagents under 0.1 s, at least
-10x faster than flytekit.
+Flyte 1: both tasks have the same agent (create returns a job id, get answers SUCCEEDED with
+one int output) and run in this process, as `python wf.py` would run them. Floor:
+flyteagents under 0.1 s, at least 10x faster than flytekit.
+
+Flyte 2: the same instant agent as a flyteagents.flyte2 task, and the same job as a
+flyte-sdk AsyncConnector task (AsyncConnectorExecutorMixin), each run with
+``flyte.with_runcontext(mode="local").run(task, x=1)``; an empty flyte task run the same
+way shows what flyte's own local run costs. flyte-sdk's loop sleeps 3 s after every get,
+even the one that answered SUCCEEDED. Floor: the flyteagents task under 0.1 s.
+
+Prints the median wall time per task call for each, and the ratios.
 """
 
 from __future__ import annotations
@@ -86,9 +93,77 @@ def measure(task: PythonTask, runs: int) -> float:
     return statistics.median(times)
 
 
+def flyte2_tasks() -> tuple[Any, Any, Any]:
+    """The flyteagents Flyte 2 task, flyte-sdk's connector task and an empty flyte task; all instant."""
+    import flyte
+    from flyte.connectors import AsyncConnector, AsyncConnectorExecutorMixin, ConnectorRegistry
+    from flyte.connectors import Resource as ConnectorResource
+    from flyte.connectors import ResourceMeta as ConnectorMeta
+    from flyte.extend import TaskTemplate
+    from flyte.models import NativeInterface
+
+    from flyteagents.flyte2 import AgentTask
+
+    @dataclass
+    class F2Meta(ConnectorMeta):
+        job_id: str
+
+    class F2Instant(AsyncConnector[F2Meta]):
+        name = "bench instant"
+        task_type_name = "bench_instant_v2"
+        metadata_type = F2Meta
+
+        async def create(self, task_template: Any, output_prefix: str, inputs: Any = None, **kw: Any) -> F2Meta:
+            return F2Meta(job_id="j")
+
+        async def get(self, resource_meta: F2Meta, **kw: Any) -> ConnectorResource:
+            return ConnectorResource(phase=TaskExecution.SUCCEEDED, outputs={"y": 1})
+
+        async def delete(self, resource_meta: F2Meta, **kw: Any) -> None:
+            pass
+
+    class ConnectorInstantTask(AsyncConnectorExecutorMixin, TaskTemplate):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__(
+                name="f2_connector_instant",
+                interface=NativeInterface({"x": (int, NativeInterface.has_default)}, {"y": int}),
+                task_type="bench_instant_v2",
+                image=None,
+            )
+
+    ConnectorRegistry.register(F2Instant(), override=True)
+    ours = AgentTask(make_task(fa.AsyncAgentExecutorMixin, "f2_fa_instant"))
+    theirs = ConnectorInstantTask()
+    env = flyte.TaskEnvironment(name="bench_empty")
+
+    @env.task
+    async def empty(x: int) -> int:
+        return 1
+
+    flyte.TaskEnvironment.from_task("bench_flyte2", ours, theirs)
+    return ours, theirs, empty
+
+
+def measure_flyte2(task: Any, runs: int) -> float:
+    import flyte
+
+    def once() -> None:
+        outputs = flyte.with_runcontext(mode="local").run(task, x=1).outputs()
+        assert outputs[0] in (1, (1,)), outputs  # flyte-sdk's mixin returns a one-tuple
+
+    once()  # warm-up
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        once()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--connector-runs", type=int, default=2, help="runs of flyte-sdk's path (3 s each)")
     args = parser.parse_args()
 
     fa.AgentRegistry.register(FaInstant())
@@ -100,6 +175,20 @@ def main() -> None:
     print(f"{'flyteagents':<28}{ours * 1000:>25.1f} ms")
     print(f"{'flytekit AsyncAgentExecutor':<28}{theirs * 1000:>25.1f} ms")
     print(f"ratio flytekit / flyteagents: {theirs / ours:.1f}x   (floor: flyteagents < 100 ms and >= 10x)")
+
+    import flyte
+
+    flyte.init()
+    f2_ours, f2_theirs, f2_empty = flyte2_tasks()
+    empty = measure_flyte2(f2_empty, args.runs)
+    ours2 = measure_flyte2(f2_ours, args.runs)
+    theirs2 = measure_flyte2(f2_theirs, args.connector_runs)
+    print()
+    print(f"{'Flyte 2, mode=local':<40}{'median wall time per run':>26}")
+    print(f"{'an empty @env.task function, for scale':<40}{empty * 1000:>23.1f} ms")
+    print(f"{'flyteagents.flyte2 AgentTask':<40}{ours2 * 1000:>23.1f} ms")
+    print(f"{'flyte-sdk AsyncConnectorExecutorMixin':<40}{theirs2 * 1000:>23.1f} ms")
+    print(f"ratio flyte-sdk / flyteagents: {theirs2 / ours2:.1f}x   (floor: flyteagents < 100 ms)")
 
 
 if __name__ == "__main__":

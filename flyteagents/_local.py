@@ -489,20 +489,20 @@ class AsyncAgentExecutorMixin:
     def execute(self, **kwargs: Any) -> LiteralMap:
         """Run the task's job through its agent and return its outputs."""
         run = _LocalRun(self, kwargs)  # type: ignore[arg-type]
-        backend = _backend(run.template)
-        resource = run_coroutine(
-            _run_async_job(
-                backend,
-                run.task.name,
-                run.template,
-                run.output_prefix,
-                run.inputs,
-                run.meta,
-                run.template.metadata.timeout or None,
-                _max_poll_interval(self),
-            )
+        return run.outputs(run_coroutine(self._local_job(run)))
+
+    def _local_job(self, run: _LocalRun) -> Coroutine[Any, Any, Resource]:
+        """The local run's job, to await on any loop (``execute`` here, a Flyte 2 task's loop)."""
+        return _run_async_job(
+            _backend(run.template),
+            run.task.name,
+            run.template,
+            run.output_prefix,
+            run.inputs,
+            run.meta,
+            run.template.metadata.timeout or None,
+            _max_poll_interval(self),
         )
-        return run.outputs(resource)
 
 
 class SyncAgentExecutorMixin:
@@ -511,6 +511,10 @@ class SyncAgentExecutorMixin:
     def execute(self, **kwargs: Any) -> LiteralMap:
         """Run the task through its agent and return its outputs."""
         run = _LocalRun(self, kwargs)  # type: ignore[arg-type]
+        return run.outputs(run_coroutine(self._local_job(run)))
+
+    def _local_job(self, run: _LocalRun) -> Coroutine[Any, Any, Resource]:
+        """The local run's ``do`` call, to await on any loop (``execute`` here, a Flyte 2 task's loop)."""
         # A task that carries its agent (@sync_agent's) runs on it; others on the registered one.
         own = getattr(self, "agent", None)
         backend = _backend(run.template, own if isinstance(own, SyncAgentBase) else None)
@@ -524,4 +528,4 @@ class SyncAgentExecutorMixin:
             resource = await _bounded(call, deadline, run.task.name, timeout)
             return resource
 
-        return run.outputs(run_coroutine(do()))
+        return do()

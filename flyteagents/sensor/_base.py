@@ -16,7 +16,7 @@ import sys
 import types
 import typing
 import urllib.error
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, ClassVar, Union
 
 from flytekit.configuration import SerializationSettings
@@ -33,7 +33,7 @@ from .._local import (
     _run_async_job,
     run_coroutine,
 )
-from .._models import _convert
+from .._models import Resource, _convert
 from .._polling import PollPolicy
 
 __all__ = ["DEFAULT_POKE_INTERVAL", "BaseSensor", "config_from_dict", "config_to_dict"]
@@ -404,14 +404,18 @@ class BaseSensor(AsyncAgentExecutorMixin, PythonTask):  # type: ignore[misc]
 
     def execute(self, **kwargs: Any) -> LiteralMap:
         """Run the sensor locally: poke on its schedule until done, timeout or Ctrl-C."""
+        run = _LocalRun(self, kwargs)
+        return run.outputs(run_coroutine(self._local_job(run)))
+
+    def _local_job(self, run: _LocalRun) -> Coroutine[Any, Any, Resource]:
+        """Poke on the sensor's schedule, to await on any loop (``execute`` here, a Flyte 2 task's loop)."""
         from ._engine import local_engine, next_poke_wait
         from ._file import _FILESYSTEMS
         from ._http import _SESSIONS
 
-        run = _LocalRun(self, kwargs)
         backend = _backend(run.template, local_engine())
 
-        async def poke_until_done() -> Any:
+        async def poke_until_done() -> Resource:
             try:
                 return await _run_async_job(
                     backend,
@@ -431,7 +435,7 @@ class BaseSensor(AsyncAgentExecutorMixin, PythonTask):  # type: ignore[misc]
                 await _FILESYSTEMS.aclose_loop()
                 await _SESSIONS.aclose_loop()
 
-        return run.outputs(run_coroutine(poke_until_done()))
+        return poke_until_done()
 
 
 def _field_hints(cls: type) -> list[tuple[dataclasses.Field[Any], Any]]:

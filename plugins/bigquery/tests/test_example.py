@@ -30,3 +30,22 @@ def test_example_runs_against_the_local_server(tmp_path: Path) -> None:
     expected = f"2 cities; busiest city{top} with {trips[top]} trips, {sum(i * 1.5 for i in ids):.1f} miles in all"
     assert expected in result.stdout
     assert "SUCCEEDED" in result.stderr  # the local executor's progress lines
+
+
+@pytest.mark.slow
+def test_flyte2_example_waits_for_the_file_then_queries(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("BIGQUERY_EMULATOR_HOST", "GOOGLE_APPLICATION_CREDENTIALS")}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "flyte2_pipeline.py")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    ids = [i for i in range(20) if i * 1.5 >= 6.0]
+    trips = {c: sum(1 for i in ids if i % 3 == c) for c in range(3)}
+    top = min(trips, key=lambda c: (-trips[c], c))
+    assert f"3 cities over 6.0 miles; busiest city{top} with {trips[top]} trips" in result.stdout
+    assert "wait_for_threshold: SUCCEEDED" in result.stderr and "f2_trips_by_city: SUCCEEDED" in result.stderr
