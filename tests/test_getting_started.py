@@ -186,9 +186,15 @@ def test_the_page_in_order(tmp_path: Path) -> None:
 
 
 def install_commands() -> dict[str, list[str]]:
-    """Every ``pip install`` line in the README, the plugin pages and the plugins' READMEs, by command."""
+    """Every ``pip install`` line in the README, the plugin pages, the plugins' READMEs and the Flyte 2 page."""
     found: dict[str, list[str]] = {}
-    for page in sorted([ROOT / "README.md", *ROOT.glob("docs/plugins/*.md"), *ROOT.glob("plugins/*/README.md")]):
+    pages = [
+        ROOT / "README.md",
+        ROOT / "docs/flyte2-sdk.md",
+        *ROOT.glob("docs/plugins/*.md"),
+        *ROOT.glob("plugins/*/README.md"),
+    ]
+    for page in sorted(pages):
         for block in re.findall(r"^```bash\n(.*?)^```", page.read_text(), re.S | re.M):
             for line in block.splitlines():
                 command = line.split("#")[0].strip()
@@ -224,5 +230,12 @@ def test_every_install_command_in_the_docs_works_with_plain_pip(tmp_path: Path) 
             [str(own_env / "bin/python"), "-c", f"import flyteagents_{plugin}"], capture_output=True, text=True
         )
         assert imported.returncode == 0, imported.stderr
+    flyte2 = subprocess.run(
+        [str(own_env / "bin/python"), "-c", "import flyteagents.flyte2, flyteagents_bigquery.flyte2"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert flyte2.returncode == 0, flyte2.stderr
     help_text = subprocess.run([str(own_env / "bin/flyteagents"), "--help"], capture_output=True, text=True)
     assert help_text.returncode == 0 and "serve" in help_text.stdout and not help_text.stderr
