@@ -9,11 +9,13 @@ import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 from ._agent import AgentBase
 
-__all__ = ["AgentRunner", "default_sync_workers", "shared_runner"]
+_T = TypeVar("_T")
+
+__all__ = ["AgentRunner", "default_sync_workers", "run_sync", "shared_runner"]
 
 
 def default_sync_workers() -> int:
@@ -85,3 +87,12 @@ def shared_runner() -> AgentRunner:
         if _shared is None:
             _shared = AgentRunner()
         return _shared
+
+
+async def run_sync(fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:
+    """``fn(*args, **kwargs)``, run off the event loop on the process's bounded thread pool.
+
+    For blocking calls (a sync SDK, file I/O) from async agent or sensor code. The call sees
+    the caller's contextvars; at most ``default_sync_workers()`` such calls run at once.
+    """
+    return await shared_runner().run(functools.partial(fn, *args, **kwargs))  # type: ignore[no-any-return]

@@ -35,7 +35,6 @@ from flyteagents.server._lazy import task_arguments, unconverted_proto
 from flyteagents.server._metacache import MetaDecoder
 from flyteagents.server._metrics import ServiceMetrics
 from flyteagents.server._outputs import outputs_to_proto, python_type_of
-from flyteagents.server._service import _create_response
 
 sys.path.insert(0, str(Path(__file__).parent))
 import service_agents as sa
@@ -98,14 +97,6 @@ def test_lazy_literal_map_passes_its_proto_back_unread():
     assert unconverted_proto(inputs) is pb
     assert inputs.literals["text"].scalar.primitive.string_value == "hi"
     assert inputs.to_flyte_idl() == pb
-
-
-@pytest.mark.parametrize("size", [0, 1, 18, 127, 128, 300, 16383, 16384, 70_000])
-def test_create_response_bytes_are_what_protobuf_writes(size):
-    resource_meta = bytes(i % 251 for i in range(size))
-    expected = agent_pb2.CreateTaskResponse(resource_meta=resource_meta).SerializeToString()
-    assert _create_response(resource_meta) == expected
-    assert agent_pb2.CreateTaskResponse.FromString(_create_response(resource_meta)).resource_meta == resource_meta
 
 
 def test_task_arguments_are_lazy_models_and_none_for_what_was_not_sent():

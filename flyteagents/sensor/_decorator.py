@@ -8,7 +8,10 @@ import inspect
 from collections.abc import Callable
 from typing import Any, overload
 
-from ._base import DEFAULT_MAX_CONSECUTIVE_ERRORS, BaseSensor, _Seconds, module_of, poke_signature
+from .._registry import module_of
+from .._runner import run_sync
+from ._base import BaseSensor, _Seconds, poke_signature
+from ._meta import DEFAULT_MAX_CONSECUTIVE_ERRORS
 
 __all__ = ["FunctionSensor", "sensor"]
 
@@ -40,7 +43,6 @@ class FunctionSensor(BaseSensor):
         fn, is_async = self.poke_function()
         if is_async:
             return await fn(**inputs)
-        from ._engine import run_sync
 
         return await run_sync(fn, **inputs)
 

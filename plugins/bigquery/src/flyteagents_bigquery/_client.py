@@ -17,7 +17,7 @@ from google.cloud import bigquery
 from google.oauth2 import service_account
 
 from flyteagents import ExternalServiceError, get_secret
-from flyteagents._runner import default_sync_workers
+from flyteagents.plugin import default_sync_workers
 
 __all__ = [
     "API_ENDPOINT_ENV",
