@@ -22,7 +22,6 @@ from flytekit.core.interface import Interface
 from flytekit.exceptions.user import FlyteRecoverableException
 from flytekit.models.literals import LiteralMap
 
-from .._agent import AgentBase
 from .._exceptions import ExternalServiceError, InvalidTaskError
 from .._local import (
     AsyncAgentExecutorMixin,
@@ -33,7 +32,7 @@ from .._local import (
 )
 from .._models import _convert, whole_numbers_as_int
 from .._polling import PollPolicy
-from .._registry import AgentRegistry, import_object, module_of
+from .._registry import import_object, module_of
 from ._meta import DEFAULT_JITTER, DEFAULT_MAX_CONSECUTIVE_ERRORS, DEFAULT_POKE_INTERVAL, next_poke_wait
 
 __all__ = ["DEFAULT_POKE_INTERVAL", "BaseSensor", "config_from_dict", "config_to_dict"]
@@ -347,7 +346,7 @@ class BaseSensor(AsyncAgentExecutorMixin, PythonTask):  # type: ignore[misc]
     def execute(self, **kwargs: Any) -> LiteralMap:
         """Run the sensor locally: poke on its schedule until done, timeout or Ctrl-C."""
         run = _LocalRun(self, kwargs)
-        backend = _backend(run.template, _sensor_engine())
+        backend = _backend(run.template)  # the engine serving task type ``sensor``
         job = _run_async_job(
             backend,
             self.name,
@@ -362,14 +361,6 @@ class BaseSensor(AsyncAgentExecutorMixin, PythonTask):  # type: ignore[misc]
             pokes=True,
         )
         return run.outputs(run_coroutine(job))
-
-
-def _sensor_engine() -> AgentBase:
-    """The agent serving task type ``sensor``: the registered one, else the installed engine (its entry point)."""
-    registry = AgentRegistry.default()
-    if ("sensor", 0) not in registry.agents and "sensor" not in registry.known:
-        registry.discover()
-    return registry.get_agent("sensor")
 
 
 def _field_hints(cls: type) -> list[tuple[dataclasses.Field[Any], Any]]:

@@ -47,9 +47,8 @@ Request = tuple[Any, Any]  # (flyteidl's twin of the request, its Connection or 
 
 
 def connector_service(service: AgentService) -> AgentService:
-    """An AgentService sharing ``service``'s registry, runner and resource_meta decoder, counting calls as v2."""
+    """An AgentService sharing ``service``'s registry and runner, counting calls as v2."""
     twin = AgentService(service.registry, service.runner, service.metrics.for_protocol(PROTOCOL))
-    twin.meta_decoder = service.meta_decoder
     for operation in ("list_connectors", "get_connector"):
         twin.in_flight[operation] = twin.metrics.in_flight_counter(operation)
     return twin

@@ -32,10 +32,10 @@ from ._handlers import decoder, refuse_undecodable
 from ._inputs import check_inputs
 from ._lazy import task_arguments, unconverted_proto
 from ._logging import LogLimiter, current_task
-from ._metacache import MetaDecoder
 from ._metrics import ServiceMetrics
 from ._outputs import outputs_to_proto
 from ._polls import PollCache
+from ._resource_meta import decode_meta
 
 __all__ = ["AgentMetadataServicer", "AgentService", "AsyncAgentServicer", "SyncAgentServicer"]
 
@@ -78,7 +78,6 @@ class AgentService:
         self._agents = registry.agents
         #: operation -> its in-flight counter (a one-item list), resolved once
         self.in_flight = {op: self.metrics.in_flight_counter(op) for op in _OPERATIONS}
-        self.meta_decoder = MetaDecoder()
         #: GetTask answers remembered between an agent's due ``get`` calls
         self.polls = PollCache()
 
@@ -106,7 +105,7 @@ class AgentService:
         call.task_type = task_type
         resource_meta = request.resource_meta
         current_task.set(resource_meta)
-        return agent, self.meta_decoder.decode(agent.metadata_type, resource_meta)
+        return agent, decode_meta(agent.metadata_type, resource_meta)
 
     def task_agent(
         self,
