@@ -32,8 +32,8 @@ class ClientPool(Generic[_K, _C]):
     loop for its lifetime, while each local run gets a loop of its own. A pool keeps a
     client per (running loop, key), makes it with ``make(key)`` the first time that pair
     is asked for (concurrent first calls share one), and closes it with ``close(client)``
-    when its loop shuts down (``asyncio.run`` and local runs end with that), when the
-    service stops, or when ``max_size`` is exceeded (least recently used first).
+    when its loop shuts down (``asyncio.run``, local runs and the service end with that),
+    on ``aclose()``, or when ``max_size`` is exceeded (least recently used first).
 
     Keys must never hold a secret: key by the secret's name or :func:`secret_fingerprint`, and
     hand ``get`` a ``make`` that holds the secret itself.
@@ -160,7 +160,7 @@ async def _close_at_shutdown(pools: weakref.WeakSet[ClientPool[Any, Any]]) -> As
 
 
 async def close_clients() -> None:
-    """Close every pool's clients made on the running loop (the service calls this as it stops)."""
+    """Close every pool's clients made on the running loop now, rather than when the loop shuts down."""
     with _lock:
         entry = _loops.get(asyncio.get_running_loop())
     if entry is not None:

@@ -5,7 +5,8 @@ Everything here is stable API; a plugin imports only from ``flyteagents``,
 ``flyteagents._*`` module. See docs/writing-a-plugin.md.
 
 - :class:`ClientPool`: SDK clients and sessions kept per event loop and key, closed
-  when their loop or the service ends.
+  when their loop (a local run's, or the service's) ends; :func:`close_clients` closes
+  a loop's clients at once.
 - :func:`run_sync`: run a blocking call off the event loop, on the bounded thread pool.
 - :func:`default_sync_workers`: that pool's size, to size a client's connection pool to it.
 - :func:`get_secret`, :func:`check_secret_name`, :func:`secret_fingerprint`: read secrets
