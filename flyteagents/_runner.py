@@ -7,7 +7,7 @@ import contextvars
 import functools
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -45,12 +45,17 @@ class AgentRunner:
         """How many plain-function calls are running or queued, counted until their thread is done with them."""
         return self._busy
 
-    async def call(self, agent: AgentBase, method: str, **kwargs: Any) -> Any:
-        """Call ``agent.<method>(**kwargs)`` and return its result."""
+    def call(self, agent: AgentBase, method: str, **kwargs: Any) -> Awaitable[Any]:
+        """Call ``agent.<method>(**kwargs)``; await the result.
+
+        The one place that decides how an agent method runs: a coroutine method's own
+        coroutine is returned to be awaited on the running loop, a plain method is submitted
+        to the thread pool.
+        """
         fn = getattr(agent, method)
         if method in agent.async_methods:
-            return await fn(**kwargs)
-        return await self._submit(functools.partial(fn, **kwargs))
+            return fn(**kwargs)  # type: ignore[no-any-return]
+        return self._submit(functools.partial(fn, **kwargs))
 
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run the plain function ``fn(*args)`` on this runner's thread pool (say, to drain a generator)."""
