@@ -22,7 +22,7 @@ from flytekit.core.interface import Interface
 from flytekit.exceptions.user import FlyteRecoverableException
 from flytekit.models.literals import LiteralMap
 
-from .._exceptions import ExternalServiceError, InvalidTaskError
+from .._exceptions import ExternalServiceError, InvalidTaskError, untrusted_certificate
 from .._local import (
     AsyncAgentExecutorMixin,
     _backend,
@@ -379,13 +379,13 @@ def is_stdlib_network_error(exc: BaseException) -> bool:
     are; an ``HTTPError`` only for 408/425/429/5xx, and an untrusted or mismatched
     certificate never (a configuration error: it fails the same way every time).
     """
+    if untrusted_certificate(exc):  # also a hostname mismatch
+        return False
     if isinstance(exc, urllib.error.HTTPError):
         return exc.code in _RETRYABLE_HTTP_STATUS
     if isinstance(exc, urllib.error.URLError):
         reason = exc.reason
         return not isinstance(reason, BaseException) or is_stdlib_network_error(reason)
-    if isinstance(exc, ssl.SSLCertVerificationError):  # also a hostname mismatch
-        return False
     return isinstance(exc, (ConnectionError, TimeoutError, ssl.SSLError, socket.gaierror))
 
 

@@ -10,8 +10,7 @@ from typing import Any, overload
 
 from .._registry import module_of
 from .._runner import run_sync
-from ._base import BaseSensor, _Seconds, poke_signature
-from ._meta import DEFAULT_MAX_CONSECUTIVE_ERRORS
+from ._base import BaseSensor, poke_signature
 
 __all__ = ["FunctionSensor", "sensor"]
 
@@ -68,26 +67,16 @@ def sensor(
     /,
     *,
     name: str | None = None,
-    timeout: _Seconds | None = None,
-    sensor_config: Any = None,
-    poke_interval: _Seconds | None = None,
-    soft_fail: bool = False,
-    max_consecutive_errors: int = DEFAULT_MAX_CONSECUTIVE_ERRORS,
-    **kwargs: Any,
+    **options: Any,
 ) -> Callable[[Callable[..., Any]], FunctionSensor]: ...
 def sensor(
     fn: Callable[..., Any] | None = None,
     /,
     *,
     name: str | None = None,
-    timeout: _Seconds | None = None,
-    sensor_config: Any = None,
-    poke_interval: _Seconds | None = None,
-    soft_fail: bool = False,
-    max_consecutive_errors: int = DEFAULT_MAX_CONSECUTIVE_ERRORS,
-    **kwargs: Any,
+    **options: Any,
 ) -> FunctionSensor | Callable[[Callable[..., Any]], FunctionSensor]:
-    """Make a sensor task of a poke function; the options are BaseSensor's.
+    """Make a sensor task of a poke function; ``options`` are BaseSensor's (``timeout``, ``sensor_config``, ...).
 
     The function's parameters are the task's inputs, except one named ``sensor_config``,
     which receives the config. It returns ``bool``, or ``T | None`` for a dataclass ``T``
@@ -103,15 +92,6 @@ def sensor(
     """
 
     def wrap(f: Callable[..., Any]) -> FunctionSensor:
-        return FunctionSensor(
-            f,
-            name=name,
-            timeout=timeout,
-            sensor_config=sensor_config,
-            poke_interval=poke_interval,
-            soft_fail=soft_fail,
-            max_consecutive_errors=max_consecutive_errors,
-            **kwargs,
-        )
+        return FunctionSensor(f, name=name, **options)
 
     return wrap(fn) if fn is not None else wrap

@@ -14,8 +14,7 @@ from fsspec.utils import get_protocol
 
 from .._pool import ClientPool
 from .._runner import run_sync
-from ._base import BaseSensor, _Seconds
-from ._meta import DEFAULT_MAX_CONSECUTIVE_ERRORS
+from ._base import BaseSensor
 
 __all__ = ["FileMatch", "FileSensor", "FileSensorConfig"]
 
@@ -116,10 +115,7 @@ class FileSensor(BaseSensor):
             poke only records the size.
         storage_options: non-secret fsspec options (see FileSensorConfig).
         sensor_config: a whole FileSensorConfig, instead of the three options above.
-        timeout: as for BaseSensor.
-        poke_interval: as for BaseSensor.
-        soft_fail: as for BaseSensor.
-        max_consecutive_errors: as for BaseSensor.
+        **options: BaseSensor's options (``timeout``, ``poke_interval``, ``soft_fail``, ...).
 
     Example:
         ```python
@@ -138,25 +134,13 @@ class FileSensor(BaseSensor):
         stable: bool = False,
         storage_options: dict[str, Any] | None = None,
         sensor_config: FileSensorConfig | None = None,
-        timeout: _Seconds | None = None,
-        poke_interval: _Seconds | None = None,
-        soft_fail: bool = False,
-        max_consecutive_errors: int = DEFAULT_MAX_CONSECUTIVE_ERRORS,
-        **kwargs: Any,
+        **options: Any,
     ) -> None:
         if sensor_config is None:
             sensor_config = FileSensorConfig(
                 min_size=min_size, stable=stable, storage_options=dict(storage_options or {})
             )
-        super().__init__(
-            name=name,
-            timeout=timeout,
-            sensor_config=sensor_config,
-            poke_interval=poke_interval,
-            soft_fail=soft_fail,
-            max_consecutive_errors=max_consecutive_errors,
-            **kwargs,
-        )
+        super().__init__(name=name, sensor_config=sensor_config, **options)
         self._sizes: OrderedDict[str, dict[str, int]] = OrderedDict()
 
     @property

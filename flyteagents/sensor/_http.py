@@ -16,8 +16,7 @@ from yarl import URL
 from .._exceptions import InvalidTaskError, TaskFailedError
 from .._pool import ClientPool
 from .._secrets import check_secret_name, get_secret
-from ._base import BaseSensor, _Seconds
-from ._meta import DEFAULT_MAX_CONSECUTIVE_ERRORS
+from ._base import BaseSensor
 
 __all__ = ["HTTPResponse", "HTTPSensor", "HTTPSensorConfig"]
 
@@ -166,14 +165,8 @@ class HTTPSensor(BaseSensor):
         name: the task's name.
         sensor_config: an HTTPSensorConfig; or its fields as keywords (``method``,
             ``expected_status``, ``body_contains``, ``bearer_token_secret``, ...).
-        timeout: as for BaseSensor.
-        poke_interval: as for BaseSensor.
-        soft_fail: as for BaseSensor.
-        max_consecutive_errors: as for BaseSensor.
-        backoff: as for BaseSensor.
-        max_poke_interval: as for BaseSensor.
-        jitter: as for BaseSensor.
-        **options: HTTPSensorConfig's fields, when no ``sensor_config`` is given.
+        **options: HTTPSensorConfig's fields, when no ``sensor_config`` is given, and
+            BaseSensor's options (``timeout``, ``poke_interval``, ``backoff``, ...).
 
     Example:
         ```python
@@ -193,19 +186,7 @@ class HTTPSensor(BaseSensor):
         ```
     """
 
-    def __init__(
-        self,
-        name: str,
-        sensor_config: HTTPSensorConfig | None = None,
-        timeout: _Seconds | None = None,
-        poke_interval: _Seconds | None = None,
-        soft_fail: bool = False,
-        max_consecutive_errors: int = DEFAULT_MAX_CONSECUTIVE_ERRORS,
-        backoff: float = 1.0,
-        max_poke_interval: _Seconds | None = None,
-        jitter: float = 0.1,
-        **options: Any,
-    ) -> None:
+    def __init__(self, name: str, sensor_config: HTTPSensorConfig | None = None, **options: Any) -> None:
         config_fields = set(HTTPSensorConfig.__dataclass_fields__)
         config_options = {k: options.pop(k) for k in list(options) if k in config_fields}
         if sensor_config is None:
@@ -214,18 +195,7 @@ class HTTPSensor(BaseSensor):
             raise TypeError(f"HTTPSensor: pass either sensor_config or {', '.join(sorted(config_options))}, not both")
         sensor_config.method = sensor_config.method.upper()
         sensor_config.check()
-        super().__init__(
-            name=name,
-            timeout=timeout,
-            sensor_config=sensor_config,
-            poke_interval=poke_interval,
-            soft_fail=soft_fail,
-            max_consecutive_errors=max_consecutive_errors,
-            backoff=backoff,
-            max_poke_interval=max_poke_interval,
-            jitter=jitter,
-            **options,
-        )
+        super().__init__(name=name, sensor_config=sensor_config, **options)
 
     @property
     def config(self) -> HTTPSensorConfig:
