@@ -37,9 +37,9 @@ __all__ = [
     "whole_numbers_as_int",
 ]
 
-# Show flyteagents.plugin.ClientPool, not flyteagents._pool.ClientPool, in reprs and docs.
-for _name in __all__:
-    _obj = globals()[_name]
-    if getattr(_obj, "__module__", "").startswith("flyteagents._"):
-        _obj.__module__ = __name__
-del _name, _obj
+# Show flyteagents.plugin.ClientPool, not flyteagents._pool.ClientPool, in reprs and docs
+# (get_secret is flyteagents.get_secret already).
+_OWN = (ClientPool, check_secret_name, close_clients, default_sync_workers, import_object, run_sync)
+for _obj in (*_OWN, secret_fingerprint, task_execution_id, whole_numbers_as_int):
+    _obj.__module__ = __name__
+del _obj, _OWN

@@ -51,14 +51,28 @@ def test_the_scan_sees_the_plugins_and_their_core_imports() -> None:
     assert {"flyteagents", "flyteagents.plugin", "flyteagents.sensor"} <= imported
 
 
+def _private_core_imports(path: Path, here: str | None = None) -> list[str]:
+    """The private core modules and names a file imports (``flyteagents._x``, ``from flyteagents import _y``)."""
+    private = []
+    for module, names in _imports(path, here):
+        if module.split(".")[0] != "flyteagents":
+            continue
+        if any(part.startswith("_") for part in module.split(".")[1:]):
+            private.append(module)
+        private.extend(f"{module}.{name}" for name in names if name.startswith("_"))
+    return private
+
+
 @pytest.mark.parametrize("path", PLUGIN_SOURCES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_plugins_import_only_public_core_modules(path: Path) -> None:
-    private = [
-        module
-        for module, _ in _imports(path)
-        if module.split(".")[0] == "flyteagents" and any(part.startswith("_") for part in module.split(".")[1:])
-    ]
-    assert private == [], f"{path.name} imports private core modules; use flyteagents.plugin instead"
+    private = _private_core_imports(path)
+    assert private == [], f"{path.name} imports private core names; use flyteagents.plugin instead"
+
+
+def test_a_private_name_from_a_public_module_is_seen(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text("from flyteagents.sensor import _engine\nfrom flyteagents.plugin import ClientPool\n")
+    assert _private_core_imports(bad, "plugin.bad") == ["flyteagents.sensor._engine"]
 
 
 def test_a_private_import_inside_a_function_is_seen(tmp_path: Path) -> None:
