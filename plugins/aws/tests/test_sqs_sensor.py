@@ -265,12 +265,12 @@ async def test_each_flyte2_tasks_own_credentials_get_their_own_client(
     with flyte_connection({"sqs-keys": keys("A")}):  # the secret named sqs-keys, as tenant A's Connection sends it
         meta = await start(engine, sensor, output_prefix)
         assert (await engine.get(meta)).phase == TaskExecution.RUNNING
-        before = _CLIENTS.created
+        before = len(_CLIENTS.clients())
         await engine.get(meta)
-        assert _CLIENTS.created == before  # the same credentials reuse their client
+        assert len(_CLIENTS.clients()) == before  # the same credentials reuse their client
     with flyte_connection({"sqs-keys": keys("B")}):
         await engine.get(meta)
-    assert _CLIENTS.created == before + 1  # tenant B's credentials never ride on tenant A's client
+    assert len(_CLIENTS.clients()) == before + 1  # tenant B's credentials never ride on tenant A's client
     assert b"secret-of" not in meta.encode()
 
 

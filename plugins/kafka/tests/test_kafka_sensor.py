@@ -338,8 +338,8 @@ async def test_each_flyte2_tasks_own_password_gets_its_own_cluster_client() -> N
         sasl_password_secret="kafka-password",
     )
     with flyte_connection({"kafka-password": "password-of-tenant-a"}):
-        first = cluster_for(config)
-        assert cluster_for(config) is first
+        first = await cluster_for(config)
+        assert await cluster_for(config) is first
     with flyte_connection({"kafka-password": "password-of-tenant-b"}):
-        assert cluster_for(config) is not first  # never tenant A's connections
+        assert await cluster_for(config) is not first  # never tenant A's connections
     assert "password-of" not in repr(first.key)
