@@ -12,10 +12,9 @@ import aiohttp
 from yarl import URL
 
 from flyteagents import ExternalServiceError
-from flyteagents.plugin import ClientPool as LoopPool
-from flyteagents.plugin import secret_fingerprint
+from flyteagents.plugin import ClientPool, secret_fingerprint
 
-__all__ = ["ClientPool", "DatabricksAPIError", "JobsClient"]
+__all__ = ["DatabricksAPIError", "JobsClient", "JobsClientPool"]
 
 API = "/api/2.1/jobs"
 #: Answers worth asking again: rate limited, or the workspace is briefly unwell.
@@ -219,7 +218,7 @@ def _backoff(attempt: int, retry_after: str | None) -> float:
     return base * (0.5 + random.random() / 2)
 
 
-class ClientPool:
+class JobsClientPool:
     """One JobsClient per (event loop, workspace, credential), reused across calls.
 
     The credential is keyed by a one-way fingerprint of the token, never the token itself.
@@ -231,7 +230,7 @@ class ClientPool:
     def __init__(self, max_clients: int = 16, **client_kwargs: Any) -> None:
         self.max_clients = max_clients
         self.client_kwargs = client_kwargs
-        self._pool: LoopPool[tuple[str, str], JobsClient] = LoopPool(max_size=max_clients)
+        self._pool: ClientPool[tuple[str, str], JobsClient] = ClientPool(max_size=max_clients)
 
     async def client(self, base_url: str, token: str | None) -> JobsClient:
         """The pooled client for this workspace and token (None: unauthenticated) on the running loop."""
