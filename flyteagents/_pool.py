@@ -46,11 +46,14 @@ class ClientPool(Generic[_K, _C]):
         max_size: most clients kept per loop; None keeps every key's.
 
     Example:
-        >>> sessions = ClientPool(lambda base_url: aiohttp.ClientSession(base_url))
-        >>> async def poke(url: str) -> bool:
-        ...     session = await sessions.get("https://api.example.com")
-        ...     async with session.get(url) as response:
-        ...         return response.status == 200
+        ```python
+        sessions = ClientPool(lambda base_url: aiohttp.ClientSession(base_url))
+
+        async def poke(url: str) -> bool:
+            session = await sessions.get("https://api.example.com")
+            async with session.get(url) as response:
+                return response.status == 200
+        ```
     """
 
     def __init__(
