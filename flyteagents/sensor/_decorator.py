@@ -10,7 +10,7 @@ from typing import Any, overload
 
 from .._registry import module_of
 from .._runner import run_sync
-from ._base import BaseSensor, poke_signature
+from ._base import BaseSensor, config_to_dict, poke_signature
 
 __all__ = ["FunctionSensor", "sensor"]
 
@@ -51,8 +51,6 @@ class FunctionSensor(BaseSensor):
 
     def with_config(self, config: Any) -> BaseSensor:
         """The same function with another config (itself when the config is the same)."""
-        from ._base import config_to_dict
-
         if config_to_dict(config) == self._config_dict:
             return self
         options = {**self._options, "sensor_config": config}
