@@ -7,7 +7,9 @@ import threading
 
 import pytest
 
+from flyteagents import AgentRegistry
 from flyteagents.plugin import ClientPool, close_clients
+from flyteagents.server._app import close_agents
 
 
 class Client:
@@ -108,3 +110,10 @@ async def test_get_can_bring_its_own_make_and_close_can_be_given() -> None:
         await pool.get("other")
     await pool.aclose()
     assert closed == ["value-made-with-a-secret"]
+
+
+async def test_the_service_closes_pooled_clients_as_it_stops() -> None:
+    pool: ClientPool[str, Client] = ClientPool(Client)
+    client = await pool.get("stop")
+    await close_agents(AgentRegistry())  # what serve() awaits once the port is closed
+    assert client.closed and pool.clients() == []
