@@ -115,9 +115,7 @@ def _adapt(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
                 task_template=_twin(tasks_pb2.TaskTemplate, _proto_of(task_template)),
                 output_prefix=output_prefix,
                 inputs=await _python_inputs(task_template, inputs),
-                task_execution_metadata=None
-                if meta is None
-                else _twin(connector_pb2.TaskExecutionMetadata, _proto_of(meta)),
+                task_execution_metadata=meta,
                 **_connection_arguments(),
             )
 

@@ -18,7 +18,7 @@ from ._agent import SyncAgentBase
 from ._exceptions import AgentError, AgentNotFoundError, InvalidTaskError
 from ._local import SyncAgentExecutorMixin
 from ._models import Resource
-from ._registry import AgentRegistry
+from ._registry import AgentRegistry, module_of
 
 __all__ = ["FunctionAgent", "SyncAgentTask", "sync_agent"]
 
@@ -26,8 +26,6 @@ _AsyncFn = Callable[..., Coroutine[Any, Any, Any]]
 
 
 def _location(fn: Callable[..., Any]) -> str:
-    from .sensor._base import module_of
-
     return f"{module_of(fn)}.{fn.__qualname__}"
 
 

@@ -30,6 +30,7 @@ from flytekit.models.task import TaskExecutionMetadata, TaskTemplate
 
 from ._agent import AgentBase, AsyncAgentBase, SyncAgentBase
 from ._exceptions import (
+    AgentNotFoundError,
     AgentTimeoutError,
     RetryableTaskFailedError,
     TaskFailedError,
@@ -73,7 +74,7 @@ class _InProcess:
     """Calls the given agent, or else the registered one, in this process."""
 
     def __init__(self, template: TaskTemplate, agent: AgentBase | None = None) -> None:
-        self.agent = agent or AgentRegistry.get_agent(template.type, template.task_type_version)
+        self.agent = agent or _installed_agent(template.type, template.task_type_version)
         self.runner = shared_runner()
 
     async def create(
@@ -109,6 +110,16 @@ class _InProcess:
             inputs=inputs,
             task_execution_metadata=meta,
         )
+
+
+def _installed_agent(task_type: str, version: int) -> AgentBase:
+    """The default registry's agent for a task type, discovering installed plugins when it has none yet."""
+    registry = AgentRegistry.default()
+    try:
+        return registry.get_agent(task_type, version)
+    except AgentNotFoundError:
+        registry.discover()
+        return registry.get_agent(task_type, version)
 
 
 def _backend(template: TaskTemplate, agent: AgentBase | None = None) -> _Backend:

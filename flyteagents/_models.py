@@ -15,7 +15,14 @@ from flytekit.models.literals import LiteralMap
 
 from ._exceptions import InvalidResourceMetaError
 
-__all__ = ["MAX_RESOURCE_META_BYTES", "Resource", "ResourceMeta", "TaskCategory"]
+__all__ = [
+    "MAX_RESOURCE_META_BYTES",
+    "Resource",
+    "ResourceMeta",
+    "TaskCategory",
+    "task_execution_id",
+    "whole_numbers_as_int",
+]
 
 #: FlytePropeller stores resource_meta in the workflow's CRD, so it must stay small.
 MAX_RESOURCE_META_BYTES = 64 * 1024
@@ -59,13 +66,13 @@ class ResourceMeta:
         Raises:
             ValueError: the encoding exceeds MAX_RESOURCE_META_BYTES.
         """
-        # Same JSON as json.dumps(dataclasses.asdict(self), sort_keys=True), without its deep copy. Fields
-        # holding a str, int, bool or None (most ResourceMetas) are written here, in one frame: this runs on
-        # every CreateTask, between two gRPC calls that leave the caches cold. Anything else goes to json.
-        cls = type(self)
+        # The JSON of json.dumps(dataclasses.asdict(self), sort_keys=True), compact, without asdict's deep
+        # copy. Fields holding a str, int, bool or None (most ResourceMetas) are written here: this runs
+        # on every CreateTask. Any other value sends the whole object through the json module.
+        cls: type = type(self)
         keys = _JSON_KEYS.get(cls)
         if keys is None:
-            keys = _json_keys(cls)
+            keys = _JSON_KEYS[cls] = tuple((name, _quote(name) + ":") for name in sorted(_class_info(cls).names))
         parts = []
         for name, key in keys:
             value = getattr(self, name)
@@ -79,7 +86,7 @@ class ResourceMeta:
             elif value is None:
                 parts.append(key + "null")
             else:
-                text = _encode_json(_shallow_dict(self))
+                text = _ENCODER.encode(_shallow_dict(self))
                 break
         else:
             text = "{" + ",".join(parts) + "}"
@@ -180,14 +187,8 @@ def _class_info(cls: type) -> _ClassInfo:
     return _ClassInfo(hints, fields, required, simple, names)
 
 
-#: Per ResourceMeta class: each field's name and its JSON key with the colon, sorted by name (the
-#: order sort_keys gives). A plain dict: a functools.cache lookup costs more on every CreateTask.
+#: Per ResourceMeta class: each field's name and its JSON key with the colon, in sort_keys order.
 _JSON_KEYS: dict[type, tuple[tuple[str, str], ...]] = {}
-
-
-def _json_keys(cls: type) -> tuple[tuple[str, str], ...]:
-    keys = _JSON_KEYS[cls] = tuple((name, _quote(name) + ":") for name in sorted(_class_info(cls).names))
-    return keys
 
 
 def _shallow_dict(obj: Any) -> dict[str, Any]:
@@ -222,22 +223,8 @@ def _convert_dataclass(value: Any, cls: type, where: str) -> Any:
     return cls(**kwargs)
 
 
-#: Compact, key-sorted JSON; built once (json.dumps with options builds an encoder per call).
+#: Compact, key-sorted JSON, as ``json.dumps(dataclasses.asdict(meta), sort_keys=True)`` without its deep copy.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), sort_keys=True, default=_nested)
-_C_ENCODER = (
-    json.encoder.c_make_encoder(  # type: ignore[attr-defined]
-        {}, _nested, json.encoder.encode_basestring_ascii, None, ":", ",", True, False, True
-    )
-    if getattr(json.encoder, "c_make_encoder", None) is not None
-    else None
-)
-
-
-def _encode_json(obj: dict[str, Any]) -> str:
-    """``_ENCODER.encode(obj)``, calling the C encoder directly where Python has it (it runs per CreateTask)."""
-    if _C_ENCODER is None:
-        return _ENCODER.encode(obj)
-    return "".join(_C_ENCODER(obj, 0))
 
 
 def _wrong_type(where: str, expected: str, value: Any) -> InvalidResourceMetaError:
@@ -268,3 +255,33 @@ class Resource:
     def phase_name(self) -> str:
         """The phase's name, such as ``"SUCCEEDED"``."""
         return TaskExecution.Phase.Name(self.phase)
+
+
+def task_execution_id(metadata: Any) -> str | None:
+    """``project/domain/execution/node/attempt``: one attempt of one task execution, the same on every call.
+
+    ``metadata`` is a TaskExecutionMetadata (the flytekit model or its proto); None when it, or
+    its task_execution_id, is missing. Deterministic, so a repeated CreateTask for the same
+    attempt can find the job it started.
+    """
+    task_id = getattr(metadata, "task_execution_id", None)
+    if task_id is None:
+        return None
+    node = task_id.node_execution_id
+    ex = node.execution_id
+    return f"{ex.project}/{ex.domain}/{ex.name}/{node.node_id}/{task_id.retry_attempt}"
+
+
+def whole_numbers_as_int(value: Any) -> Any:
+    """``2.0 -> 2`` throughout lists and dicts: undoes protobuf Struct's float-only numbers.
+
+    A task template's ``custom`` travels as a Struct, so an ``int`` written by the task arrives
+    as a float; a ``float`` field still accepts the int.
+    """
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [whole_numbers_as_int(v) for v in value]
+    if isinstance(value, dict):
+        return {k: whole_numbers_as_int(v) for k, v in value.items()}
+    return value

@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import importlib
 import logging
+import os
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from importlib.metadata import EntryPoint, entry_points
@@ -15,9 +17,9 @@ from flyteidl.admin.agent_pb2 import Agent
 from flyteidl.admin.agent_pb2 import TaskCategory as TaskCategoryProto
 
 from ._agent import AgentBase
-from ._exceptions import AgentNotFoundError, DuplicateAgentError
+from ._exceptions import AgentNotFoundError, DuplicateAgentError, InvalidTaskError
 
-__all__ = ["ENTRY_POINT_GROUP", "AgentRegistry"]
+__all__ = ["ENTRY_POINT_GROUP", "AgentRegistry", "import_object", "module_of"]
 
 ENTRY_POINT_GROUP = "flyteagents.agents"
 
@@ -194,10 +196,7 @@ class AgentRegistry:
             self._known.clear()
 
     def _load(self, name: str, value: str) -> None:
-        module_name, _, attr = value.partition(":")
-        obj: Any = importlib.import_module(module_name)
-        for part in filter(None, attr.split(".")):
-            obj = getattr(obj, part)
+        obj = _resolve(value)  # a plugin that fails to import keeps its own error (ModuleNotFoundError, ...)
         agent = obj() if isinstance(obj, type) else obj
         if not isinstance(agent, AgentBase):
             raise TypeError(f"entry point {name!r} = {value!r} is not an agent class or instance")
@@ -211,3 +210,44 @@ class AgentRegistry:
 
 def _entry_points(group: str) -> list[EntryPoint]:
     return list(entry_points(group=group))
+
+
+def import_object(path: str, what: str = "object") -> Any:
+    """Import ``"module:Qual.Name"`` (or ``"module.Name"``, or a whole ``"module"`` with a colon and no name).
+
+    The script running as ``__main__`` is found under its file name rather than run twice.
+
+    Raises:
+        InvalidTaskError: the module or attribute is missing; the message says it was ``what``.
+    """
+    try:
+        return _resolve(path)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise InvalidTaskError(f"cannot import {what} {path!r}: {exc}") from None
+
+
+def _resolve(path: str) -> Any:
+    module_name, sep, attr = path.partition(":")
+    if not sep:
+        module_name, _, attr = path.rpartition(".")
+    obj: Any = _import_module(module_name)
+    for part in filter(None, attr.split(".")):
+        obj = getattr(obj, part)
+    return obj
+
+
+def module_of(obj: Any) -> str:
+    """The module another process imports ``obj`` from; a script run as ``__main__`` goes by its file name."""
+    module: str = obj.__module__
+    if module == "__main__":
+        main_file = getattr(sys.modules["__main__"], "__file__", None)
+        if main_file:
+            return os.path.splitext(os.path.basename(main_file))[0]
+    return module
+
+
+def _import_module(name: str) -> Any:
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    if name not in sys.modules and main_file and os.path.splitext(os.path.basename(main_file))[0] == name:
+        return sys.modules["__main__"]
+    return importlib.import_module(name)

@@ -7,13 +7,15 @@ import contextvars
 import functools
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 from ._agent import AgentBase
 
-__all__ = ["AgentRunner", "default_sync_workers", "shared_runner"]
+_T = TypeVar("_T")
+
+__all__ = ["AgentRunner", "default_sync_workers", "run_sync", "shared_runner"]
 
 
 def default_sync_workers() -> int:
@@ -43,12 +45,17 @@ class AgentRunner:
         """How many plain-function calls are running or queued, counted until their thread is done with them."""
         return self._busy
 
-    async def call(self, agent: AgentBase, method: str, **kwargs: Any) -> Any:
-        """Call ``agent.<method>(**kwargs)`` and return its result."""
+    def call(self, agent: AgentBase, method: str, **kwargs: Any) -> Awaitable[Any]:
+        """Call ``agent.<method>(**kwargs)``; await the result.
+
+        The one place that decides how an agent method runs: a coroutine method's own
+        coroutine is returned to be awaited on the running loop, a plain method is submitted
+        to the thread pool.
+        """
         fn = getattr(agent, method)
         if method in agent.async_methods:
-            return await fn(**kwargs)
-        return await self._submit(functools.partial(fn, **kwargs))
+            return fn(**kwargs)  # type: ignore[no-any-return]
+        return self._submit(functools.partial(fn, **kwargs))
 
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run the plain function ``fn(*args)`` on this runner's thread pool (say, to drain a generator)."""
@@ -85,3 +92,12 @@ def shared_runner() -> AgentRunner:
         if _shared is None:
             _shared = AgentRunner()
         return _shared
+
+
+async def run_sync(fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:
+    """``fn(*args, **kwargs)``, run off the event loop on the process's bounded thread pool.
+
+    For blocking calls (a sync SDK, file I/O) from async agent or sensor code. The call sees
+    the caller's contextvars; at most ``default_sync_workers()`` such calls run at once.
+    """
+    return await shared_runner().run(functools.partial(fn, *args, **kwargs))  # type: ignore[no-any-return]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import hashlib
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -19,6 +20,7 @@ __all__ = [
     "current_connection",
     "get_secret",
     "secret_env_name",
+    "secret_fingerprint",
 ]
 
 #: A secret named ``kafka-password`` is read from ``FLYTEAGENTS_SECRET_KAFKA_PASSWORD`` ...
@@ -68,6 +70,14 @@ def check_secret_name(name: str, what: str = "secret") -> None:
         raise InvalidTaskError(
             f"{what} must be a secret name (letters, digits, '_', '-', '.', or 'group/key'), got {name!r}"
         )
+
+
+def secret_fingerprint(value: str) -> str:
+    """A one-way digest of a secret's value (16 hex digits), to key clients by without holding the secret.
+
+    A rotated secret gets a new fingerprint, hence a new client.
+    """
+    return hashlib.sha256(value.encode()).hexdigest()[:16]
 
 
 def secret_env_name(name: str) -> str:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create .venv (Python 3.10-3.13) and install flyteagents into it.
-#   bash scripts/bootstrap.sh          the core, every plugin, the development tools and the tools
+#   bash scripts/bootstrap.sh          the core, every plugin (and examples/plugin), the development tools and the tools
 #                                      tests/test_deploy.py checks deploy/ with (what scripts/test.sh needs)
 #   bash scripts/bootstrap.sh --core   the core alone: what the examples and getting-started need
 # Set FLYTEAGENTS_VERBOSE=1 to see each step.
@@ -26,7 +26,7 @@ if [ "${1:-}" = "--core" ]; then
 else
     say "Installing flyteagents, every plugin and the development tools into .venv..."
     args=(-e ".[dev]")
-    for plugin in plugins/*/; do
+    for plugin in plugins/*/ examples/plugin/; do
         [ -f "$plugin/pyproject.toml" ] && args+=(-e "${plugin%/}[test]")
     done
 fi

@@ -318,13 +318,13 @@ def test_outputs_dataclass_fields_become_outputs() -> None:
     "data, message",
     [
         (b"not json", "not valid JSON"),
-        (b"[1]", "expected an object"),
+        (b"[1]", "expected object for SensorMetadata"),
         (b'{"sensor_module": "m"}', "missing field.*sensor_name"),
         (b'{"sensor_module": "m", "sensor_name": "n", "extra": 1}', "unknown field.*extra"),
-        (b'{"sensor_module": "m", "sensor_name": 3}', r"resource_meta\.sensor_name: expected a str"),
-        (b'{"sensor_module": "m", "sensor_name": "n", "deadline": "soon"}', "deadline: expected a number or null"),
-        (b'{"sensor_module": "m", "sensor_name": "n", "soft_fail": 1}', "soft_fail: expected a bool"),
-        (b'{"sensor_module": "m", "sensor_name": "n", "inputs": [1]}', "inputs: expected an object or null"),
+        (b'{"sensor_module": "m", "sensor_name": 3}', r"resource_meta\.sensor_name: expected str"),
+        (b'{"sensor_module": "m", "sensor_name": "n", "deadline": "soon"}', "deadline: expected number"),
+        (b'{"sensor_module": "m", "sensor_name": "n", "soft_fail": 1}', "soft_fail: expected bool"),
+        (b'{"sensor_module": "m", "sensor_name": "n", "inputs": [1]}', "inputs: expected object"),
     ],
 )
 def test_resource_meta_decode_is_strict(data: bytes, message: str) -> None:

@@ -15,8 +15,9 @@ import pytest_asyncio
 from flytekit import task, workflow
 
 from flyteagents import TaskFailedError
+from flyteagents.plugin import close_clients as close_loop_clients
 from flyteagents.sensor import FileMatch, FileSensor
-from flyteagents.sensor._file import _FILESYSTEMS
+from flyteagents.sensor._file import filesystem, s3_head
 from flyteagents.testing import MotoServer
 from flyteagents.testing._moto import MOTO_CREDENTIALS
 
@@ -85,7 +86,7 @@ async def test_local_growing_file_reported_only_once_stable(tmp_path: Path) -> N
 async def close_clients() -> AsyncIterator[None]:
     """Close the S3 clients the direct pokes below opened on the test loop."""
     yield
-    await _FILESYSTEMS.aclose_loop()
+    await close_loop_clients()
 
 
 @pytest.fixture(scope="module")
@@ -153,9 +154,9 @@ async def test_s3_growing_object_reported_only_once_stable(moto: MotoServer, buc
 @on_session_loop
 async def test_s3_filesystem_is_shared_across_pokes(moto: MotoServer) -> None:
     options = {"endpoint_url": moto.endpoint_url}
-    first = await _FILESYSTEMS.get("s3", options)
-    assert await _FILESYSTEMS.get("s3", dict(options)) is first
-    assert await _FILESYSTEMS.get("s3", {"endpoint_url": moto.endpoint_url + "/"}) is not first
+    first = await filesystem("s3", options)
+    assert await filesystem("s3", dict(options)) is first
+    assert await filesystem("s3", {"endpoint_url": moto.endpoint_url + "/"}) is not first
 
 
 @on_session_loop
@@ -172,8 +173,8 @@ async def test_s3_prefix_waits_for_any_object_under_it(moto: MotoServer, bucket:
 async def test_s3_options_the_probe_cannot_honour_go_through_s3fs(moto: MotoServer, bucket: tuple[Any, str]) -> None:
     s3, name = bucket
     options = {"endpoint_url": moto.endpoint_url, "config_kwargs": {"connect_timeout": 5}}
-    assert _FILESYSTEMS.s3_head(options) is None
-    assert _FILESYSTEMS.s3_head({"endpoint_url": moto.endpoint_url}) is not None
+    assert await s3_head(options) is None
+    assert await s3_head({"endpoint_url": moto.endpoint_url}) is not None
     sensor = FileSensor(name="s3_options", storage_options=options)
     assert await sensor.poke(path=f"s3://{name}/k.bin") is None
     s3.put_object(Bucket=name, Key="k.bin", Body=b"12345")

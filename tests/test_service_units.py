@@ -6,7 +6,6 @@ import asyncio
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -32,10 +31,9 @@ from flyteagents._literals import literal_map_model, primitive_literal_map
 from flyteagents._runner import AgentRunner
 from flyteagents.server import status_for
 from flyteagents.server._lazy import task_arguments, unconverted_proto
-from flyteagents.server._metacache import MetaDecoder
 from flyteagents.server._metrics import ServiceMetrics
 from flyteagents.server._outputs import outputs_to_proto, python_type_of
-from flyteagents.server._service import _create_response
+from flyteagents.server._resource_meta import decode_meta
 
 sys.path.insert(0, str(Path(__file__).parent))
 import service_agents as sa
@@ -100,14 +98,6 @@ def test_lazy_literal_map_passes_its_proto_back_unread():
     assert inputs.to_flyte_idl() == pb
 
 
-@pytest.mark.parametrize("size", [0, 1, 18, 127, 128, 300, 16383, 16384, 70_000])
-def test_create_response_bytes_are_what_protobuf_writes(size):
-    resource_meta = bytes(i % 251 for i in range(size))
-    expected = agent_pb2.CreateTaskResponse(resource_meta=resource_meta).SerializeToString()
-    assert _create_response(resource_meta) == expected
-    assert agent_pb2.CreateTaskResponse.FromString(_create_response(resource_meta)).resource_meta == resource_meta
-
-
 def test_task_arguments_are_lazy_models_and_none_for_what_was_not_sent():
     template_pb = sa.template(sa.JOB_TYPE, ("a",), {})
     meta_pb = agent_pb2.TaskExecutionMetadata(namespace="flytesnacks-development", labels={"team": "data"})
@@ -121,42 +111,14 @@ def test_task_arguments_are_lazy_models_and_none_for_what_was_not_sent():
     assert task_arguments(template_pb, "s3://b/out", None, None)["task_execution_metadata"] is None
 
 
-@dataclass
-class Meta(ResourceMeta):
-    job_id: str
-    attempt: int = 0
-
-
-@dataclass
-class ListMeta(ResourceMeta):
-    ids: list[str]
-
-
-def test_meta_decoder_remembers_fields_but_hands_out_fresh_objects():
-    decoder = MetaDecoder()
-    data = Meta(job_id="j", attempt=2).encode()
-    first, second = decoder.decode(Meta, data), decoder.decode(Meta, data)
-    assert first == second == Meta(job_id="j", attempt=2)
-    assert first is not second
-    first.job_id = "changed"
-    assert decoder.decode(Meta, data).job_id == "j"
-    with pytest.raises(InvalidResourceMetaError):
-        decoder.decode(Meta, b'{"job_id": 3}')
-    # mutable fields are never shared between calls
-    ids = ListMeta(ids=["a"]).encode()
-    one = decoder.decode(ListMeta, ids)
-    one.ids.append("b")
-    assert decoder.decode(ListMeta, ids).ids == ["a"]
-
-
-def test_meta_decoder_wraps_errors_of_custom_decoders():
+def test_decode_meta_wraps_errors_of_custom_decoders():
     class Custom(ResourceMeta):
         @classmethod
         def decode(cls, data: bytes) -> Custom:
             raise RuntimeError("bad bytes")
 
     with pytest.raises(InvalidResourceMetaError, match="bad bytes"):
-        MetaDecoder().decode(Custom, b"x")
+        decode_meta(Custom, b"x")
 
 
 def test_python_type_of_looks_inside_collections():

@@ -9,9 +9,10 @@ async agent that serves task type ``sensor``.
 from ._base import BaseSensor
 from ._context import PokeContext, poke_context
 from ._decorator import FunctionSensor, sensor
-from ._engine import SensorEngine, SensorMetadata
+from ._engine import SensorEngine
 from ._file import FileMatch, FileSensor, FileSensorConfig
 from ._http import HTTPResponse, HTTPSensor, HTTPSensorConfig
+from ._meta import SensorMetadata
 from ._time import TimeReached, TimeSensor, TimeSensorConfig
 
 __all__ = [

@@ -6,13 +6,10 @@ import asyncio
 import collections
 import dataclasses
 import datetime
-import importlib
 import inspect
 import json
-import os
 import socket
 import ssl
-import sys
 import types
 import typing
 import urllib.error
@@ -25,7 +22,7 @@ from flytekit.core.interface import Interface
 from flytekit.exceptions.user import FlyteRecoverableException
 from flytekit.models.literals import LiteralMap
 
-from .._exceptions import ExternalServiceError, InvalidTaskError
+from .._exceptions import ExternalServiceError, InvalidTaskError, untrusted_certificate
 from .._local import (
     AsyncAgentExecutorMixin,
     _backend,
@@ -33,17 +30,12 @@ from .._local import (
     _run_async_job,
     run_coroutine,
 )
-from .._models import Resource, _convert
+from .._models import Resource, _convert, whole_numbers_as_int
 from .._polling import PollPolicy
+from .._registry import import_object, module_of
+from ._meta import DEFAULT_JITTER, DEFAULT_MAX_CONSECUTIVE_ERRORS, DEFAULT_POKE_INTERVAL, next_poke_wait
 
 __all__ = ["DEFAULT_POKE_INTERVAL", "BaseSensor", "config_from_dict", "config_to_dict"]
-
-#: Seconds between two pokes when a sensor sets no ``poke_interval``.
-DEFAULT_POKE_INTERVAL = 5.0
-#: The fraction by which a wait between pokes is lengthened at most, unless a sensor sets its own.
-DEFAULT_JITTER = 0.1
-#: Consecutive retryable poke errors after which a sensor fails, unless it sets its own.
-DEFAULT_MAX_CONSECUTIVE_ERRORS = 5
 
 _Seconds = Union[datetime.timedelta, int, float]  # noqa: UP007 - a runtime alias on 3.10
 
@@ -93,7 +85,7 @@ def config_from_dict(data: dict[str, Any] | None, config_type: str | None) -> An
         return data
     tp = import_object(config_type, "sensor config type")
     if dataclasses.is_dataclass(tp):
-        return _convert(_whole_numbers_as_int(data), tp, "sensor_config")
+        return _convert(whole_numbers_as_int(data), tp, "sensor_config")
     from_dict = getattr(tp, "from_dict", None)
     if not callable(from_dict):
         raise InvalidTaskError(f"sensor config type {config_type} is neither a dataclass nor has from_dict()")
@@ -103,60 +95,9 @@ def config_from_dict(data: dict[str, Any] | None, config_type: str | None) -> An
         raise InvalidTaskError(f"sensor_config does not fit {config_type}: {exc}") from None
 
 
-def _whole_numbers_as_int(value: Any) -> Any:
-    """2.0 -> 2 throughout: the template's custom is a protobuf Struct, whose numbers are all doubles.
-
-    Without this an ``int`` config field fails once the template has crossed the wire; a
-    ``float`` field still accepts the int.
-    """
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, list):
-        return [_whole_numbers_as_int(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _whole_numbers_as_int(v) for k, v in value.items()}
-    return value
-
-
-def module_of(obj: Any) -> str:
-    """The module another process imports ``obj`` from; a script run as ``__main__`` goes by its file name."""
-    module: str = obj.__module__
-    if module == "__main__":
-        main_file = getattr(sys.modules["__main__"], "__file__", None)
-        if main_file:
-            return os.path.splitext(os.path.basename(main_file))[0]
-    return module
-
-
-def _import_module(name: str) -> Any:
-    """Import ``name``; the script running as ``__main__`` is found under its file name, not run twice."""
-    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
-    if name not in sys.modules and main_file and os.path.splitext(os.path.basename(main_file))[0] == name:
-        return sys.modules["__main__"]
-    return importlib.import_module(name)
-
-
 def type_path(tp: Any) -> str:
     """``"module:QualName"`` for a class or function, the form ``import_object`` takes."""
     return f"{module_of(tp)}:{tp.__qualname__}"
-
-
-def import_object(path: str, what: str) -> Any:
-    """Import ``"module:Qual.Name"`` (or ``module.Name``).
-
-    Raises:
-        InvalidTaskError: the module or attribute is missing.
-    """
-    module_name, sep, attr = path.partition(":")
-    if not sep:
-        module_name, _, attr = path.rpartition(".")
-    try:
-        obj: Any = _import_module(module_name)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise InvalidTaskError(f"cannot import {what} {path!r}: {exc}") from None
-    return obj
 
 
 def _is_optional_dataclass(tp: Any) -> type | None:
@@ -409,33 +350,20 @@ class BaseSensor(AsyncAgentExecutorMixin, PythonTask):  # type: ignore[misc]
 
     def _local_job(self, run: _LocalRun) -> Coroutine[Any, Any, Resource]:
         """Poke on the sensor's schedule, to await on any loop (``execute`` here, a Flyte 2 task's loop)."""
-        from ._engine import local_engine, next_poke_wait
-        from ._file import _FILESYSTEMS
-        from ._http import _SESSIONS
-
-        backend = _backend(run.template, local_engine())
-
-        async def poke_until_done() -> Resource:
-            try:
-                return await _run_async_job(
-                    backend,
-                    self.name,
-                    run.template,
-                    run.output_prefix,
-                    run.inputs,
-                    run.meta,
-                    run.template.metadata.timeout or None,
-                    max_interval=self._poke_interval,
-                    first_interval=self._poke_interval,
-                    next_wait=next_poke_wait,
-                    pokes=True,
-                )
-            finally:
-                # This run's loop ends with it: close the clients its pokes opened on it.
-                await _FILESYSTEMS.aclose_loop()
-                await _SESSIONS.aclose_loop()
-
-        return poke_until_done()
+        backend = _backend(run.template)  # the engine serving task type ``sensor``
+        return _run_async_job(
+            backend,
+            self.name,
+            run.template,
+            run.output_prefix,
+            run.inputs,
+            run.meta,
+            run.template.metadata.timeout or None,
+            max_interval=self._poke_interval,
+            first_interval=self._poke_interval,
+            next_wait=next_poke_wait,
+            pokes=True,
+        )
 
 
 def _field_hints(cls: type) -> list[tuple[dataclasses.Field[Any], Any]]:
@@ -454,13 +382,13 @@ def is_stdlib_network_error(exc: BaseException) -> bool:
     are; an ``HTTPError`` only for 408/425/429/5xx, and an untrusted or mismatched
     certificate never (a configuration error: it fails the same way every time).
     """
+    if untrusted_certificate(exc):  # also a hostname mismatch
+        return False
     if isinstance(exc, urllib.error.HTTPError):
         return exc.code in _RETRYABLE_HTTP_STATUS
     if isinstance(exc, urllib.error.URLError):
         reason = exc.reason
         return not isinstance(reason, BaseException) or is_stdlib_network_error(reason)
-    if isinstance(exc, ssl.SSLCertVerificationError):  # also a hostname mismatch
-        return False
     return isinstance(exc, (ConnectionError, TimeoutError, ssl.SSLError, socket.gaierror))
 
 

@@ -8,7 +8,9 @@ import inspect
 from collections.abc import Callable
 from typing import Any, overload
 
-from ._base import DEFAULT_MAX_CONSECUTIVE_ERRORS, BaseSensor, _Seconds, module_of, poke_signature
+from .._registry import module_of
+from .._runner import run_sync
+from ._base import BaseSensor, config_to_dict, poke_signature
 
 __all__ = ["FunctionSensor", "sensor"]
 
@@ -40,7 +42,6 @@ class FunctionSensor(BaseSensor):
         fn, is_async = self.poke_function()
         if is_async:
             return await fn(**inputs)
-        from ._engine import run_sync
 
         return await run_sync(fn, **inputs)
 
@@ -50,8 +51,6 @@ class FunctionSensor(BaseSensor):
 
     def with_config(self, config: Any) -> BaseSensor:
         """The same function with another config (itself when the config is the same)."""
-        from ._base import config_to_dict
-
         if config_to_dict(config) == self._config_dict:
             return self
         options = {**self._options, "sensor_config": config}
@@ -66,26 +65,16 @@ def sensor(
     /,
     *,
     name: str | None = None,
-    timeout: _Seconds | None = None,
-    sensor_config: Any = None,
-    poke_interval: _Seconds | None = None,
-    soft_fail: bool = False,
-    max_consecutive_errors: int = DEFAULT_MAX_CONSECUTIVE_ERRORS,
-    **kwargs: Any,
+    **options: Any,
 ) -> Callable[[Callable[..., Any]], FunctionSensor]: ...
 def sensor(
     fn: Callable[..., Any] | None = None,
     /,
     *,
     name: str | None = None,
-    timeout: _Seconds | None = None,
-    sensor_config: Any = None,
-    poke_interval: _Seconds | None = None,
-    soft_fail: bool = False,
-    max_consecutive_errors: int = DEFAULT_MAX_CONSECUTIVE_ERRORS,
-    **kwargs: Any,
+    **options: Any,
 ) -> FunctionSensor | Callable[[Callable[..., Any]], FunctionSensor]:
-    """Make a sensor task of a poke function; the options are BaseSensor's.
+    """Make a sensor task of a poke function; ``options`` are BaseSensor's (``timeout``, ``sensor_config``, ...).
 
     The function's parameters are the task's inputs, except one named ``sensor_config``,
     which receives the config. It returns ``bool``, or ``T | None`` for a dataclass ``T``
@@ -101,15 +90,6 @@ def sensor(
     """
 
     def wrap(f: Callable[..., Any]) -> FunctionSensor:
-        return FunctionSensor(
-            f,
-            name=name,
-            timeout=timeout,
-            sensor_config=sensor_config,
-            poke_interval=poke_interval,
-            soft_fail=soft_fail,
-            max_consecutive_errors=max_consecutive_errors,
-            **kwargs,
-        )
+        return FunctionSensor(f, name=name, **options)
 
     return wrap(fn) if fn is not None else wrap

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
-import functools
 import inspect
 import json
 import logging
@@ -15,7 +14,6 @@ import time
 import typing
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,24 +24,18 @@ from flytekit.models.literals import LiteralMap
 from flytekit.models.task import TaskExecutionMetadata, TaskTemplate
 
 from .._agent import AsyncAgentBase
-from .._exceptions import AgentError, ExternalServiceError, InvalidResourceMetaError, InvalidTaskError
+from .._exceptions import AgentError, ExternalServiceError, InvalidTaskError
 from .._literals import literal_map_model, primitive_literal_map
-from .._models import Resource, ResourceMeta
+from .._models import Resource, ResourceMeta, task_execution_id, whole_numbers_as_int
 from .._phase import is_terminal_phase
 from .._polling import PollPolicy, PollSchedule
-from .._registry import AgentRegistry
-from .._runner import shared_runner
-from ._base import (
-    DEFAULT_MAX_CONSECUTIVE_ERRORS,
-    DEFAULT_POKE_INTERVAL,
-    BaseSensor,
-    config_from_dict,
-    import_object,
-    is_retryable,
-)
+from .._registry import import_object
+from .._runner import run_sync
+from ._base import BaseSensor, config_from_dict, is_retryable
 from ._context import PokeContext, _current
+from ._meta import DEFAULT_MAX_CONSECUTIVE_ERRORS, DEFAULT_POKE_INTERVAL, SensorMetadata, sensor_schedule
 
-__all__ = ["SensorEngine", "SensorMetadata", "local_engine", "next_poke_wait", "run_sync", "sensor_schedule"]
+__all__ = ["SensorEngine"]
 
 logger = logging.getLogger("flyteagents.sensor")
 
@@ -52,109 +44,6 @@ logger = logging.getLogger("flyteagents.sensor")
 DEFAULT_POKE_TIMEOUT = 8.0
 _MAX_CACHED_SENSORS = 256
 _MAX_TRACKED_SENSORS = 10_000
-
-
-@dataclass
-class SensorMetadata(ResourceMeta):
-    """What identifies one waiting sensor; a superset of flytekit's SensorMetadata.
-
-    Everything is plain JSON: where the sensor lives, its config, its inputs, and the
-    deadline (epoch seconds) when it has a timeout.
-    """
-
-    sensor_module: str
-    sensor_name: str
-    sensor_config: dict[str, Any] | None = None
-    inputs: dict[str, Any] | None = None
-    sensor_config_type: str | None = None
-    sensor_id: str = ""
-    deadline: float | None = None
-    timeout: float | None = None
-    soft_fail: bool = False
-    max_consecutive_errors: int = DEFAULT_MAX_CONSECUTIVE_ERRORS
-    poke_interval: float | None = None
-    output_prefix: str = ""
-    state: dict[str, Any] | None = None
-    started_at: float | None = None
-    backoff: float | None = None
-    max_poke_interval: float | None = None
-    jitter: float | None = None
-
-    @classmethod
-    def decode(cls, data: bytes) -> SensorMetadata:
-        """Decode and check resource_meta bytes; a flat, strict check, since it runs on every poll.
-
-        Raises:
-            InvalidResourceMetaError: not JSON, or fields missing, unknown or mistyped.
-        """
-        try:
-            obj = json.loads(data)
-        except (ValueError, TypeError) as exc:
-            raise InvalidResourceMetaError(f"resource_meta is not valid JSON for {cls.__name__}: {exc}") from None
-        if not isinstance(obj, dict):
-            raise InvalidResourceMetaError(f"resource_meta: expected an object for {cls.__name__}")
-        checks, required = _field_checks(cls)
-        unknown = sorted(set(obj) - set(checks))
-        if unknown:
-            raise InvalidResourceMetaError(f"resource_meta: unknown field(s) {', '.join(unknown)} for {cls.__name__}")
-        missing = sorted(required - set(obj))
-        if missing:
-            raise InvalidResourceMetaError(f"resource_meta: missing field(s) {', '.join(missing)} for {cls.__name__}")
-        for name, value in obj.items():
-            ok, expected = checks[name]
-            if not ok(value):
-                raise InvalidResourceMetaError(
-                    f"resource_meta.{name}: expected {expected}, got {type(value).__name__} {value!r:.60}"
-                )
-            if expected.startswith("a number") and isinstance(value, int):
-                obj[name] = float(value)
-        return cls(**obj)
-
-
-_Check = tuple[Callable[[Any], bool], str]
-_CHECKS: dict[type, _Check] = {
-    str: (lambda v: isinstance(v, str), "a str"),
-    int: (lambda v: type(v) is int, "an int"),
-    bool: (lambda v: type(v) is bool, "a bool"),
-    float: (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),
-    dict: (lambda v: isinstance(v, dict), "an object"),
-}
-
-
-_FIELD_CHECKS: dict[type, tuple[dict[str, _Check], frozenset[str]]] = {}
-
-
-def _or_none(ok: Callable[[Any], bool]) -> Callable[[Any], bool]:
-    return lambda v: v is None or ok(v)
-
-
-def _field_checks(cls: type) -> tuple[dict[str, _Check], frozenset[str]]:
-    """Per field of a flat JSON dataclass: a check of its decoded value, and which fields are required."""
-    cached = _FIELD_CHECKS.get(cls)
-    if cached is not None:
-        return cached
-    hints = typing.get_type_hints(cls)
-    checks: dict[str, _Check] = {}
-    required = set()
-    for f in dataclasses.fields(cls):
-        tp, optional = hints[f.name], False
-        args = typing.get_args(tp)
-        if type(None) in args:
-            optional, (tp,) = True, [a for a in args if a is not type(None)]
-        ok, expected = _CHECKS[typing.get_origin(tp) or tp]
-        if optional:
-            checks[f.name] = (_or_none(ok), f"{expected} or null")
-        else:
-            checks[f.name] = (ok, expected)
-        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            required.add(f.name)
-    cached = _FIELD_CHECKS[cls] = (checks, frozenset(required))
-    return cached
-
-
-async def run_sync(fn: Callable[..., Any], /, **kwargs: Any) -> Any:
-    """Run a blocking function on the process's bounded thread pool, off the event loop."""
-    return await shared_runner().run(functools.partial(fn, **kwargs) if kwargs else fn)
 
 
 def _json_safe(value: Any) -> bool:
@@ -169,29 +58,10 @@ def _json_safe(value: Any) -> bool:
     return False
 
 
-def _struct_numbers(value: Any) -> Any:
-    """Undo protobuf Struct's float-only numbers: 3.0 -> 3 (a float field still accepts an int)."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, list):
-        return [_struct_numbers(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _struct_numbers(v) for k, v in value.items()}
-    return value
-
-
 def _format_seconds(seconds: float | None) -> str:
     if seconds is None:
         return "?"
     return str(datetime.timedelta(seconds=seconds)) if seconds >= 60 else f"{seconds:g}s"
-
-
-def _sensor_id(meta: TaskExecutionMetadata | None) -> str:
-    if meta is None or meta.task_execution_id is None:
-        return uuid.uuid4().hex
-    tid = meta.task_execution_id
-    ex = tid.node_execution_id.execution_id
-    return f"{ex.project}/{ex.domain}/{ex.name}/{tid.node_execution_id.node_id}/{tid.retry_attempt}"
 
 
 def _build_flytekit_sensor(cls: type, config: dict[str, Any] | None) -> Any:
@@ -270,14 +140,14 @@ class SensorEngine(AsyncAgentBase):
         if config is not None and not isinstance(config, dict):
             raise InvalidTaskError(f"custom.sensor_config must be an object, got {type(config).__name__}")
         # The template's custom field travels as a protobuf Struct, where every number is a float.
-        config = _struct_numbers(config)
+        config = whole_numbers_as_int(config)
         now = time.time()
         meta = SensorMetadata(
             sensor_module=str(custom["sensor_module"]),
             sensor_name=str(custom["sensor_name"]),
             sensor_config=config,
             sensor_config_type=custom.get("sensor_config_type"),
-            sensor_id=_sensor_id(task_execution_metadata),
+            sensor_id=task_execution_id(task_execution_metadata) or uuid.uuid4().hex,
             deadline=now + float(timeout) if timeout else None,
             timeout=float(timeout) if timeout else None,
             soft_fail=bool(custom.get("soft_fail", False)),
@@ -569,55 +439,3 @@ class _History:
 
 def _iso(epoch: float) -> str:
     return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).isoformat(timespec="milliseconds")
-
-
-def next_poke_wait(handle: Any) -> float | None:
-    """Seconds until a local run's next poke is due; None when its handle carries no schedule."""
-    if isinstance(handle, SensorMetadata):
-        meta = handle
-    else:  # a job created through a service (FLYTEAGENTS_ENDPOINT): its resource_meta
-        try:
-            meta = SensorMetadata.decode(getattr(handle, "resource_meta", b""))
-        except InvalidResourceMetaError:
-            return None
-    schedule = sensor_schedule(meta)
-    if schedule is None:
-        return None
-    now = time.time()
-    return max(schedule.next_due(now) - now, 0.0)
-
-
-def sensor_schedule(meta: SensorMetadata, job: bytes = b"") -> PollSchedule | None:
-    """When a sensor's pokes are due, from its resource_meta alone; None: whenever asked.
-
-    Raises:
-        ValueError: the sensor's options make no schedule (a negative interval, ...).
-    """
-    if not meta.poke_interval:
-        return None
-    policy = PollPolicy(
-        interval=meta.poke_interval,
-        backoff=1.0 if meta.backoff is None else meta.backoff,
-        max_interval=meta.max_poke_interval,
-        jitter=0.1 if meta.jitter is None else meta.jitter,
-    )
-    start = meta.started_at
-    if start is None and meta.deadline is not None and meta.timeout is not None:
-        start = meta.deadline - meta.timeout  # written before started_at existed
-    return policy.schedule(meta.sensor_id or job.hex(), start, meta.deadline)
-
-
-_local: SensorEngine | None = None
-_local_lock = threading.Lock()
-
-
-def local_engine() -> AsyncAgentBase:
-    """The engine local runs use: the one registered for ``sensor``, else a process-wide one."""
-    global _local
-    registered = AgentRegistry.default().agents.get(("sensor", 0))
-    if isinstance(registered, AsyncAgentBase):
-        return registered
-    with _local_lock:
-        if _local is None:
-            _local = SensorEngine()
-        return _local

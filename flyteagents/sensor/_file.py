@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,9 +12,9 @@ import fsspec
 from fsspec.asyn import AsyncFileSystem
 from fsspec.utils import get_protocol
 
-from ._base import DEFAULT_MAX_CONSECUTIVE_ERRORS, BaseSensor, _Seconds
-from ._engine import run_sync
-from ._s3 import FALLBACK, S3Head
+from .._pool import ClientPool
+from .._runner import run_sync
+from ._base import BaseSensor
 
 __all__ = ["FileMatch", "FileSensor", "FileSensorConfig"]
 
@@ -55,76 +53,51 @@ def _has_magic(path: str) -> bool:
     return any(c in path for c in "*?[")
 
 
-class _Filesystems:
-    """fsspec filesystem instances shared by every poke.
+async def _open_async(key: tuple[str, str]) -> Any:
+    protocol, options = key
+    cls = fsspec.get_filesystem_class(protocol)
+    # Listings are cached by default; a sensor must see files that appear later.
+    fs = cls(asynchronous=True, skip_instance_cache=True, **{"use_listings_cache": False, **json.loads(options)})
+    set_session = getattr(fs, "set_session", None)
+    if set_session is not None:
+        await set_session()
+    return fs
 
-    Async filesystems (s3fs, ...) are bound to an event loop, so they are kept per loop;
-    sync ones are shared process-wide and called on the sensors' thread pool.
+
+async def _close_async(fs: Any) -> None:
+    if getattr(fs, "_s3creator", None) is not None:  # s3fs
+        await fs._s3creator.__aexit__(None, None, None)
+
+
+def _open_s3_head(options: str) -> Any:
+    from ._s3 import S3Head  # botocore's signer, imported only once an S3 path is polled
+
+    return S3Head(json.loads(options))
+
+
+#: Async filesystems (s3fs, ...) are bound to the event loop they were made on.
+_ASYNC_FILESYSTEMS: ClientPool[tuple[str, str], Any] = ClientPool(_open_async, _close_async)
+_S3_HEADS: ClientPool[str, Any] = ClientPool(_open_s3_head)
+
+
+async def filesystem(protocol: str, options: dict[str, Any]) -> fsspec.AbstractFileSystem:
+    """The filesystem for ``protocol`` and these storage options, shared by every poke.
+
+    Async filesystems are kept per event loop; sync ones come from fsspec's own instance cache.
     """
-
-    def __init__(self) -> None:
-        self._sync: dict[tuple[str, str], fsspec.AbstractFileSystem] = {}
-        self._async: dict[asyncio.AbstractEventLoop, dict[tuple[str, str], Any]] = {}
-        self._lock = threading.Lock()
-
-    async def get(self, protocol: str, options: dict[str, Any]) -> fsspec.AbstractFileSystem:
-        key = (protocol, json.dumps(options, sort_keys=True))
-        cls = fsspec.get_filesystem_class(protocol)
-        if not issubclass(cls, AsyncFileSystem) or not cls.async_impl:
-            with self._lock:
-                fs = self._sync.get(key)
-                if fs is None:
-                    fs = self._sync[key] = cls(**options)
-            return fs
-        loop = asyncio.get_running_loop()
-        per_loop = self._for_loop(loop)
-        fs = per_loop.get(key)
-        if fs is None:
-            # Listings are cached by default; a sensor must see files that appear later.
-            opts = {"use_listings_cache": False, **options}
-            fs = cls(asynchronous=True, skip_instance_cache=True, **opts)
-            set_session = getattr(fs, "set_session", None)
-            if set_session is not None:
-                await set_session()
-            per_loop[key] = fs
-        return fs
-
-    def _for_loop(self, loop: asyncio.AbstractEventLoop) -> dict[tuple[str, str], Any]:
-        per_loop = self._async.get(loop)
-        if per_loop is None:
-            with self._lock:
-                # Each local run has a loop of its own: forget the clients of loops that have closed.
-                for closed in [old for old in self._async if old.is_closed()]:
-                    del self._async[closed]
-                per_loop = self._async[loop] = {}
-        return per_loop
-
-    async def aclose_loop(self) -> None:
-        """Close the clients made on the running loop (a local run calls this before its loop ends)."""
-        with self._lock:
-            per_loop = self._async.pop(asyncio.get_running_loop(), {})
-        for client in per_loop.values():
-            try:
-                if isinstance(client, S3Head):
-                    await client.aclose()
-                elif getattr(client, "_s3creator", None) is not None:  # s3fs
-                    await client._s3creator.__aexit__(None, None, None)
-            except Exception as exc:  # closing is best effort: the run's outcome stands
-                logger.debug("closing %r failed: %s", client, exc)
-
-    def s3_head(self, options: dict[str, Any]) -> S3Head | None:
-        """The one-request S3 probe for these options on the running loop, if they allow one."""
-        if not S3Head.supports(options):
-            return None
-        per_loop = self._for_loop(asyncio.get_running_loop())
-        key = ("s3-head", json.dumps(options, sort_keys=True))
-        head = per_loop.get(key)
-        if head is None:
-            head = per_loop[key] = S3Head(options)
-        return head  # type: ignore[no-any-return]
+    cls = fsspec.get_filesystem_class(protocol)
+    if not issubclass(cls, AsyncFileSystem) or not cls.async_impl:
+        return cls(**options)  # type: ignore[no-any-return]
+    return await _ASYNC_FILESYSTEMS.get((protocol, json.dumps(options, sort_keys=True)))  # type: ignore[no-any-return]
 
 
-_FILESYSTEMS = _Filesystems()
+async def s3_head(options: dict[str, Any]) -> Any:
+    """The one-request S3 probe (an ``_s3.S3Head``) for these options on the running loop; None if they allow none."""
+    from ._s3 import S3Head
+
+    if not S3Head.supports(options):
+        return None
+    return await _S3_HEADS.get(json.dumps(options, sort_keys=True))
 
 
 class FileSensor(BaseSensor):
@@ -142,10 +115,7 @@ class FileSensor(BaseSensor):
             poke only records the size.
         storage_options: non-secret fsspec options (see FileSensorConfig).
         sensor_config: a whole FileSensorConfig, instead of the three options above.
-        timeout: as for BaseSensor.
-        poke_interval: as for BaseSensor.
-        soft_fail: as for BaseSensor.
-        max_consecutive_errors: as for BaseSensor.
+        **options: BaseSensor's options (``timeout``, ``poke_interval``, ``soft_fail``, ...).
 
     Example:
         ```python
@@ -164,25 +134,13 @@ class FileSensor(BaseSensor):
         stable: bool = False,
         storage_options: dict[str, Any] | None = None,
         sensor_config: FileSensorConfig | None = None,
-        timeout: _Seconds | None = None,
-        poke_interval: _Seconds | None = None,
-        soft_fail: bool = False,
-        max_consecutive_errors: int = DEFAULT_MAX_CONSECUTIVE_ERRORS,
-        **kwargs: Any,
+        **options: Any,
     ) -> None:
         if sensor_config is None:
             sensor_config = FileSensorConfig(
                 min_size=min_size, stable=stable, storage_options=dict(storage_options or {})
             )
-        super().__init__(
-            name=name,
-            timeout=timeout,
-            sensor_config=sensor_config,
-            poke_interval=poke_interval,
-            soft_fail=soft_fail,
-            max_consecutive_errors=max_consecutive_errors,
-            **kwargs,
-        )
+        super().__init__(name=name, sensor_config=sensor_config, **options)
         self._sizes: OrderedDict[str, dict[str, int]] = OrderedDict()
 
     @property
@@ -203,13 +161,15 @@ class FileSensor(BaseSensor):
         protocol = get_protocol(path)
         if protocol in ("s3", "s3a") and not _has_magic(path) and not path.endswith("/"):
             # One HEAD per poke for an object key; s3fs would add a LIST whenever it is missing.
-            head = _FILESYSTEMS.s3_head(self.config.storage_options)
+            from ._s3 import FALLBACK
+
+            head = await s3_head(self.config.storage_options)
             bucket, _, key = path.split("://", 1)[1].partition("/")
             if head is not None and key:
                 size = await head.size(bucket, key)
                 if size is not FALLBACK:
                     return {} if size is None else {f"s3://{bucket}/{key}": size}
-        fs = await _FILESYSTEMS.get(protocol, self.config.storage_options)
+        fs = await filesystem(protocol, self.config.storage_options)
         if _has_magic(path):
             if isinstance(fs, AsyncFileSystem) and fs.async_impl:
                 entries = await fs._glob(path, detail=True)

@@ -7,7 +7,6 @@ import codecs
 import logging
 import re
 import ssl
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,8 +14,9 @@ import aiohttp
 from yarl import URL
 
 from .._exceptions import InvalidTaskError, TaskFailedError
+from .._pool import ClientPool
 from .._secrets import check_secret_name, get_secret
-from ._base import DEFAULT_MAX_CONSECUTIVE_ERRORS, BaseSensor, _Seconds
+from ._base import BaseSensor
 
 __all__ = ["HTTPResponse", "HTTPSensor", "HTTPSensorConfig"]
 
@@ -103,50 +103,28 @@ class HTTPResponse:
     url: str = ""
 
 
-class _Sessions:
-    """One aiohttp session per event loop and TLS setting, shared by every poke on that loop."""
-
-    def __init__(self) -> None:
-        self._sessions: dict[asyncio.AbstractEventLoop, dict[tuple[bool, str | None], aiohttp.ClientSession]] = {}
-        self._ssl: dict[str | None, ssl.SSLContext] = {}
-        self._lock = threading.Lock()
-
-    def get(self, verify: bool, ca_file: str | None) -> aiohttp.ClientSession:
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            for closed in [old for old in self._sessions if old.is_closed()]:
-                del self._sessions[closed]
-            per_loop = self._sessions.setdefault(loop, {})
-        key = (verify, ca_file)
-        session = per_loop.get(key)
-        if session is None or session.closed:
-            tls: ssl.SSLContext | bool = self._context(ca_file) if verify else False
-            connector = aiohttp.TCPConnector(ssl=tls, limit=100, ttl_dns_cache=60)
-            # Cookies would carry state from one sensor's poke to another's: none are kept.
-            session = per_loop[key] = aiohttp.ClientSession(
-                connector=connector, cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=True
-            )
-        return session
-
-    def _context(self, ca_file: str | None) -> ssl.SSLContext:
-        context = self._ssl.get(ca_file)
-        if context is None:
-            try:
-                context = ssl.create_default_context(cafile=ca_file)
-            except (OSError, ssl.SSLError) as exc:
-                raise InvalidTaskError(f"HTTPSensor ca_file {ca_file!r} cannot be loaded: {exc}") from None
-            self._ssl[ca_file] = context
-        return context
-
-    async def aclose_loop(self) -> None:
-        """Close the sessions made on the running loop (a local run calls this before its loop ends)."""
-        with self._lock:
-            per_loop = self._sessions.pop(asyncio.get_running_loop(), {})
-        for session in per_loop.values():
-            await session.close()
+_TLS: dict[str | None, ssl.SSLContext] = {}
 
 
-_SESSIONS = _Sessions()
+def _tls(ca_file: str | None) -> ssl.SSLContext:
+    context = _TLS.get(ca_file)
+    if context is None:
+        try:
+            context = _TLS[ca_file] = ssl.create_default_context(cafile=ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise InvalidTaskError(f"HTTPSensor ca_file {ca_file!r} cannot be loaded: {exc}") from None
+    return context
+
+
+def _open_session(key: tuple[bool, str | None]) -> aiohttp.ClientSession:
+    verify, ca_file = key
+    connector = aiohttp.TCPConnector(ssl=_tls(ca_file) if verify else False, limit=100, ttl_dns_cache=60)
+    # Cookies would carry state from one sensor's poke to another's: none are kept.
+    return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=True)
+
+
+#: One session per event loop and TLS setting, shared by every poke on that loop.
+_SESSIONS: ClientPool[tuple[bool, str | None], aiohttp.ClientSession] = ClientPool(_open_session)
 
 
 def _headers(headers: Any) -> dict[str, str]:
@@ -187,14 +165,8 @@ class HTTPSensor(BaseSensor):
         name: the task's name.
         sensor_config: an HTTPSensorConfig; or its fields as keywords (``method``,
             ``expected_status``, ``body_contains``, ``bearer_token_secret``, ...).
-        timeout: as for BaseSensor.
-        poke_interval: as for BaseSensor.
-        soft_fail: as for BaseSensor.
-        max_consecutive_errors: as for BaseSensor.
-        backoff: as for BaseSensor.
-        max_poke_interval: as for BaseSensor.
-        jitter: as for BaseSensor.
-        **options: HTTPSensorConfig's fields, when no ``sensor_config`` is given.
+        **options: HTTPSensorConfig's fields, when no ``sensor_config`` is given, and
+            BaseSensor's options (``timeout``, ``poke_interval``, ``backoff``, ...).
 
     Example:
         ```python
@@ -214,19 +186,7 @@ class HTTPSensor(BaseSensor):
         ```
     """
 
-    def __init__(
-        self,
-        name: str,
-        sensor_config: HTTPSensorConfig | None = None,
-        timeout: _Seconds | None = None,
-        poke_interval: _Seconds | None = None,
-        soft_fail: bool = False,
-        max_consecutive_errors: int = DEFAULT_MAX_CONSECUTIVE_ERRORS,
-        backoff: float = 1.0,
-        max_poke_interval: _Seconds | None = None,
-        jitter: float = 0.1,
-        **options: Any,
-    ) -> None:
+    def __init__(self, name: str, sensor_config: HTTPSensorConfig | None = None, **options: Any) -> None:
         config_fields = set(HTTPSensorConfig.__dataclass_fields__)
         config_options = {k: options.pop(k) for k in list(options) if k in config_fields}
         if sensor_config is None:
@@ -235,18 +195,7 @@ class HTTPSensor(BaseSensor):
             raise TypeError(f"HTTPSensor: pass either sensor_config or {', '.join(sorted(config_options))}, not both")
         sensor_config.method = sensor_config.method.upper()
         sensor_config.check()
-        super().__init__(
-            name=name,
-            timeout=timeout,
-            sensor_config=sensor_config,
-            poke_interval=poke_interval,
-            soft_fail=soft_fail,
-            max_consecutive_errors=max_consecutive_errors,
-            backoff=backoff,
-            max_poke_interval=max_poke_interval,
-            jitter=jitter,
-            **options,
-        )
+        super().__init__(name=name, sensor_config=sensor_config, **options)
 
     @property
     def config(self) -> HTTPSensorConfig:
@@ -259,7 +208,7 @@ class HTTPSensor(BaseSensor):
         target = URL(url)
         if target.scheme not in ("http", "https") or not target.host:
             raise InvalidTaskError(f"HTTPSensor url must be an http:// or https:// URL, got {url!r}")
-        session = _SESSIONS.get(config.verify_tls, config.ca_file)
+        session = await _SESSIONS.get((config.verify_tls, config.ca_file))
         headers = {**config.headers, **self._secret_headers()}
         try:
             status, answer_headers, body, final = await asyncio.wait_for(

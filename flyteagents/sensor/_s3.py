@@ -20,7 +20,7 @@ import aiohttp
 from yarl import URL
 
 from .._exceptions import ExternalServiceError
-from ._engine import run_sync
+from .._runner import run_sync
 
 if TYPE_CHECKING:
     from botocore.credentials import ReadOnlyCredentials

@@ -17,6 +17,7 @@ from flyteidl.service import agent_pb2 as service_pb2
 from grpc_health.v1 import health, health_pb2
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
+from .._pool import close_clients
 from .._registry import AgentRegistry
 from .._runner import AgentRunner
 from ._connector import add_connector_services
@@ -177,7 +178,11 @@ class ServeConfig:
 
 
 async def close_agents(registry: AgentRegistry, timeout: float = 5.0) -> None:
-    """Await each loaded agent's optional ``async aclose()`` so it releases its clients and pools."""
+    """Await each loaded agent's optional ``async aclose()``, then close the clients pooled on this loop.
+
+    The pools (``flyteagents.plugin.ClientPool``) would close them when the loop ends anyway;
+    closing them here, as the service stops, bounds how long that takes.
+    """
     for agent in list(registry.agents.values()):
         close = getattr(agent, "aclose", None)
         if close is None or not asyncio.iscoroutinefunction(close):
@@ -186,6 +191,10 @@ async def close_agents(registry: AgentRegistry, timeout: float = 5.0) -> None:
             await asyncio.wait_for(close(), timeout)
         except Exception as exc:  # one agent failing to close must not keep the others open
             logger.warning("agent %r did not close cleanly: %s: %s", agent.name, type(exc).__name__, exc)
+    try:
+        await asyncio.wait_for(close_clients(), timeout)
+    except Exception as exc:  # closing is best effort: the service is stopping either way
+        logger.warning("pooled clients did not close cleanly: %s: %s", type(exc).__name__, exc)
 
 
 async def serve(registry: AgentRegistry, config: ServeConfig) -> int:

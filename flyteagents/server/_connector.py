@@ -47,9 +47,8 @@ Request = tuple[Any, Any]  # (flyteidl's twin of the request, its Connection or 
 
 
 def connector_service(service: AgentService) -> AgentService:
-    """An AgentService sharing ``service``'s registry, runner and resource_meta decoder, counting calls as v2."""
+    """An AgentService sharing ``service``'s registry and runner, counting calls as v2."""
     twin = AgentService(service.registry, service.runner, service.metrics.for_protocol(PROTOCOL))
-    twin.meta_decoder = service.meta_decoder
     for operation in ("list_connectors", "get_connector"):
         twin.in_flight[operation] = twin.metrics.in_flight_counter(operation)
     return twin
@@ -97,7 +96,7 @@ class AsyncConnectorServicer:
             "CreateTask": grpc.unary_unary_rpc_method_handler(
                 self.CreateTask,
                 request_deserializer=_reader(agent_pb2.CreateTaskRequest, connector_pb2.CreateTaskRequest),
-                response_serializer=None,  # flyteidl's CreateTask answers serialized bytes, the same in both
+                response_serializer=agent_pb2.CreateTaskResponse.SerializeToString,  # the same bytes in both
             ),
             "GetTask": grpc.unary_unary_rpc_method_handler(
                 self.GetTask,
@@ -122,8 +121,10 @@ class AsyncConnectorServicer:
         }
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(_ASYNC_SERVICE, handlers),))
 
-    async def CreateTask(self, request: Request, context: grpc.aio.ServicerContext) -> bytes | None:
-        """Start a job; answers the serialized CreateTaskResponse."""
+    async def CreateTask(
+        self, request: Request, context: grpc.aio.ServicerContext
+    ) -> agent_pb2.CreateTaskResponse | None:
+        """Start a job; answers its resource_meta."""
         v1_request, connection = request
         if v1_request.__class__ is UndecodableRequest:
             return await self._v1.CreateTask(v1_request, context)  # refused there, as for Flyte 1
@@ -135,7 +136,7 @@ class AsyncConnectorServicer:
         if connection is None:
             return await self._v1.CreateTask(v1_request, context)
         answer = await _with_connection(connection, context, self._v1.CreateTask(v1_request, context))
-        if answer is not None and _carries_secret(answer, connection.secrets):
+        if answer is not None and _carries_secret(answer.resource_meta, connection.secrets):
             # The agent put a secret of this call into its resource_meta, which the backend stores.
             logger.error("%s create returned a resource_meta holding a Connection secret: refused", template.type)
             context.set_code(grpc.StatusCode.INTERNAL)

@@ -10,6 +10,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from .._models import task_execution_id
 from .._secrets import current_connection
 
 __all__ = [
@@ -37,9 +38,7 @@ def describe_task(value: Any) -> str:
         # resource_meta is small JSON with job identifiers only (never secrets, by contract).
         text = value[:120].decode("utf-8", "replace")
         return f"resource_meta:{text}" + ("..." if len(value) > 120 else "")
-    task_id = value.task_execution_id
-    ex = task_id.node_execution_id.execution_id
-    return f"{ex.project}/{ex.domain}/{ex.name}/{task_id.node_execution_id.node_id}/{task_id.retry_attempt}"
+    return task_execution_id(value) or "-"
 
 
 _CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")

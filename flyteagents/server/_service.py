@@ -7,7 +7,7 @@ import inspect
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any, TypeVar
 
 import grpc
@@ -32,10 +32,10 @@ from ._handlers import decoder, refuse_undecodable
 from ._inputs import check_inputs
 from ._lazy import task_arguments, unconverted_proto
 from ._logging import LogLimiter, current_task
-from ._metacache import MetaDecoder
 from ._metrics import ServiceMetrics
 from ._outputs import outputs_to_proto
 from ._polls import PollCache
+from ._resource_meta import decode_meta
 
 __all__ = ["AgentMetadataServicer", "AgentService", "AsyncAgentServicer", "SyncAgentServicer"]
 
@@ -78,15 +78,8 @@ class AgentService:
         self._agents = registry.agents
         #: operation -> its in-flight counter (a one-item list), resolved once
         self.in_flight = {op: self.metrics.in_flight_counter(op) for op in _OPERATIONS}
-        self.meta_decoder = MetaDecoder()
         #: GetTask answers remembered between an agent's due ``get`` calls
         self.polls = PollCache()
-
-    def invoke(self, agent: AgentBase, method: str, **kwargs: Any) -> Awaitable[Any]:
-        """Call an agent method: its own coroutine, or a plain function run on the runner's thread pool."""
-        if method in agent.async_methods:
-            return getattr(agent, method)(**kwargs)  # type: ignore[no-any-return]
-        return self.runner.call(agent, method, **kwargs)
 
     def agent(self, task_type: str, version: int) -> AgentBase:
         """The agent for a category; AgentNotFoundError (NOT_FOUND) when none serves it."""
@@ -112,7 +105,7 @@ class AgentService:
         call.task_type = task_type
         resource_meta = request.resource_meta
         current_task.set(resource_meta)
-        return agent, self.meta_decoder.decode(agent.metadata_type, resource_meta)
+        return agent, decode_meta(agent.metadata_type, resource_meta)
 
     def task_agent(
         self,
@@ -228,23 +221,6 @@ def _wrong_kind(agent: AgentBase) -> UnsupportedOperationError:
     return UnsupportedOperationError(f"agent {agent.name!r} for {agent.task_category} is {kind} agent: use {rpc}")
 
 
-def _create_response(resource_meta: bytes) -> bytes:
-    """``CreateTaskResponse(resource_meta=resource_meta).SerializeToString()``, written directly.
-
-    The message has one field that CreateTask sets: ``bytes resource_meta = 1``, sent as its tag
-    (field 1, length-delimited: 0x0A), the length as a varint, then the bytes; proto3 omits it when empty.
-    """
-    size = len(resource_meta)
-    if size < 0x80:  # a one-byte length: every ResourceMeta of a few identifiers
-        return bytes((0x0A, size)) + resource_meta if size else b""
-    length = bytearray()
-    while size >= 0x80:
-        length.append(size & 0x7F | 0x80)
-        size >>= 7
-    length.append(size)
-    return b"\x0a" + bytes(length) + resource_meta
-
-
 def _encode_meta(meta: Any, agent: AgentBase) -> bytes:
     if isinstance(meta, bytes):
         return meta
@@ -330,8 +306,8 @@ def _cancelled() -> bool:
 class AsyncAgentServicer(agent_pb2_grpc.AsyncAgentServiceServicer):
     """flyteidl.service.AsyncAgentService: create, poll and delete jobs of async agents.
 
-    Register it with ``add_to_server``: CreateTask answers its response already serialized
-    (one bytes field), so gRPC is given bytes to send rather than a message to build and encode.
+    Register it with ``add_to_server``, which decodes requests so that a body that is not
+    valid protobuf is refused as INVALID_ARGUMENT (see ``_handlers``).
     """
 
     def __init__(self, service: AgentService) -> None:
@@ -340,18 +316,13 @@ class AsyncAgentServicer(agent_pb2_grpc.AsyncAgentServiceServicer):
     def add_to_server(self, server: grpc.aio.Server) -> None:
         """Serve AsyncAgentService's five methods on ``server``."""
         handlers = {
-            "CreateTask": grpc.unary_unary_rpc_method_handler(
-                self.CreateTask,
-                request_deserializer=decoder(agent_pb2.CreateTaskRequest),
-                response_serializer=None,  # CreateTask returns bytes
-            ),
             **{
                 name: grpc.unary_unary_rpc_method_handler(
                     getattr(self, name),
                     request_deserializer=decoder(getattr(agent_pb2, f"{name}Request")),
                     response_serializer=getattr(agent_pb2, f"{name}Response").SerializeToString,
                 )
-                for name in ("GetTask", "DeleteTask", "GetTaskMetrics")
+                for name in ("CreateTask", "GetTask", "DeleteTask", "GetTaskMetrics")
             },
             "GetTaskLogs": grpc.unary_stream_rpc_method_handler(
                 self.GetTaskLogs,
@@ -361,21 +332,17 @@ class AsyncAgentServicer(agent_pb2_grpc.AsyncAgentServiceServicer):
         }
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(_ASYNC_SERVICE, handlers),))
 
-    async def CreateTask(self, request: agent_pb2.CreateTaskRequest, context: grpc.aio.ServicerContext) -> bytes | None:
-        """Start a job; answers the serialized CreateTaskResponse."""
+    async def CreateTask(
+        self, request: agent_pb2.CreateTaskRequest, context: grpc.aio.ServicerContext
+    ) -> agent_pb2.CreateTaskResponse | None:
         service = self.service
         with _Call(service, context, "create") as call:
             refuse_undecodable(request)
             inputs = request.inputs if request.HasField("inputs") else None
             agent, kwargs = service.task_agent(request, inputs, AsyncAgentBase, call)
-            # invoke's dispatch, written out here, in GetTask and in ExecuteTaskSync: through invoke,
-            # CreateTask measured 1.09-1.13x of the bare server over six runs, against 1.08-1.11x.
-            if "create" in agent.async_methods:
-                meta = await agent.create(**kwargs)  # type: ignore[misc]  # an async def, as async_methods says
-            else:
-                meta = await service.runner.call(agent, "create", **kwargs)
+            meta = await service.runner.call(agent, "create", **kwargs)
             resource_meta = meta.encode() if isinstance(meta, ResourceMeta) else _encode_meta(meta, agent)
-            return _create_response(resource_meta)
+            return agent_pb2.CreateTaskResponse(resource_meta=resource_meta)
         return None
 
     async def GetTask(
@@ -390,10 +357,7 @@ class AsyncAgentServicer(agent_pb2_grpc.AsyncAgentServiceServicer):
                 if answer is not None:
                     return answer
             try:
-                if "get" in agent.async_methods:  # as in CreateTask: invoke's dispatch, written out
-                    resource = await agent.get(resource_meta=meta)  # type: ignore[misc]  # an async def
-                else:
-                    resource = await service.runner.call(agent, "get", resource_meta=meta)
+                resource = await service.runner.call(agent, "get", resource_meta=meta)
             except TaskFailedError as exc:
                 resource = _failed_resource(exc)
             response = agent_pb2.GetTaskResponse()
@@ -410,7 +374,7 @@ class AsyncAgentServicer(agent_pb2_grpc.AsyncAgentServiceServicer):
         with _Call(service, context, "delete") as call:
             agent, meta = service.async_agent(request, call)
             service.polls.forget(agent, request.resource_meta)
-            await service.invoke(agent, "delete", resource_meta=meta)
+            await service.runner.call(agent, "delete", resource_meta=meta)
             logger.info("deleted %s job", call.task_type)
             return agent_pb2.DeleteTaskResponse()
         return None
@@ -423,7 +387,7 @@ class AsyncAgentServicer(agent_pb2_grpc.AsyncAgentServiceServicer):
             agent, meta = service.async_agent(request, call)
             if not agent.implements("get_metrics"):
                 raise UnimplementedError(f"agent {agent.name!r} does not report task metrics")
-            result = await service.invoke(
+            result = await service.runner.call(
                 agent,
                 "get_metrics",
                 resource_meta=meta,
@@ -445,7 +409,7 @@ class AsyncAgentServicer(agent_pb2_grpc.AsyncAgentServiceServicer):
             agent, meta = service.async_agent(request, call)
             if not agent.implements("get_logs"):
                 raise UnimplementedError(f"agent {agent.name!r} does not serve task logs")
-            result = await service.invoke(
+            result = await service.runner.call(
                 agent, "get_logs", resource_meta=meta, lines=request.lines, token=request.token
             )
             header_sent = False
@@ -542,10 +506,7 @@ class SyncAgentServicer(agent_pb2_grpc.SyncAgentServiceServicer):
                 raise
             agent, kwargs = service.task_agent(header, inputs_pb, SyncAgentBase, call)
             try:
-                if "do" in agent.async_methods:  # as in CreateTask: invoke's dispatch, written out
-                    resource = await agent.do(**kwargs)  # type: ignore[misc]  # an async def
-                else:
-                    resource = await service.runner.call(agent, "do", **kwargs)
+                resource = await service.runner.call(agent, "do", **kwargs)
             except TaskFailedError as exc:
                 resource = _failed_resource(exc)
             response = agent_pb2.ExecuteTaskSyncResponse()

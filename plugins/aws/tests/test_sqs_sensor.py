@@ -246,10 +246,11 @@ async def test_pokes_share_one_client(moto: Any, sqs: Any, output_prefix: str, e
     urls = [sqs.create_queue(QueueName=f"share-{uuid.uuid4().hex[:8]}")["QueueUrl"] for _ in range(3)]
     metas = [await start(engine, sensor_for(moto, u), f"{output_prefix}/{i}") for i, u in enumerate(urls * 5)]
     await engine.get(metas[0])
-    before = _CLIENTS.created
+    before = _CLIENTS.clients()
     results = await asyncio.gather(*(engine.get(m) for m in metas))
     assert {r.phase for r in results} == {TaskExecution.RUNNING}
-    assert _CLIENTS.created == before, "every poke reuses the client of its (region, endpoint, credentials)"
+    after = _CLIENTS.clients()
+    assert before and [id(c) for c in after] == [id(c) for c in before], "every poke reuses its settings' client"
 
 
 async def test_each_flyte2_tasks_own_credentials_get_their_own_client(
@@ -264,12 +265,12 @@ async def test_each_flyte2_tasks_own_credentials_get_their_own_client(
     with flyte_connection({"sqs-keys": keys("A")}):  # the secret named sqs-keys, as tenant A's Connection sends it
         meta = await start(engine, sensor, output_prefix)
         assert (await engine.get(meta)).phase == TaskExecution.RUNNING
-        before = _CLIENTS.created
+        before = len(_CLIENTS.clients())
         await engine.get(meta)
-        assert _CLIENTS.created == before  # the same credentials reuse their client
+        assert len(_CLIENTS.clients()) == before  # the same credentials reuse their client
     with flyte_connection({"sqs-keys": keys("B")}):
         await engine.get(meta)
-    assert _CLIENTS.created == before + 1  # tenant B's credentials never ride on tenant A's client
+    assert len(_CLIENTS.clients()) == before + 1  # tenant B's credentials never ride on tenant A's client
     assert b"secret-of" not in meta.encode()
 
 

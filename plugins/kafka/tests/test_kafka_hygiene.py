@@ -102,7 +102,7 @@ async def test_idle_topics_are_dropped_from_metadata_requests(own_tansu: Any, ca
     live = f"live-{uuid.uuid4().hex[:8]}"
     ghost_meta = await start(engine, sensor_for(servers, ghost))
     live_meta = await start(engine, sensor_for(servers, live))
-    cluster = cluster_for(KafkaSensorConfig(bootstrap_servers=servers, topic=live))
+    cluster = await cluster_for(KafkaSensorConfig(bootstrap_servers=servers, topic=live))
     cluster.topic_idle_seconds = 0.4
     assert (await engine.get(ghost_meta)).phase == TaskExecution.RUNNING
     assert {ghost, live} <= cluster.watched_topics()
@@ -135,7 +135,7 @@ async def test_background_log_lines_carry_no_callers_task(own_tansu: Any, caplog
     caplog.clear()
     token = current_task.set(b'{"sensor": "second"}')
     try:
-        client = await cluster_for(KafkaSensorConfig(bootstrap_servers=servers, topic=ghost)).client()
+        client = await (await cluster_for(KafkaSensorConfig(bootstrap_servers=servers, topic=ghost))).client()
         await client.force_metadata_update()  # the synchronizer task sends it
     finally:
         current_task.reset(token)

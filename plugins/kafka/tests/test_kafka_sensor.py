@@ -219,8 +219,8 @@ async def test_sensors_share_one_connection_per_broker(tansu: Any, engine: Senso
     metas = [await start(engine, s) for s in sensors]
     results = await asyncio.gather(*(engine.get(m) for m in metas))
     assert {r.phase for r in results} == {TaskExecution.RUNNING}
-    cluster = cluster_for(sensors[0].config)
-    assert all(cluster_for(s.config) is cluster for s in sensors)
+    cluster = await cluster_for(sensors[0].config)
+    assert all([await cluster_for(s.config) is cluster for s in sensors])
     client = await cluster.client()
     open_conns = [c for c in client._conns.values() if c.connected()]
     assert len(open_conns) == 1, open_conns
@@ -338,8 +338,8 @@ async def test_each_flyte2_tasks_own_password_gets_its_own_cluster_client() -> N
         sasl_password_secret="kafka-password",
     )
     with flyte_connection({"kafka-password": "password-of-tenant-a"}):
-        first = cluster_for(config)
-        assert cluster_for(config) is first
+        first = await cluster_for(config)
+        assert await cluster_for(config) is first
     with flyte_connection({"kafka-password": "password-of-tenant-b"}):
-        assert cluster_for(config) is not first  # never tenant A's connections
+        assert await cluster_for(config) is not first  # never tenant A's connections
     assert "password-of" not in repr(first.key)

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import hashlib
 import json
-import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,8 +10,9 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
 from flyteagents import InvalidTaskError, get_secret
+from flyteagents.plugin import ClientPool, secret_fingerprint
 
-__all__ = ["SQSClients", "sqs_client"]
+__all__ = ["sqs_client"]
 
 #: Connections one client keeps to SQS; pokes beyond it wait for a free one.
 MAX_POOL_CONNECTIONS = 64
@@ -38,11 +35,9 @@ class ClientKey:
     credentials_digest: str | None = None
 
 
-def _credentials(secret: str | None) -> dict[str, str]:
-    if secret is None:
-        return {}
+def _credentials(secret: str, value: str) -> dict[str, str]:
     try:
-        data = json.loads(get_secret(secret))
+        data = json.loads(value)
         creds = {
             "aws_access_key_id": str(data["aws_access_key_id"]),
             "aws_secret_access_key": str(data["aws_secret_access_key"]),
@@ -56,67 +51,28 @@ def _credentials(secret: str | None) -> dict[str, str]:
     return creds
 
 
-class SQSClients:
-    """Open aiobotocore SQS clients, per event loop and ClientKey; closed with ``aclose``."""
-
-    def __init__(self) -> None:
-        self._clients: dict[tuple[int, ClientKey], tuple[asyncio.AbstractEventLoop, Any, Any]] = {}
-        self._locks: dict[int, asyncio.Lock] = {}
-        self._guard = threading.Lock()
-        self.created = 0
-
-    async def get(self, key: ClientKey) -> Any:
-        """The shared client for ``key`` in the running loop, created on first use."""
-        loop = asyncio.get_running_loop()
-        slot = (id(loop), key)
-        entry = self._clients.get(slot)
-        if entry is not None and entry[0] is loop:
-            return entry[1]
-        with self._guard:
-            lock = self._locks.setdefault(id(loop), asyncio.Lock())
-        async with lock:
-            entry = self._clients.get(slot)
-            if entry is not None and entry[0] is loop:
-                return entry[1]
-            self._forget_closed_loops()
-            config = AioConfig(
-                connect_timeout=CONNECT_TIMEOUT,
-                read_timeout=READ_MARGIN + 20,
-                max_pool_connections=MAX_POOL_CONNECTIONS,
-                retries={"max_attempts": 2, "mode": "standard"},
-            )
-            context = get_session().create_client(
-                "sqs",
-                region_name=key.region,
-                endpoint_url=key.endpoint_url,
-                config=config,
-                **_credentials(key.credentials_secret),
-            )
-            client = await context.__aenter__()
-            self._clients[slot] = (loop, client, context)
-            self.created += 1
-            return client
-
-    def _forget_closed_loops(self) -> None:
-        for slot in [s for s, (loop, _, _) in self._clients.items() if loop.is_closed()]:
-            del self._clients[slot]
-            self._locks.pop(slot[0], None)
-
-    async def aclose(self) -> None:
-        """Close the running loop's clients."""
-        loop = asyncio.get_running_loop()
-        for slot in [s for s, (lp, _, _) in self._clients.items() if lp is loop]:
-            _, _, context = self._clients.pop(slot)
-            with contextlib.suppress(Exception):
-                await context.__aexit__(None, None, None)
+async def _open(key: ClientKey, credentials: dict[str, str]) -> Any:
+    config = AioConfig(
+        connect_timeout=CONNECT_TIMEOUT,
+        read_timeout=READ_MARGIN + 20,
+        max_pool_connections=MAX_POOL_CONNECTIONS,
+        retries={"max_attempts": 2, "mode": "standard"},
+    )
+    context = get_session().create_client(
+        "sqs", region_name=key.region, endpoint_url=key.endpoint_url, config=config, **credentials
+    )
+    return await context.__aenter__()
 
 
-_CLIENTS = SQSClients()
+#: Open aiobotocore SQS clients, per event loop and ClientKey; closed with their loop.
+_CLIENTS: ClientPool[ClientKey, Any] = ClientPool()
 
 
 async def sqs_client(region: str | None, endpoint_url: str | None, credentials_secret: str | None) -> Any:
     """The process-wide shared SQS client for these settings and the credentials the secret resolves to now."""
-    digest = None
-    if credentials_secret is not None:
-        digest = hashlib.sha256(get_secret(credentials_secret).encode()).hexdigest()[:16]
-    return await _CLIENTS.get(ClientKey(region, endpoint_url, credentials_secret, digest))
+    if credentials_secret is None:
+        key = ClientKey(region, endpoint_url, None)
+        return await _CLIENTS.get(key, lambda: _open(key, {}))
+    value = get_secret(credentials_secret)
+    key = ClientKey(region, endpoint_url, credentials_secret, secret_fingerprint(value))
+    return await _CLIENTS.get(key, lambda: _open(key, _credentials(credentials_secret, value)))

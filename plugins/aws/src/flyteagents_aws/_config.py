@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
-from flyteagents._secrets import check_secret_name
+from flyteagents.plugin import check_secret_name
 
 __all__ = ["MAX_WAIT_SECONDS", "SQSSensorConfig", "resolve_endpoint"]
 

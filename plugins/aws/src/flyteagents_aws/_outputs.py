@@ -13,7 +13,7 @@ from flytekit.models.literals import LiteralMap
 from fsspec.asyn import AsyncFileSystem
 from fsspec.utils import get_protocol
 
-from flyteagents.sensor._engine import run_sync
+from flyteagents.plugin import run_sync
 
 __all__ = ["outputs_path", "read_outputs", "write_outputs"]
 

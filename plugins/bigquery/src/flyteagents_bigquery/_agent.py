@@ -27,6 +27,7 @@ from flyteagents import (
     to_phase,
     untrusted_certificate,
 )
+from flyteagents.plugin import task_execution_id
 
 from ._client import ClientCache
 from ._config import parse_custom
@@ -109,15 +110,10 @@ def job_id_for(meta: TaskExecutionMetadata | None) -> str:
     """
     if meta is None or meta.task_execution_id is None:
         return f"flyte_{uuid.uuid4().hex}"
-    tid = meta.task_execution_id
-    node = tid.node_execution_id
-    ex = node.execution_id
-    task = tid.task_id
-    full = "/".join(
-        str(p) for p in (ex.project, ex.domain, ex.name, node.node_id, task.name, task.version, tid.retry_attempt)
-    )
-    digest = hashlib.sha256(full.encode()).hexdigest()[:16]
-    readable = re.sub(r"[^A-Za-z0-9_-]", "_", f"{ex.name}_{node.node_id}_{tid.retry_attempt}")[:200]
+    attempt = task_execution_id(meta) or ""
+    task = meta.task_execution_id.task_id
+    digest = hashlib.sha256(f"{attempt}/{task.name}/{task.version}".encode()).hexdigest()[:16]
+    readable = re.sub(r"[^A-Za-z0-9_-]", "_", attempt.split("/", 2)[2])[:200]  # execution/node/attempt
     return f"flyte_{readable}_{digest}"
 
 

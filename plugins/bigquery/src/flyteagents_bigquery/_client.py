@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import threading
@@ -17,7 +16,7 @@ from google.cloud import bigquery
 from google.oauth2 import service_account
 
 from flyteagents import ExternalServiceError, get_secret
-from flyteagents._runner import default_sync_workers
+from flyteagents.plugin import default_sync_workers, secret_fingerprint
 
 __all__ = [
     "API_ENDPOINT_ENV",
@@ -89,7 +88,7 @@ class ClientCache:
         # A Flyte secret "group/key": flytekit's _FSEC_GROUP_KEY or /etc/secrets/group/key.
         secret_value = get_secret(credentials_secret, flytekit=True) if credentials_secret else None
         if secret_value is not None:
-            digest = hashlib.sha256(secret_value.encode()).hexdigest()
+            digest = secret_fingerprint(secret_value)
             key: tuple[str, ...] = (project, "secret", credentials_secret or "", digest)
         else:
             key = (project, "adc", os.environ.get("GOOGLE_APPLICATION_CREDENTIALS", ""))

@@ -7,13 +7,12 @@ serves templates made by flytekitplugins-spark's ``DatabricksV2``.
 
 from ._agent import DatabricksAgent, DatabricksRunMeta, run_phase
 from ._auth import Credentials, resolve_secret
-from ._client import ClientPool, DatabricksAPIError, JobsClient
+from ._client import DatabricksAPIError, JobsClient, JobsClientPool
 from ._settings import DatabricksSettings
 from ._spec import build_submit_request, idempotency_token
 from ._task import Databricks, DatabricksNotebookTask, DatabricksTask
 
 __all__ = [
-    "ClientPool",
     "Credentials",
     "Databricks",
     "DatabricksAPIError",
@@ -23,6 +22,7 @@ __all__ = [
     "DatabricksSettings",
     "DatabricksTask",
     "JobsClient",
+    "JobsClientPool",
     "build_submit_request",
     "idempotency_token",
     "resolve_secret",

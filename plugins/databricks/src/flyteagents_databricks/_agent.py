@@ -14,7 +14,7 @@ from flytekit.models.task import TaskExecutionMetadata, TaskTemplate
 from flyteagents import AsyncAgentBase, InvalidTaskError, Resource, ResourceMeta, is_terminal_phase, to_phase
 
 from ._auth import DEFAULT_TOKEN_SECRET, Credentials, OAuthTokenCache, resolve_secret
-from ._client import ClientPool, DatabricksAPIError, JobsClient
+from ._client import DatabricksAPIError, JobsClient, JobsClientPool
 from ._settings import DatabricksSettings, normalize_instance
 from ._spec import build_submit_request, idempotency_token
 
@@ -89,7 +89,7 @@ class DatabricksAgent(AsyncAgentBase):
     def __init__(self, settings: DatabricksSettings | None = None, task_type_name: str = "databricks") -> None:
         super().__init__(task_type_name=task_type_name, metadata_type=DatabricksRunMeta)
         self.settings = settings or DatabricksSettings.from_env()
-        self.pool = ClientPool(
+        self.pool = JobsClientPool(
             request_timeout=self.settings.request_timeout,
             call_timeout=self.settings.call_timeout,
             max_connections=self.settings.max_connections,

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import functools
-import hashlib
 import time
 from dataclasses import dataclass
 
 import aiohttp
 
 from flyteagents import ExternalServiceError, get_secret
+from flyteagents.plugin import secret_fingerprint
 
-__all__ = ["DEFAULT_TOKEN_SECRET", "Credentials", "OAuthTokenCache", "fingerprint", "resolve_secret"]
+__all__ = ["DEFAULT_TOKEN_SECRET", "Credentials", "OAuthTokenCache", "resolve_secret"]
 
 #: The secret holding a personal access token unless the task or the service names another.
 DEFAULT_TOKEN_SECRET = "databricks-token"
@@ -35,12 +34,6 @@ def resolve_secret(name: str) -> str:
     """
     env = LEGACY_TOKEN_ENVS if name == DEFAULT_TOKEN_SECRET else ()
     return get_secret(name, env=env, flytekit=True, dir_key="token")
-
-
-@functools.lru_cache(maxsize=256)
-def fingerprint(secret: str) -> str:
-    """A short, one-way digest of a secret, safe to use as a cache key or to log."""
-    return hashlib.sha256(secret.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -73,7 +66,7 @@ class OAuthTokenCache:
 
     def invalidate(self, base_url: str, client_id: str, client_secret: str) -> None:
         """Forget the client's cached token (the workspace refused it)."""
-        self._tokens.pop((base_url, client_id, fingerprint(client_secret)), None)
+        self._tokens.pop((base_url, client_id, secret_fingerprint(client_secret)), None)
 
     async def token(
         self,
@@ -88,7 +81,7 @@ class OAuthTokenCache:
         Raises:
             ExternalServiceError: the token endpoint refused (not retryable) or failed (retryable).
         """
-        key = (base_url, client_id, fingerprint(client_secret))
+        key = (base_url, client_id, secret_fingerprint(client_secret))
         cached = self._tokens.get(key)
         if cached and cached[1] > time.monotonic():
             return cached[0]

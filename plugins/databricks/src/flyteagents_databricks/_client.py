@@ -6,19 +6,15 @@ import asyncio
 import json
 import random
 import ssl
-import weakref
-from collections import OrderedDict
-from collections.abc import AsyncGenerator
 from typing import Any
 
 import aiohttp
 from yarl import URL
 
 from flyteagents import ExternalServiceError
+from flyteagents.plugin import ClientPool, secret_fingerprint
 
-from ._auth import fingerprint
-
-__all__ = ["ClientPool", "DatabricksAPIError", "JobsClient"]
+__all__ = ["DatabricksAPIError", "JobsClient", "JobsClientPool"]
 
 API = "/api/2.1/jobs"
 #: Answers worth asking again: rate limited, or the workspace is briefly unwell.
@@ -222,46 +218,7 @@ def _backoff(attempt: int, retry_after: str | None) -> float:
     return base * (0.5 + random.random() / 2)
 
 
-class _LoopClients:
-    """Every open JobsClient of each event loop, closed when that loop shuts down.
-
-    Local runs use a loop per task, and a pool may be dropped before its loop ends: the
-    clients are held here, per loop, by an async generator suspended for the loop's
-    lifetime, which the loop's ``shutdown_asyncgens`` (run by ``asyncio.run`` and by
-    flyteagents' local runner) resumes to close them.
-    """
-
-    _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, set[JobsClient]] = weakref.WeakKeyDictionary()
-    _guards: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncGenerator[None, None]] = (
-        weakref.WeakKeyDictionary()
-    )
-
-    @classmethod
-    async def add(cls, client: JobsClient) -> None:
-        loop = asyncio.get_running_loop()
-        clients = cls._clients.get(loop)
-        if clients is None:
-            clients = cls._clients[loop] = set()
-            guard = cls._guard(clients)
-            await guard.__anext__()
-            cls._guards[loop] = guard
-        clients.add(client)
-
-    @classmethod
-    def discard(cls, client: JobsClient) -> None:
-        cls._clients.get(asyncio.get_running_loop(), set()).discard(client)
-
-    @staticmethod
-    async def _guard(clients: set[JobsClient]) -> AsyncGenerator[None, None]:
-        try:
-            yield
-        finally:
-            pending = list(clients)
-            clients.clear()
-            await asyncio.gather(*(c.aclose() for c in pending), return_exceptions=True)
-
-
-class ClientPool:
+class JobsClientPool:
     """One JobsClient per (event loop, workspace, credential), reused across calls.
 
     The credential is keyed by a one-way fingerprint of the token, never the token itself.
@@ -273,38 +230,17 @@ class ClientPool:
     def __init__(self, max_clients: int = 16, **client_kwargs: Any) -> None:
         self.max_clients = max_clients
         self.client_kwargs = client_kwargs
-        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, OrderedDict[tuple[str, str], JobsClient]]
-        self._by_loop = weakref.WeakKeyDictionary()
-        self._closing: set[asyncio.Task[None]] = set()
+        self._pool: ClientPool[tuple[str, str], JobsClient] = ClientPool(max_size=max_clients)
 
     async def client(self, base_url: str, token: str | None) -> JobsClient:
         """The pooled client for this workspace and token (None: unauthenticated) on the running loop."""
-        loop = asyncio.get_running_loop()
-        clients = self._by_loop.get(loop)
-        if clients is None:
-            clients = self._by_loop[loop] = OrderedDict()
-        key = (base_url, fingerprint(token) if token is not None else "")
-        found = clients.get(key)
-        if found is not None and not found.closed:
-            clients.move_to_end(key)
-            return found
-        client = clients[key] = JobsClient(base_url, token, **self.client_kwargs)
-        await _LoopClients.add(client)
-        while len(clients) > self.max_clients:
-            _, old = clients.popitem(last=False)
-            _LoopClients.discard(old)
-            closing = loop.create_task(old.aclose())
-            self._closing.add(closing)
-            closing.add_done_callback(self._closing.discard)
-        return client
+        key = (base_url, secret_fingerprint(token) if token is not None else "")
+        return await self._pool.get(key, lambda: JobsClient(base_url, token, **self.client_kwargs))
 
     def clients(self) -> list[JobsClient]:
         """The clients pooled for the running loop (for tests and diagnostics)."""
-        return list(self._by_loop.get(asyncio.get_running_loop(), {}).values())
+        return self._pool.clients()
 
     async def aclose(self) -> None:
         """Close the running loop's clients."""
-        clients = self._by_loop.pop(asyncio.get_running_loop(), OrderedDict())
-        for client in clients.values():
-            _LoopClients.discard(client)
-        await asyncio.gather(*(c.aclose() for c in clients.values()))
+        await self._pool.aclose()

@@ -10,6 +10,7 @@ from flytekit.models.literals import LiteralMap
 from flytekit.models.task import TaskExecutionMetadata, TaskTemplate
 
 from flyteagents import InvalidTaskError
+from flyteagents.plugin import task_execution_id, whole_numbers_as_int
 
 __all__ = ["DEFAULT_GIT_SOURCE", "build_submit_request", "idempotency_token", "notebook_parameters"]
 
@@ -33,13 +34,10 @@ def idempotency_token(meta: TaskExecutionMetadata | None, task_name: str) -> str
     FlytePropeller repeats CreateTask after any error; Databricks answers a repeated
     ``runs/submit`` with the same token with the run it already started.
     """
-    if meta is None or meta.task_execution_id is None:
+    attempt = task_execution_id(meta)
+    if attempt is None:
         return None
-    tid = meta.task_execution_id
-    node = tid.node_execution_id
-    ex = node.execution_id
-    key = "/".join(map(str, (ex.project, ex.domain, ex.name, node.node_id, task_name, tid.retry_attempt)))
-    return "flyte-" + hashlib.sha256(key.encode()).hexdigest()[:58]
+    return "flyte-" + hashlib.sha256(f"{attempt}/{task_name}".encode()).hexdigest()[:58]
 
 
 def _render(args: list[str], output_prefix: str) -> list[str]:
@@ -57,18 +55,6 @@ def _render(args: list[str], output_prefix: str) -> list[str]:
             arg = arg.replace(key, value)
         out.append(arg)
     return out
-
-
-def _integral(value: Any) -> Any:
-    """Whole floats back to ints: the template's custom is a protobuf Struct, which stores every number
-    as a float (``num_workers: 2.0``), while the Jobs API's counts and timeouts are integers."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, dict):
-        return {k: _integral(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_integral(v) for v in value]
-    return value
 
 
 def _is_serverless(conf: dict[str, Any]) -> bool:
@@ -117,7 +103,7 @@ def build_submit_request(
     conf_in = custom.get("databricksConf")
     if not isinstance(conf_in, dict):
         raise InvalidTaskError("databricks task template has no databricksConf object in its custom field")
-    conf = _integral(copy.deepcopy(conf_in))
+    conf = whole_numbers_as_int(copy.deepcopy(conf_in))
     container = template.container
     env = {str(k): str(v) for k, v in ((container.env if container else None) or {}).items()}
     env[_FAIL_ON_ERROR_ENV] = "true"

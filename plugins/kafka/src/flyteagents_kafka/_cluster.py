@@ -11,10 +11,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextvars
-import hashlib
 import logging
 import random
-import threading
 import time
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
@@ -33,6 +31,7 @@ from aiokafka.record.memory_records import MemoryRecords
 from aiokafka.structs import TopicPartition
 
 from flyteagents import ExternalServiceError, get_secret, untrusted_certificate
+from flyteagents.plugin import ClientPool, secret_fingerprint
 
 from ._config import KafkaSensorConfig
 
@@ -104,8 +103,7 @@ def _digest(*secrets: str | None) -> str | None:
     named = [name for name in secrets if name]
     if not named:
         return None
-    values = "\0".join(get_secret(name) for name in named)
-    return hashlib.sha256(values.encode()).hexdigest()[:16]
+    return secret_fingerprint("\0".join(get_secret(name) for name in named))
 
 
 @dataclass
@@ -425,29 +423,15 @@ def _records(partition: int, data: bytes | None, start: int) -> Iterator[Fetched
             )
 
 
-_clusters: dict[tuple[int, ClusterKey], tuple[asyncio.AbstractEventLoop, KafkaCluster]] = {}
-_clusters_lock = threading.Lock()
+#: One KafkaCluster per event loop and connection settings, closed with its loop.
+_CLUSTERS: ClientPool[ClusterKey, KafkaCluster] = ClientPool(KafkaCluster)
 
 
-def cluster_for(config: KafkaSensorConfig) -> KafkaCluster:
+async def cluster_for(config: KafkaSensorConfig) -> KafkaCluster:
     """The process-wide KafkaCluster for a config's connection settings, in the running loop."""
-    loop = asyncio.get_running_loop()
-    key = (id(loop), ClusterKey.of(config))
-    with _clusters_lock:
-        entry = _clusters.get(key)
-        if entry is None or entry[0] is not loop:
-            # Drop clusters of loops that have ended (tests, local runs) before adding one.
-            for stale in [k for k, (lp, _) in _clusters.items() if lp.is_closed()]:
-                del _clusters[stale]
-            entry = _clusters[key] = (loop, KafkaCluster(key[1]))
-        return entry[1]
+    return await _CLUSTERS.get(ClusterKey.of(config))
 
 
 async def close_clusters() -> None:
     """Close every cluster client of the running loop (agent shutdown, tests)."""
-    loop = asyncio.get_running_loop()
-    with _clusters_lock:
-        mine = [k for k, (lp, _) in _clusters.items() if lp is loop]
-        clusters = [_clusters.pop(k)[1] for k in mine]
-    for cluster in clusters:
-        await cluster.close()
+    await _CLUSTERS.aclose()

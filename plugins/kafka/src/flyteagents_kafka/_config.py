@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from flyteagents._secrets import check_secret_name
+from flyteagents.plugin import check_secret_name
 
 __all__ = ["KafkaSensorConfig"]
 

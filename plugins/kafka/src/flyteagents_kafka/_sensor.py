@@ -83,7 +83,7 @@ class KafkaSensor(BaseSensor):
 
     async def start(self) -> dict[str, Any] | None:  # type: ignore[override]
         """Record where every partition of the topic ends now (none while the topic does not exist)."""
-        cluster = cluster_for(self.config)
+        cluster = await cluster_for(self.config)
         offsets = await asyncio.wait_for(self._end_offsets(cluster), self.config.request_timeout)
         return {"offsets": {str(p): o for p, o in offsets.items()}}
 
@@ -150,7 +150,7 @@ class KafkaSensor(BaseSensor):
         self, start: dict[int, int], known: dict[int, int], ctx: PokeContext | None = None
     ) -> tuple[list[KafkaMessage], dict[int, int]]:
         config = self.config
-        cluster = cluster_for(config)
+        cluster = await cluster_for(config)
         partitions = await cluster.partitions(config.topic)
         if not partitions:
             if ctx is not None:

@@ -35,6 +35,7 @@ from flyteagents import (
     ResourceMeta,
     to_phase,
 )
+from flyteagents.plugin import task_execution_id
 
 from ._clients import ClientCache
 from ._errors import OpenAIFailure, classify
@@ -117,7 +118,7 @@ class BatchEndpointAgent(AsyncAgentBase):
             metadata[EXECUTION_TAG] = tag
         outputs = sorted(task_template.interface.outputs) if task_template.interface else []
         api_key = self._api_key()
-        client = self.clients.client(api_key, organization)
+        client = await self.clients.client(api_key, organization)
         try:
             async with self.clients.limit():
                 batch_id = await self._find(client, tag) if tag else None
@@ -133,7 +134,7 @@ class BatchEndpointAgent(AsyncAgentBase):
     async def get(self, resource_meta: BatchMeta, **kwargs: Any) -> Resource:  # type: ignore[override]
         """The batch's phase; once it completed, its outputs."""
         api_key = self._api_key()
-        client = self.clients.client(api_key, resource_meta.organization)
+        client = await self.clients.client(api_key, resource_meta.organization)
         try:
             async with self.clients.limit():
                 batch = await client.batches.retrieve(resource_meta.batch_id)
@@ -159,7 +160,7 @@ class BatchEndpointAgent(AsyncAgentBase):
     async def delete(self, resource_meta: BatchMeta, **kwargs: Any) -> None:  # type: ignore[override]
         """Cancel the batch; a batch that already ended or is gone is left alone."""
         api_key = self._api_key()
-        client = self.clients.client(api_key, resource_meta.organization)
+        client = await self.clients.client(api_key, resource_meta.organization)
         try:
             async with self.clients.limit():
                 try:
@@ -287,13 +288,8 @@ def _dict_literal(value: dict[str, Any]) -> Literal:
 
 def _execution_tag(meta: TaskExecutionMetadata | None) -> str | None:
     """A stable name for the task attempt: the same on every CreateTask retry, new on a Flyte retry."""
-    if meta is None or meta.task_execution_id is None:
-        return None
-    tid = meta.task_execution_id
-    node = tid.node_execution_id
-    ex = node.execution_id
-    tag = f"{ex.project}/{ex.domain}/{ex.name}/{node.node_id}/{tid.retry_attempt}"
-    if len(tag) > _MAX_TAG:
+    tag = task_execution_id(meta)
+    if tag is not None and len(tag) > _MAX_TAG:
         tag = hashlib.sha256(tag.encode()).hexdigest()
     return tag
 

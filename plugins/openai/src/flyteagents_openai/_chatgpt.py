@@ -65,7 +65,7 @@ class ChatGPTAgent(SyncAgentBase):
                 phase=TaskExecution.FAILED,
                 message=f"no OpenAI API key: the secret {self.settings.secret_name} is not set",
             )
-        client = self.clients.client(api_key, custom.get("openai_organization") or None)
+        client = await self.clients.client(api_key, custom.get("openai_organization") or None)
         try:
             async with self.clients.limit():
                 completion = await client.chat.completions.create(**request)

@@ -3,24 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import threading
-import weakref
-from dataclasses import dataclass
+import contextlib
+from collections.abc import AsyncIterator
 
 import openai
+
+from flyteagents.plugin import ClientPool, secret_fingerprint
 
 from ._settings import OpenAISettings
 
 __all__ = ["ClientCache"]
-
-
-@dataclass
-class _LoopClients:
-    """The clients and the concurrency bound belonging to one event loop."""
-
-    clients: dict[tuple[str, str | None, str | None], openai.AsyncOpenAI]
-    limit: asyncio.Semaphore
 
 
 class ClientCache:
@@ -28,53 +20,42 @@ class ClientCache:
 
     An AsyncOpenAI client owns a connection pool tied to the event loop that first used it,
     so clients are kept per loop: the agent service has one loop for its lifetime, while a
-    local run gets a fresh loop per task. The cache key holds a hash of the API key, never
-    the key itself. Clients never retry on their own: a retry belongs to Flyte, which knows
-    the task's budget, and a silent retry would outlast propeller's deadline.
+    local run gets a fresh loop per task. The cache key holds a fingerprint of the API key,
+    never the key itself. Clients never retry on their own: a retry belongs to Flyte, which
+    knows the task's budget, and a silent retry would outlast propeller's deadline.
     """
 
     def __init__(self, settings: OpenAISettings) -> None:
         self.settings = settings
-        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClients] = weakref.WeakKeyDictionary()
-        self._lock = threading.Lock()
+        self._clients: ClientPool[tuple[str, str | None, str | None], openai.AsyncOpenAI] = ClientPool()
+        self._limits: ClientPool[None, asyncio.Semaphore] = ClientPool(
+            lambda _: asyncio.Semaphore(settings.max_concurrency)
+        )
 
-    def _for_loop(self) -> _LoopClients:
-        loop = asyncio.get_running_loop()
-        entry = self._loops.get(loop)
-        if entry is None:
-            with self._lock:
-                entry = self._loops.get(loop)
-                if entry is None:
-                    entry = _LoopClients({}, asyncio.Semaphore(self.settings.max_concurrency))
-                    self._loops[loop] = entry
-        return entry
-
-    def client(self, api_key: str, organization: str | None) -> openai.AsyncOpenAI:
+    async def client(self, api_key: str, organization: str | None) -> openai.AsyncOpenAI:
         """The client for this key and organization on the running loop, made on first use."""
-        entry = self._for_loop()
-        key = (hashlib.sha256(api_key.encode()).hexdigest(), organization, self.settings.base_url)
-        client = entry.clients.get(key)
-        if client is None:
-            client = openai.AsyncOpenAI(
+        settings = self.settings
+        return await self._clients.get(
+            (secret_fingerprint(api_key), organization, settings.base_url),
+            lambda: openai.AsyncOpenAI(
                 api_key=api_key,
                 organization=organization,
-                base_url=self.settings.base_url,
-                timeout=self.settings.timeout,
+                base_url=settings.base_url,
+                timeout=settings.timeout,
                 max_retries=0,
-            )
-            entry.clients[key] = client
-        return client
+            ),
+        )
 
-    def limit(self) -> asyncio.Semaphore:
-        """The semaphore bounding in-flight calls on the running loop."""
-        return self._for_loop().limit
+    @contextlib.asynccontextmanager
+    async def limit(self) -> AsyncIterator[None]:
+        """Hold one of the running loop's ``max_concurrency`` slots for in-flight calls."""
+        async with await self._limits.get(None):
+            yield
 
     def __len__(self) -> int:
-        return sum(len(entry.clients) for entry in list(self._loops.values()))
+        return len(self._clients)
 
     async def aclose(self) -> None:
         """Close the running loop's clients and their connection pools."""
-        entry = self._loops.pop(asyncio.get_running_loop(), None)
-        if entry is not None:
-            for client in entry.clients.values():
-                await client.close()
+        await self._clients.aclose()
+        await self._limits.aclose()

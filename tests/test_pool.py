@@ -1,0 +1,119 @@
+"""ClientPool: one client per event loop and key, closed when its loop ends."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from flyteagents import AgentRegistry
+from flyteagents.plugin import ClientPool, close_clients
+from flyteagents.server._app import close_agents
+
+
+class Client:
+    made = 0
+
+    def __init__(self, key: str) -> None:
+        Client.made += 1
+        self.key = key
+        self.loop = asyncio.get_running_loop()
+        self.closed = False
+
+    async def aclose(self) -> None:
+        assert asyncio.get_running_loop() is self.loop, "closed on the loop it was made on"
+        self.closed = True
+
+
+async def slow_make(key: str) -> Client:
+    await asyncio.sleep(0.01)
+    return Client(key)
+
+
+def test_a_client_per_loop_and_key_closed_when_its_loop_ends() -> None:
+    pool: ClientPool[str, Client] = ClientPool(Client)
+
+    async def run() -> tuple[Client, Client, Client]:
+        a, again, b = await pool.get("a"), await pool.get("a"), await pool.get("b")
+        assert a is again and a is not b and not a.closed
+        return a, again, b
+
+    first = asyncio.run(run())
+    second = asyncio.run(run())
+    assert all(c.closed for c in first + second), "asyncio.run's end closed every client"
+    assert first[0] is not second[0], "a new loop gets clients of its own"
+    assert len(pool) == 0
+
+
+def test_loops_in_threads_do_not_share_clients() -> None:
+    pool: ClientPool[str, Client] = ClientPool(slow_make)
+    seen: list[Client] = []
+
+    def worker() -> None:
+        async def run() -> None:
+            seen.append(await pool.get("k"))
+
+        asyncio.run(run())
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len({id(c) for c in seen}) == 4 and all(c.closed for c in seen)
+
+
+async def test_concurrent_first_calls_share_one_client_and_failures_are_not_kept() -> None:
+    pool: ClientPool[str, Client] = ClientPool(slow_make)
+    before = Client.made
+    clients = await asyncio.gather(*(pool.get("shared") for _ in range(20)))
+    assert len({id(c) for c in clients}) == 1 and Client.made == before + 1
+
+    calls = 0
+
+    def flaky(key: str) -> Client:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ConnectionError("first try fails")
+        return Client(key)
+
+    other: ClientPool[str, Client] = ClientPool(flaky)
+    with pytest.raises(ConnectionError):
+        await other.get("x")
+    assert (await other.get("x")).key == "x" and calls == 2
+    await pool.aclose()
+    await other.aclose()
+    assert clients[0].closed and other.clients() == []
+
+
+async def test_the_least_recently_used_client_is_closed_beyond_max_size() -> None:
+    pool: ClientPool[str, Client] = ClientPool(Client, max_size=2)
+    a, b = await pool.get("a"), await pool.get("b")
+    await pool.get("a")  # a is now the most recent
+    c = await pool.get("c")
+    await asyncio.sleep(0)  # the eviction closes in a task of its own
+    await asyncio.sleep(0)
+    assert b.closed and not a.closed and not c.closed
+    assert {x.key for x in pool.clients()} == {"a", "c"}
+    await close_clients()
+    assert a.closed and c.closed and pool.clients() == []
+
+
+async def test_get_can_bring_its_own_make_and_close_can_be_given() -> None:
+    closed: list[str] = []
+    pool: ClientPool[str, str] = ClientPool(close=closed.append)
+    assert await pool.get("k", lambda: "value-made-with-a-secret") == "value-made-with-a-secret"
+    assert await pool.get("k", lambda: "never built") == "value-made-with-a-secret"
+    with pytest.raises(TypeError, match="make"):
+        await pool.get("other")
+    await pool.aclose()
+    assert closed == ["value-made-with-a-secret"]
+
+
+async def test_the_service_closes_pooled_clients_as_it_stops() -> None:
+    pool: ClientPool[str, Client] = ClientPool(Client)
+    client = await pool.get("stop")
+    await close_agents(AgentRegistry())  # what serve() awaits once the port is closed
+    assert client.closed and pool.clients() == []
