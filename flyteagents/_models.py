@@ -7,6 +7,7 @@ import functools
 import json
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar, Union
 
@@ -112,55 +113,111 @@ class ResourceMeta:
         except (ValueError, TypeError) as exc:
             raise InvalidResourceMetaError(f"resource_meta is not valid JSON for {cls.__name__}: {exc}") from None
         if dataclasses.is_dataclass(cls):
-            return typing.cast(_M, _convert_dataclass(obj, cls, "resource_meta"))
+            return typing.cast(_M, _convert_dataclass(obj, "resource_meta", cls))
         return typing.cast(_M, _convert(obj, cls, "resource_meta"))
 
 
 def _convert(value: Any, tp: Any, where: str) -> Any:
     """Check ``value`` (decoded JSON) against the type ``tp`` and build it."""
+    try:
+        convert = _converter(tp)
+    except TypeError:  # an unhashable type, such as a Literal of a list: not cached
+        convert = _converter.__wrapped__(tp)
+    return convert(value, where)
+
+
+_Converter = Callable[[Any, str], Any]
+
+
+@functools.cache
+def _converter(tp: Any) -> _Converter:
+    """The check-and-build function of decoded JSON values for the type ``tp``, worked out once per type."""
     if tp is Any or tp is object:
-        return value
+        return _as_is
     origin = typing.get_origin(tp)
-    if origin is Union or (hasattr(types, "UnionType") and isinstance(tp, types.UnionType)):
+    if origin is Union or isinstance(tp, types.UnionType):
+        return _union_converter(tp)
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        return functools.partial(_convert_dataclass, cls=tp)
+    if origin in (list, tuple, typing.Sequence) or tp in (list, tuple):
+        args = typing.get_args(tp)
+        item = _converter(args[0]) if args else _as_is
+        as_tuple = (origin or tp) is tuple
+
+        def sequence(value: Any, where: str) -> Any:
+            if not isinstance(value, list):
+                raise _wrong_type(where, "list", value)
+            items = [item(v, f"{where}[{i}]") for i, v in enumerate(value)]
+            return tuple(items) if as_tuple else items
+
+        return sequence
+    if origin in (dict, typing.Mapping) or tp is dict:
+        args = typing.get_args(tp)
+        item = _converter(args[1]) if args else _as_is
+
+        def mapping(value: Any, where: str) -> Any:
+            if not isinstance(value, dict):
+                raise _wrong_type(where, "object", value)
+            if item is _as_is:
+                return dict(value)
+            return {k: item(v, f"{where}.{k}") for k, v in value.items()}
+
+        return mapping
+    if tp is float:
+        return _number
+    if tp in (int, str, bool):
+
+        def exactly(value: Any, where: str) -> Any:
+            if type(value) is tp:
+                return value
+            raise _wrong_type(where, tp.__name__, value)
+
+        return exactly
+    if origin is typing.Literal:
+        allowed = typing.get_args(tp)
+
+        def one_of(value: Any, where: str) -> Any:
+            if value in allowed:
+                return value
+            raise InvalidResourceMetaError(f"{where}: {value!r} is not one of {allowed}")
+
+        return one_of
+
+    def unsupported(value: Any, where: str) -> Any:
+        raise InvalidResourceMetaError(f"{where}: fields of type {tp!r} cannot travel in resource_meta")
+
+    return unsupported
+
+
+def _union_converter(tp: Any) -> _Converter:
+    args = typing.get_args(tp)
+    optional = type(None) in args
+    options = [_converter(arg) for arg in args if arg is not type(None)]
+
+    def union(value: Any, where: str) -> Any:
+        if value is None and optional:
+            return None
         errors = []
-        for arg in typing.get_args(tp):
-            if arg is type(None):
-                if value is None:
-                    return None
-                continue
+        for convert in options:
             try:
-                return _convert(value, arg, where)
+                return convert(value, where)
             except InvalidResourceMetaError as exc:
                 errors.append(str(exc))
-        raise InvalidResourceMetaError(errors[0] if len(errors) == 1 else f"{where}: no type of {tp} matches {value!r}")
-    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
-        return _convert_dataclass(value, tp, where)
-    if origin in (list, tuple, typing.Sequence) or tp in (list, tuple):
-        if not isinstance(value, list):
-            raise _wrong_type(where, "list", value)
-        args = typing.get_args(tp)
-        item_type = args[0] if args else Any
-        items = [_convert(v, item_type, f"{where}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if (origin or tp) is tuple else items
-    if origin in (dict, typing.Mapping) or tp is dict:
-        if not isinstance(value, dict):
-            raise _wrong_type(where, "object", value)
-        args = typing.get_args(tp)
-        value_type = args[1] if args else Any
-        return {k: _convert(v, value_type, f"{where}.{k}") for k, v in value.items()}
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise _wrong_type(where, "number", value)
-    if tp in (int, str, bool):
-        if type(value) is tp:
-            return value
-        raise _wrong_type(where, tp.__name__, value)
-    if origin is typing.Literal:
-        if value in typing.get_args(tp):
-            return value
-        raise InvalidResourceMetaError(f"{where}: {value!r} is not one of {typing.get_args(tp)}")
-    raise InvalidResourceMetaError(f"{where}: fields of type {tp!r} cannot travel in resource_meta")
+        if len(errors) == 1:
+            raise InvalidResourceMetaError(errors[0])
+        raise InvalidResourceMetaError(f"{where}: no type of {tp} matches {value!r}")
+
+    return union
+
+
+def _as_is(value: Any, where: str) -> Any:
+    return value
+
+
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    raise _wrong_type(where, "number", value)
 
 
 class _ClassInfo(typing.NamedTuple):
@@ -170,6 +227,7 @@ class _ClassInfo(typing.NamedTuple):
     #: fields typed exactly str, int or bool: a value of that very type needs no further check
     simple: dict[str, type]
     names: tuple[str, ...]
+    converters: dict[str, _Converter]
 
 
 @functools.cache
@@ -184,7 +242,8 @@ def _class_info(cls: type) -> _ClassInfo:
     )
     simple = {name: hints[name] for name in fields if hints[name] in (str, int, bool)}
     names = tuple(f.name for f in dataclasses.fields(cls))
-    return _ClassInfo(hints, fields, required, simple, names)
+    converters = {name: _converter(hints[name]) for name in fields}
+    return _ClassInfo(hints, fields, required, simple, names, converters)
 
 
 #: Per ResourceMeta class: each field's name and its JSON key with the colon, in sort_keys order.
@@ -203,19 +262,19 @@ def _nested(obj: Any) -> Any:
     raise TypeError(f"{type(obj).__name__} cannot travel in resource_meta")
 
 
-def _convert_dataclass(value: Any, cls: type, where: str) -> Any:
+def _convert_dataclass(value: Any, where: str, cls: type) -> Any:
     if not isinstance(value, dict):
         raise _wrong_type(where, f"object for {cls.__name__}", value)
     info = _class_info(cls)
-    simple, fields = info.simple, info.fields
+    simple, converters = info.simple, info.converters
     kwargs = {}
     for name, v in value.items():
-        if type(v) is simple.get(name):  # the common case, checked without the general walk
+        if type(v) is simple.get(name):  # the common case, checked without a converter call
             kwargs[name] = v
-        elif name in fields:
-            kwargs[name] = _convert(v, info.hints[name], f"{where}.{name}")
+        elif name in converters:
+            kwargs[name] = converters[name](v, f"{where}.{name}")
         else:
-            unknown = sorted(set(value) - set(fields))
+            unknown = sorted(set(value) - set(converters))
             raise InvalidResourceMetaError(f"{where}: unknown field(s) {', '.join(unknown)} for {cls.__name__}")
     if not info.required.issubset(kwargs):
         missing = sorted(info.required - kwargs.keys())
