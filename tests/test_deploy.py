@@ -599,16 +599,21 @@ SNIPPETS = {
 }  # fmt: skip
 
 
-def _entry_point_task_types() -> set[str]:
-    """Task types registered under `flyteagents.agents` by the core and every plugin in the repo."""
+def _deployed_projects() -> list[dict[str, Any]]:
+    """The `[project]` tables of what the chart's image installs: the core and every plugin in plugins/."""
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10: mypy's dependency
         import tomli as tomllib  # type: ignore[no-redef]
 
+    pyprojects = [ROOT / "pyproject.toml", *ROOT.glob("plugins/*/pyproject.toml")]
+    return [tomllib.loads(pyproject.read_text())["project"] for pyproject in pyprojects]
+
+
+def _entry_point_task_types() -> set[str]:
+    """Task types registered under `flyteagents.agents` by the core and every plugin in the repo."""
     found: set[str] = set()
-    for pyproject in [ROOT / "pyproject.toml", *ROOT.glob("plugins/*/pyproject.toml")]:
-        project = tomllib.loads(pyproject.read_text())["project"]
+    for project in _deployed_projects():
         found |= set(project.get("entry-points", {}).get("flyteagents.agents", {}))
     return found
 
@@ -684,7 +689,13 @@ def _entry_point_agents() -> dict[str, bool]:
     registry = AgentRegistry()
     failures = registry.load_plugins()
     assert not failures
-    return {task_type: agent.is_sync for (task_type, _), agent in registry.agents.items()}
+    # Not examples/plugin, which the test environment also installs: the image does not.
+    packages = {project["name"].replace("-", "_") for project in _deployed_projects()}
+    return {
+        task_type: agent.is_sync
+        for (task_type, _), agent in registry.agents.items()
+        if type(agent).__module__.split(".")[0] in packages
+    }
 
 
 def test_flyte2_backend_routes_every_async_task_type_to_the_service(render: Render) -> None:

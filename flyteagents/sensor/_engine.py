@@ -224,10 +224,11 @@ class SensorEngine(AsyncAgentBase):
 
     def _sensor(self, meta: SensorMetadata) -> Any:
         """The sensor object for the meta's (class, config), built on first use and cached."""
+        config = meta.sensor_config
         key = (
             meta.sensor_module,
             meta.sensor_name,
-            json.dumps(meta.sensor_config, sort_keys=True),
+            "" if config is None else json.dumps(config, sort_keys=True),
             meta.sensor_config_type or "",
         )
         with self._lock:
