@@ -12,6 +12,7 @@ from flyteidl.core.execution_pb2 import TaskExecution
 
 from flyteagents import AsyncAgentBase, PollPolicy, Resource, ResourceMeta
 from flyteagents._polling import DEADLINE_SLOT, PollSchedule
+from flyteagents.sensor._meta import SensorMetadata, sensor_schedule
 from flyteagents.server._polls import PollCache
 
 START = 1_800_000_000.0
@@ -205,3 +206,12 @@ def test_agents_without_a_policy_have_no_schedule():
             return Resource(phase=TaskExecution.RUNNING)
 
     assert Plain().poll_schedule(JobMeta(job_id="x")) is None
+
+
+def test_resource_meta_from_before_started_at_keeps_its_schedule():
+    meta = SensorMetadata(
+        sensor_module="m", sensor_name="n", sensor_id="s", poke_interval=10.0, deadline=1_000_100.0, timeout=100.0
+    )
+    schedule = sensor_schedule(meta)
+    assert schedule is not None and schedule.start == 1_000_000.0 and schedule.deadline == 1_000_100.0
+    assert sensor_schedule(SensorMetadata(sensor_module="m", sensor_name="n", poke_interval=None)) is None

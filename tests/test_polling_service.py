@@ -199,15 +199,6 @@ async def test_every_replica_reports_the_same_next_due_poke(server):
     assert len(CALLS[key]) == 2
 
 
-def test_resource_meta_from_before_started_at_keeps_its_schedule():
-    meta = SensorMetadata(
-        sensor_module="m", sensor_name="n", sensor_id="s", poke_interval=10.0, deadline=1_000_100.0, timeout=100.0
-    )
-    schedule = sensor_schedule(meta)
-    assert schedule is not None and schedule.start == 1_000_000.0 and schedule.deadline == 1_000_100.0
-    assert sensor_schedule(SensorMetadata(sensor_module="m", sensor_name="n", poke_interval=None)) is None
-
-
 async def test_resource_meta_with_an_impossible_schedule_is_invalid_argument(server):
     meta = json.loads(await create_sensor(server, Flips(name="tampered", poke_interval=5), "tampered"))
     meta["jitter"] = 5.0
