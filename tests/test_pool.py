@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import threading
 
+import aiohttp
 import pytest
+from aiohttp import web
 
 from flyteagents import AgentRegistry
 from flyteagents.plugin import ClientPool, close_clients
@@ -90,11 +92,12 @@ async def test_concurrent_first_calls_share_one_client_and_failures_are_not_kept
 
 async def test_the_least_recently_used_client_is_closed_beyond_max_size() -> None:
     pool: ClientPool[str, Client] = ClientPool(Client, max_size=2)
+    pool.close_delay = 0.01  # what calls still using an evicted client get (60 s by default)
     a, b = await pool.get("a"), await pool.get("b")
     await pool.get("a")  # a is now the most recent
     c = await pool.get("c")
-    await asyncio.sleep(0)  # the eviction closes in a task of its own
-    await asyncio.sleep(0)
+    assert not b.closed, "open for the calls in flight"
+    await asyncio.sleep(0.05)  # the eviction closes in a task of its own, after close_delay
     assert b.closed and not a.closed and not c.closed
     assert {x.key for x in pool.clients()} == {"a", "c"}
     await close_clients()
@@ -117,3 +120,44 @@ async def test_the_service_closes_pooled_clients_as_it_stops() -> None:
     client = await pool.get("stop")
     await close_agents(AgentRegistry())  # what serve() awaits once the port is closed
     assert client.closed and pool.clients() == []
+
+
+async def test_a_client_evicted_beyond_max_size_finishes_the_request_it_is_serving() -> None:
+    """Eviction must not close a session under a request in flight (a 17th tenant on the service, say)."""
+    release = asyncio.Event()
+
+    async def slow(request: web.Request) -> web.Response:
+        await release.wait()
+        return web.Response(text="done")
+
+    app = web.Application()
+    app.router.add_get("/slow", slow)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    pool: ClientPool[str, aiohttp.ClientSession] = ClientPool(
+        lambda base: aiohttp.ClientSession(base, timeout=aiohttp.ClientTimeout(total=10)), max_size=1
+    )
+    try:
+        first = await pool.get(f"http://127.0.0.1:{port}")
+
+        async def call() -> str:
+            async with first.get("/slow") as response:
+                return await response.text()
+
+        in_flight = asyncio.create_task(call())
+        await asyncio.sleep(0.05)  # the request is on the wire
+        await pool.get(f"http://localhost:{port}")  # a second key: the first session is evicted
+        for _ in range(5):
+            await asyncio.sleep(0)
+        release.set()
+        assert await in_flight == "done"
+        assert not first.closed, "kept open for the calls still using it"
+        await pool.aclose()
+        assert first.closed, "the evicted session is closed with the pool, not leaked"
+    finally:
+        release.set()
+        await pool.aclose()
+        await runner.cleanup()
