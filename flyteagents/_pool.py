@@ -88,7 +88,13 @@ class ClientPool(Generic[_K, _C]):
         found = clients.get(key)
         if found is not None:
             clients.move_to_end(key)
-            return await asyncio.shield(found)
+            try:
+                return await asyncio.shield(found)
+            except asyncio.CancelledError:
+                if not found.cancelled() or _cancelling():
+                    raise
+                # The caller making it was cancelled, not this one: make it here instead.
+                return await self.get(key, make)
         made: asyncio.Future[_C] = loop.create_future()
         clients[key] = made
         try:
@@ -174,6 +180,12 @@ class ClientPool(Generic[_K, _C]):
                 await result
         except Exception as exc:  # closing is best effort: the work it served is done
             logger.debug("closing %s failed: %s", type(client).__name__, exc)
+
+
+def _cancelling() -> bool:
+    """Whether the running task has been asked to cancel (known on Python 3.11+; else False)."""
+    cancelling = getattr(asyncio.current_task(), "cancelling", None)
+    return bool(cancelling()) if cancelling is not None else False
 
 
 async def _close_at_shutdown(pools: weakref.WeakSet[ClientPool[Any, Any]]) -> AsyncGenerator[None, None]:

@@ -161,3 +161,42 @@ async def test_a_client_evicted_beyond_max_size_finishes_the_request_it_is_servi
         release.set()
         await pool.aclose()
         await runner.cleanup()
+
+
+async def test_a_caller_cancelled_while_making_the_client_does_not_cancel_the_others_waiting_for_it() -> None:
+    """Two first calls share one make; the one that started it is cancelled (its RPC's deadline, say)."""
+    started = asyncio.Event()
+    makes = 0
+
+    async def make(key: str) -> Client:
+        nonlocal makes
+        makes += 1
+        started.set()
+        await asyncio.sleep(0.05)
+        return Client(key)
+
+    pool: ClientPool[str, Client] = ClientPool(make)
+    first = asyncio.create_task(pool.get("k"))
+    await started.wait()
+    second = asyncio.create_task(pool.get("k"))
+    await asyncio.sleep(0)  # the second is waiting for the first's make
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    client = await second
+    assert client.key == "k" and not second.cancelled() and makes == 2
+    assert pool.clients() == [client]
+    await pool.aclose()
+
+
+async def test_a_waiting_caller_cancelled_itself_is_cancelled() -> None:
+    pool: ClientPool[str, Client] = ClientPool(slow_make)
+    first = asyncio.create_task(pool.get("k"))
+    await asyncio.sleep(0)
+    second = asyncio.create_task(pool.get("k"))
+    await asyncio.sleep(0)
+    first.cancel()
+    second.cancel()
+    results = await asyncio.gather(first, second, return_exceptions=True)
+    assert all(isinstance(r, asyncio.CancelledError) for r in results), results
+    assert pool.clients() == []
