@@ -35,7 +35,8 @@ class ClientPool(Generic[_K, _C]):
     when its loop shuts down (``asyncio.run``, local runs and the service end with that),
     on ``aclose()``, or when ``max_size`` is exceeded (least recently used first): an
     evicted client is closed ``close_delay`` seconds later, since calls made with it may
-    still be in flight (or at ``aclose()``/the loop's end, if sooner).
+    still be in flight (or at ``aclose()``/the loop's end, if sooner). A close taking longer
+    than ``close_timeout`` seconds is abandoned.
 
     Keys must never hold a secret: key by the secret's name or :func:`secret_fingerprint`, and
     hand ``get`` a ``make`` that holds the secret itself.
@@ -60,6 +61,8 @@ class ClientPool(Generic[_K, _C]):
 
     #: Seconds an evicted client stays open for the calls still using it; longer than any bounded call.
     close_delay: float = 60.0
+    #: Longest one client's close may take: closing is best effort, and a loop's end waits for it.
+    close_timeout: float = 5.0
 
     def __init__(
         self,
@@ -177,8 +180,8 @@ class ClientPool(Generic[_K, _C]):
                 closer = getattr(client, "aclose", None) or getattr(client, "close", None)
                 result = closer() if closer is not None else None
             if inspect.isawaitable(result):
-                await result
-        except Exception as exc:  # closing is best effort: the work it served is done
+                await asyncio.wait_for(result, self.close_timeout)
+        except Exception as exc:  # closing is best effort (TimeoutError too): the work it served is done
             logger.debug("closing %s failed: %s", type(client).__name__, exc)
 
 

@@ -200,3 +200,23 @@ async def test_a_waiting_caller_cancelled_itself_is_cancelled() -> None:
     results = await asyncio.gather(first, second, return_exceptions=True)
     assert all(isinstance(r, asyncio.CancelledError) for r in results), results
     assert pool.clients() == []
+
+
+def test_a_client_whose_close_hangs_does_not_hold_up_the_loops_end() -> None:
+    """A close that never returns (a broker that stopped answering, say) must not keep asyncio.run from ending."""
+
+    class Stuck(Client):
+        async def aclose(self) -> None:
+            await asyncio.Event().wait()
+
+    pool: ClientPool[str, Stuck] = ClientPool(Stuck)
+    pool.close_timeout = 0.1
+    made: list[Stuck] = []
+
+    async def run() -> None:
+        made.append(await pool.get("stuck"))
+
+    thread = threading.Thread(target=lambda: asyncio.run(run()), daemon=True)
+    thread.start()
+    thread.join(30)
+    assert made and not thread.is_alive(), "the loop's end waited for a close that never returns"
