@@ -8,9 +8,9 @@ import uuid
 from typing import Any
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from flyteagents_kafka import KafkaSensor, KafkaSensorConfig
 from flyteagents_kafka._cluster import cluster_for
+from flyteagents_kafka.testing import create_topic
 from flyteidl.core.execution_pb2 import TaskExecution
 
 from flyteagents.sensor import SensorEngine, SensorMetadata
@@ -25,17 +25,6 @@ def sensor_for(servers: str, topic: str, **options: Any) -> KafkaSensor:
         name=f"kafka_{uuid.uuid4().hex[:6]}",
         sensor_config=KafkaSensorConfig(bootstrap_servers=servers, topic=topic, **options),
     )
-
-
-async def create_topic(servers: str) -> str:
-    topic = f"t-{uuid.uuid4().hex[:10]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=servers)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, 1, 1)])
-    finally:
-        await admin.close()
-    return topic
 
 
 async def start(engine: SensorEngine, sensor: KafkaSensor) -> SensorMetadata:
