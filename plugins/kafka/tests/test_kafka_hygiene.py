@@ -131,3 +131,12 @@ async def test_background_log_lines_carry_no_callers_task(own_tansu: Any, caplog
     lines = [r for r in caplog.records if "not found in cluster metadata" in r.getMessage()]
     assert lines, "the broker was asked about the missing topic"
     assert {r.task for r in lines} == {"-"}, {r.task for r in lines}  # type: ignore[attr-defined]
+
+
+async def test_cluster_clients_kept_per_loop_are_bounded_whatever_the_templates_ask_for() -> None:
+    """Bootstrap servers come from task templates: one cluster client each, but not without end."""
+    from flyteagents_kafka._cluster import _CLUSTERS
+
+    for i in range((_CLUSTERS.max_size or 200) + 5):
+        await cluster_for(KafkaSensorConfig(bootstrap_servers=f"127.0.0.1:{i + 1}", topic="t"))
+    assert _CLUSTERS.max_size is not None and len(_CLUSTERS.clients()) <= _CLUSTERS.max_size
