@@ -237,7 +237,7 @@ def test_every_install_command_in_the_docs_works_with_plain_pip(tmp_path: Path) 
     assert found.returncode == 0 and not WARNINGS.search(found.stderr), found.stderr
     modules = {value.split(".")[0] for value in json.loads(found.stdout).values()}
     assert modules >= {"flyteagents", "flyteagents_bigquery", "flyteagents_databricks", "flyteagents_openai"}
-    assert "flyteagents_example" in modules, "the plugin docs/writing-a-plugin.md installs is found too"
+    assert "flyteagents_example:ExampleJobAgent" in json.loads(found.stdout).values(), "writing-a-plugin.md's plugin"
     for plugin in plugins:
         imported = subprocess.run(
             [str(own_env / "bin/python"), "-c", f"import flyteagents_{plugin}"], capture_output=True, text=True
