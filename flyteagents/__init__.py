@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import threading
 import types
 from typing import TYPE_CHECKING, Any
 
@@ -111,11 +112,18 @@ __all__ = [
 ]
 
 
+#: First uses from several threads take turns: flytekit's modules import each other in a cycle, and
+#: two threads importing two of them at once end in a deadlock error or a partially initialized
+#: module. Re-entrant: a module being loaded may itself use a public name.
+_load_lock = threading.RLock()
+
+
 def _load(name: str) -> Any:
-    value = getattr(importlib.import_module(_SOURCES[name], __name__), name)
-    # Show flyteagents.Resource, not flyteagents._models.Resource, in reprs and docs.
-    if getattr(value, "__module__", "").startswith("flyteagents."):
-        value.__module__ = __name__
+    with _load_lock:
+        value = getattr(importlib.import_module(_SOURCES[name], __name__), name)
+        # Show flyteagents.Resource, not flyteagents._models.Resource, in reprs and docs.
+        if getattr(value, "__module__", "").startswith("flyteagents."):
+            value.__module__ = __name__
     return value
 
 

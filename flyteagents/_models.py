@@ -110,11 +110,14 @@ class ResourceMeta:
         try:
             # str input skips json's encoding detection; undecodable bytes raise UnicodeDecodeError (a ValueError)
             obj = _JSON.decode(data.decode() if isinstance(data, bytes) else data)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, RecursionError) as exc:  # RecursionError: nested past Python's limit
             raise InvalidResourceMetaError(f"resource_meta is not valid JSON for {cls.__name__}: {exc}") from None
-        if dataclasses.is_dataclass(cls):
-            return typing.cast(_M, _convert_dataclass(obj, "resource_meta", cls))
-        return typing.cast(_M, _convert(obj, cls, "resource_meta"))
+        try:
+            if dataclasses.is_dataclass(cls):
+                return typing.cast(_M, _convert_dataclass(obj, "resource_meta", cls))
+            return typing.cast(_M, _convert(obj, cls, "resource_meta"))
+        except RecursionError:
+            raise InvalidResourceMetaError(f"resource_meta is nested too deeply for {cls.__name__}") from None
 
 
 def _convert(value: Any, tp: Any, where: str) -> Any:

@@ -23,6 +23,12 @@ DEADLINE_SLOT = -1
 _PERIOD = 16
 _MAX_GROWTH_STEPS = 1000
 _MASK = (1 << 64) - 1
+#: Shortest nonzero interval between calls, in seconds.
+_MIN_INTERVAL = 1e-3
+#: Longest nominal wait between calls, in seconds (about 30 years).
+_MAX_WAIT = 1e9
+#: Farthest start or deadline from 1970 a schedule takes, in seconds (about the year 5000).
+_MAX_EPOCH = 1e11
 
 
 @dataclass(frozen=True)
@@ -41,9 +47,9 @@ class PollPolicy:
             nominal length.
 
     Raises:
-        ValueError: a negative interval, a backoff below 1 or so close to 1 that the
-            cap takes over 1,000 waits to reach, a jitter outside [0, 1], or a cap below
-            the interval.
+        ValueError: a negative interval or one under a millisecond, a backoff below 1 or
+            so close to 1 that the cap takes over 1,000 waits to reach, a jitter outside
+            [0, 1], a cap below the interval or above 1e9 seconds.
     """
 
     interval: float
@@ -54,12 +60,18 @@ class PollPolicy:
     def __post_init__(self) -> None:
         if not (self.interval >= 0 and math.isfinite(self.interval)):
             raise ValueError(f"poll interval must be a finite number of seconds >= 0, got {self.interval!r}")
+        if 0 < self.interval < _MIN_INTERVAL:
+            # Finding the slot of a moment steps through waits shorter than a float's precision at that
+            # moment without end (the policy may come from a resource_meta).
+            raise ValueError(f"poll interval must be 0 or at least {_MIN_INTERVAL}s, got {self.interval!r}")
         if not (1.0 <= self.backoff <= 100.0):
             raise ValueError(f"backoff must be between 1 (no backoff) and 100, got {self.backoff!r}")
         if not (0.0 <= self.jitter <= 1.0):
             raise ValueError(f"jitter must be a fraction between 0 and 1, got {self.jitter!r}")
         if self.max_interval is not None and not (self.max_interval >= self.interval):
             raise ValueError(f"max_interval ({self.max_interval!r}) must be at least the interval ({self.interval!r})")
+        if self.cap > _MAX_WAIT:
+            raise ValueError(f"a wait between calls must be at most {_MAX_WAIT:g}s, got {self.cap!r}")
         if self.backoff > 1.0 and self.interval > 0:
             steps = math.log(self.cap / self.interval) / math.log(self.backoff)
             if steps > _MAX_GROWTH_STEPS:
@@ -112,6 +124,13 @@ class PollSchedule:
     key: str
     start: float | None = None
     deadline: float | None = None
+
+    def __post_init__(self) -> None:
+        # Epoch seconds; far-off or non-finite ones (from a tampered resource_meta) would send _slot's
+        # arithmetic past a float's precision, and its loop with it.
+        for name, value in (("start", self.start), ("deadline", self.deadline)):
+            if value is not None and not (-_MAX_EPOCH <= value <= _MAX_EPOCH):
+                raise ValueError(f"poll schedule {name} must be epoch seconds within +-{_MAX_EPOCH:g}, got {value!r}")
 
     def slot(self, now: float) -> tuple[int, float, float]:
         """The slot ``now`` falls in: its index, when it became due, and when the next one is due.

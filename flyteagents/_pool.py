@@ -33,7 +33,10 @@ class ClientPool(Generic[_K, _C]):
     client per (running loop, key), makes it with ``make(key)`` the first time that pair
     is asked for (concurrent first calls share one), and closes it with ``close(client)``
     when its loop shuts down (``asyncio.run``, local runs and the service end with that),
-    on ``aclose()``, or when ``max_size`` is exceeded (least recently used first).
+    on ``aclose()``, or when ``max_size`` is exceeded (least recently used first): an
+    evicted client is closed ``close_delay`` seconds later, since calls made with it may
+    still be in flight (or at ``aclose()``/the loop's end, if sooner). A close taking longer
+    than ``close_timeout`` seconds is abandoned.
 
     Keys must never hold a secret: key by the secret's name or :func:`secret_fingerprint`, and
     hand ``get`` a ``make`` that holds the secret itself.
@@ -56,6 +59,11 @@ class ClientPool(Generic[_K, _C]):
         ```
     """
 
+    #: Seconds an evicted client stays open for the calls still using it; longer than any bounded call.
+    close_delay: float = 60.0
+    #: Longest one client's close may take: closing is best effort, and a loop's end waits for it.
+    close_timeout: float = 5.0
+
     def __init__(
         self,
         make: Callable[[_K], _C | Awaitable[_C]] | None = None,
@@ -69,6 +77,10 @@ class ClientPool(Generic[_K, _C]):
             weakref.WeakKeyDictionary()
         )
         self._closing: set[asyncio.Task[None]] = set()
+        #: Per loop: evicted clients not closed yet.
+        self._retired: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, set[asyncio.Future[_C]]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     async def get(self, key: _K, make: Callable[[], _C | Awaitable[_C]] | None = None) -> _C:
         """The client for ``key`` on the running loop, made on first use by ``make()`` or the pool's ``make(key)``."""
@@ -79,7 +91,13 @@ class ClientPool(Generic[_K, _C]):
         found = clients.get(key)
         if found is not None:
             clients.move_to_end(key)
-            return await asyncio.shield(found)
+            try:
+                return await asyncio.shield(found)
+            except asyncio.CancelledError:
+                if not found.cancelled() or _cancelling():
+                    raise
+                # The caller making it was cancelled, not this one: make it here instead.
+                return await self.get(key, make)
         made: asyncio.Future[_C] = loop.create_future()
         clients[key] = made
         try:
@@ -117,9 +135,13 @@ class ClientPool(Generic[_K, _C]):
 
     async def aclose(self) -> None:
         """Close the clients this pool made on the running loop."""
-        clients = self._by_loop.pop(asyncio.get_running_loop(), None)
-        if clients:
-            await asyncio.gather(*(self._close_one(f) for f in clients.values()))
+        loop = asyncio.get_running_loop()
+        clients = self._by_loop.pop(loop, None)
+        retired = self._retired.pop(loop, set())
+        made = [*(clients.values() if clients else ()), *retired]
+        retired.clear()  # the delayed closes of these skip them
+        if made:
+            await asyncio.gather(*(self._close_one(f) for f in made))
 
     async def _register(self, loop: asyncio.AbstractEventLoop) -> OrderedDict[_K, asyncio.Future[_C]]:
         with _lock:
@@ -134,9 +156,17 @@ class ClientPool(Generic[_K, _C]):
         return self._by_loop.setdefault(loop, OrderedDict())
 
     def _close_later(self, loop: asyncio.AbstractEventLoop, made: asyncio.Future[_C]) -> None:
-        task = loop.create_task(self._close_one(made))
+        retired = self._retired.setdefault(loop, set())
+        retired.add(made)
+        task = loop.create_task(self._close_retired(retired, made))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
+
+    async def _close_retired(self, retired: set[asyncio.Future[_C]], made: asyncio.Future[_C]) -> None:
+        await asyncio.sleep(self.close_delay)
+        if made in retired:  # else aclose() has closed it
+            retired.discard(made)
+            await self._close_one(made)
 
     async def _close_one(self, made: asyncio.Future[_C]) -> None:
         try:
@@ -150,9 +180,15 @@ class ClientPool(Generic[_K, _C]):
                 closer = getattr(client, "aclose", None) or getattr(client, "close", None)
                 result = closer() if closer is not None else None
             if inspect.isawaitable(result):
-                await result
-        except Exception as exc:  # closing is best effort: the work it served is done
+                await asyncio.wait_for(result, self.close_timeout)
+        except Exception as exc:  # closing is best effort (TimeoutError too): the work it served is done
             logger.debug("closing %s failed: %s", type(client).__name__, exc)
+
+
+def _cancelling() -> bool:
+    """Whether the running task has been asked to cancel (known on Python 3.11+; else False)."""
+    cancelling = getattr(asyncio.current_task(), "cancelling", None)
+    return bool(cancelling()) if cancelling is not None else False
 
 
 async def _close_at_shutdown(pools: weakref.WeakSet[ClientPool[Any, Any]]) -> AsyncGenerator[None, None]:

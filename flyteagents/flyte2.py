@@ -31,6 +31,7 @@ import inspect
 import os
 import sys
 import threading
+import time
 import typing
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
@@ -137,6 +138,8 @@ class _Active:
 
 
 _active: set[_Active] = set()
+#: Longest the exit hook waits for the interrupted runs: a delete's own timeout, and time to report it.
+_EXIT_WAIT = _DELETE_TIMEOUT + 5
 _active_lock = threading.Lock()
 _exit_hook_installed = False
 
@@ -151,8 +154,10 @@ def _cancel_active_runs() -> None:
             run.loop.call_soon_threadsafe(run.task.cancel)
         except RuntimeError:  # its loop has closed: nothing left to cancel
             run.finished.set()
+    # The runs delete their jobs at the same time: one deadline for all of them.
+    deadline = time.monotonic() + _EXIT_WAIT
     for run in runs:
-        run.finished.wait(_DELETE_TIMEOUT + 5)
+        run.finished.wait(max(0.0, deadline - time.monotonic()))
 
 
 @contextlib.contextmanager

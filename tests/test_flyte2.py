@@ -346,3 +346,40 @@ def test_a_local_run_can_go_through_the_service(service, tmp_path, monkeypatch, 
     Path(f"{prefix}.ready").write_text("xy")
     assert local(t.pipeline, prefix=str(prefix), x=1) == (f"{prefix}.ready", 2, 6)
     assert f"via agent service {service.address}" in capfd.readouterr().err
+
+
+def test_the_exit_hook_waits_for_all_interrupted_runs_together_not_one_after_another(monkeypatch):
+    """At exit after Ctrl-C, N runs whose deletes hang hold the process up to 35 s in all, not N times that."""
+    import flyteagents.flyte2 as f2
+
+    waited: list[float] = []
+
+    class Finished(threading.Event):
+        def wait(self, timeout: float | None = None) -> bool:
+            waited.append(timeout if timeout is not None else float("inf"))
+            return super().wait(timeout)  # never set: each run's delete is still going
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        runs = []
+        for i in range(3):
+            run = f2._Active(f"run{i}", asyncio.run_coroutine_threadsafe(_make_task(), loop).result(5), loop)
+            run.finished = Finished()
+            runs.append(run)
+        monkeypatch.setattr(f2, "_active", set(runs))
+        monkeypatch.setattr(f2, "_EXIT_WAIT", 0.3)  # 35 s: a delete's timeout, and 5 s to report it
+        f2._cancel_active_runs()
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.run_until_complete(asyncio.sleep(0))  # the cancelled tasks end
+        loop.close()
+    assert len(waited) == 3
+    assert sum(waited) <= 0.3, waited
+
+
+async def _make_task() -> asyncio.Task:
+    """A run's task on the running loop: a job that never ends."""
+    return asyncio.get_running_loop().create_task(asyncio.sleep(3600))

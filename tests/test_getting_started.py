@@ -219,12 +219,25 @@ def test_every_install_command_in_the_docs_works_with_plain_pip(tmp_path: Path) 
     for command in commands:
         done = subprocess.run(["bash", "-c", command], cwd=clone, env=env, capture_output=True, text=True, timeout=900)
         assert done.returncode == 0, f"{command} ({', '.join(commands[command])}):\n{done.stdout}\n{done.stderr}"
+    # Writing a plugin: install the example, then copy it out, install it with its test extra and run its
+    # tests there, block by block as the page gives them (a copy has no repository config around it).
+    plugin_page = (ROOT / "docs/writing-a-plugin.md").read_text()
+    plugin_blocks = re.findall(r"^```bash\n(.*?)^```", plugin_page, re.S | re.M)
+    assert any("pip install -e examples/plugin" in b for b in plugin_blocks)
+    assert any("python -m pytest tests" in b for b in plugin_blocks)
+    for block in plugin_blocks:
+        done = subprocess.run(["bash", "-ec", block], cwd=clone, env=env, capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, (
+            f"{block} (docs/writing-a-plugin.md):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        )
+    assert re.search(r"\b\d+ passed", done.stdout) and "failed" not in done.stdout, done.stdout
     # Installed, each plugin is found by the core through its entry points, with no warning printed.
     check = "import json; from flyteagents import AgentRegistry; print(json.dumps(AgentRegistry().discover()))"
     found = subprocess.run([str(own_env / "bin/python"), "-c", check], capture_output=True, text=True, timeout=120)
     assert found.returncode == 0 and not WARNINGS.search(found.stderr), found.stderr
     modules = {value.split(".")[0] for value in json.loads(found.stdout).values()}
     assert modules >= {"flyteagents", "flyteagents_bigquery", "flyteagents_databricks", "flyteagents_openai"}
+    assert "flyteagents_example:ExampleJobAgent" in json.loads(found.stdout).values(), "writing-a-plugin.md's plugin"
     for plugin in plugins:
         imported = subprocess.run(
             [str(own_env / "bin/python"), "-c", f"import flyteagents_{plugin}"], capture_output=True, text=True

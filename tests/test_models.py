@@ -65,6 +65,31 @@ def test_bad_bytes_raise_a_clear_error(data: bytes, message: str) -> None:
 
 
 @dataclass
+class Node:
+    children: list[Node]
+
+
+@dataclass
+class TreeMeta(ResourceMeta):
+    root: Node
+
+
+@pytest.mark.parametrize(
+    ("cls", "data"),
+    [
+        (JobMeta, b'{"job_id": "j", "attempt": 1, "tags": ' + b"[" * 30_000 + b"]" * 30_000 + b"}"),
+        (TreeMeta, b'{"root": ' + b'{"children": [' * 400 + b"]}" * 400 + b"}"),
+    ],
+    ids=["deeper-than-json-parses", "deeper-than-the-converters-recurse"],
+)
+def test_deeply_nested_meta_is_invalid_not_a_recursion_error(cls: type[ResourceMeta], data: bytes) -> None:
+    """Hostile resource_meta under the size limit, nested past Python's recursion limit."""
+    assert len(data) < MAX_RESOURCE_META_BYTES
+    with pytest.raises(InvalidResourceMetaError, match=f"resource_meta .*{cls.__name__}"):
+        cls.decode(data)
+
+
+@dataclass
 class FlatMeta(ResourceMeta):
     job_id: str
     region: str | None

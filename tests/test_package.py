@@ -64,3 +64,39 @@ def test_an_unknown_name_is_an_attribute_error() -> None:
 
     with pytest.raises(AttributeError, match="NoSuchThing"):
         flyteagents.NoSuchThing  # type: ignore[attr-defined]  # noqa: B018
+
+
+def test_threads_loading_public_names_at_the_same_moment_all_get_them() -> None:
+    """First uses from several threads at once (flyte runs tasks in a thread of its own, say) must not race.
+
+    flytekit's modules import each other in a cycle: importing two of them from two threads at
+    once ends in _DeadlockError or "partially initialized module" unless the loads take turns.
+    """
+    out = _run(
+        """
+        import threading
+        import flyteagents
+
+        names = [n for n in flyteagents.__all__ if n != "__version__"]
+        barrier = threading.Barrier(len(names))
+        errors, got = [], {}
+
+        def first_use(name):
+            barrier.wait()
+            try:
+                got[name] = getattr(flyteagents, name)
+            except BaseException as exc:
+                errors.append(f"{name}: {exc!r}")
+
+        threads = [threading.Thread(target=first_use, args=(n,)) for n in names]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors
+        from flyteagents import AsyncAgentBase, sensor
+        assert got["AsyncAgentBase"] is AsyncAgentBase and got["sensor"] is sensor
+        print(len(got))
+        """
+    )
+    assert int(out) >= 30

@@ -206,3 +206,22 @@ async def test_resource_meta_with_an_impossible_schedule_is_invalid_argument(ser
         await server.async_stub.GetTask(get_task_request(json.dumps(meta).encode(), "sensor"))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "jitter must be a fraction" in (info.value.details() or "")
+
+
+@pytest.mark.parametrize(
+    "tampered",
+    [
+        {"poke_interval": 1e308},  # a schedule whose period overflows a float
+        {"poke_interval": 1e-300, "max_poke_interval": 1e300, "backoff": 1e300},
+        {"started_at": -1e308},
+        {"poke_interval": float("nan")},  # json reads NaN and Infinity
+        {"started_at": float("inf")},
+    ],
+    ids=["huge-interval", "huge-backoff", "huge-start", "nan-interval", "infinite-start"],
+)
+async def test_resource_meta_with_numbers_no_schedule_can_follow_is_invalid_argument(server, tampered):
+    meta = json.loads(await create_sensor(server, Flips(name="tampered", poke_interval=5), f"tampered-{uuid.uuid4()}"))
+    meta.update(tampered)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await server.async_stub.GetTask(get_task_request(json.dumps(meta).encode(), "sensor"))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import threading
 
+import aiohttp
 import pytest
+from aiohttp import web
 
 from flyteagents import AgentRegistry
 from flyteagents.plugin import ClientPool, close_clients
@@ -90,11 +92,12 @@ async def test_concurrent_first_calls_share_one_client_and_failures_are_not_kept
 
 async def test_the_least_recently_used_client_is_closed_beyond_max_size() -> None:
     pool: ClientPool[str, Client] = ClientPool(Client, max_size=2)
+    pool.close_delay = 0.01  # what calls still using an evicted client get (60 s by default)
     a, b = await pool.get("a"), await pool.get("b")
     await pool.get("a")  # a is now the most recent
     c = await pool.get("c")
-    await asyncio.sleep(0)  # the eviction closes in a task of its own
-    await asyncio.sleep(0)
+    assert not b.closed, "open for the calls in flight"
+    await asyncio.sleep(0.05)  # the eviction closes in a task of its own, after close_delay
     assert b.closed and not a.closed and not c.closed
     assert {x.key for x in pool.clients()} == {"a", "c"}
     await close_clients()
@@ -117,3 +120,103 @@ async def test_the_service_closes_pooled_clients_as_it_stops() -> None:
     client = await pool.get("stop")
     await close_agents(AgentRegistry())  # what serve() awaits once the port is closed
     assert client.closed and pool.clients() == []
+
+
+async def test_a_client_evicted_beyond_max_size_finishes_the_request_it_is_serving() -> None:
+    """Eviction must not close a session under a request in flight (a 17th tenant on the service, say)."""
+    release = asyncio.Event()
+
+    async def slow(request: web.Request) -> web.Response:
+        await release.wait()
+        return web.Response(text="done")
+
+    app = web.Application()
+    app.router.add_get("/slow", slow)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    pool: ClientPool[str, aiohttp.ClientSession] = ClientPool(
+        lambda base: aiohttp.ClientSession(base, timeout=aiohttp.ClientTimeout(total=10)), max_size=1
+    )
+    try:
+        first = await pool.get(f"http://127.0.0.1:{port}")
+
+        async def call() -> str:
+            async with first.get("/slow") as response:
+                return await response.text()
+
+        in_flight = asyncio.create_task(call())
+        await asyncio.sleep(0.05)  # the request is on the wire
+        await pool.get(f"http://localhost:{port}")  # a second key: the first session is evicted
+        for _ in range(5):
+            await asyncio.sleep(0)
+        release.set()
+        assert await in_flight == "done"
+        assert not first.closed, "kept open for the calls still using it"
+        await pool.aclose()
+        assert first.closed, "the evicted session is closed with the pool, not leaked"
+    finally:
+        release.set()
+        await pool.aclose()
+        await runner.cleanup()
+
+
+async def test_a_caller_cancelled_while_making_the_client_does_not_cancel_the_others_waiting_for_it() -> None:
+    """Two first calls share one make; the one that started it is cancelled (its RPC's deadline, say)."""
+    started = asyncio.Event()
+    makes = 0
+
+    async def make(key: str) -> Client:
+        nonlocal makes
+        makes += 1
+        started.set()
+        await asyncio.sleep(0.05)
+        return Client(key)
+
+    pool: ClientPool[str, Client] = ClientPool(make)
+    first = asyncio.create_task(pool.get("k"))
+    await started.wait()
+    second = asyncio.create_task(pool.get("k"))
+    await asyncio.sleep(0)  # the second is waiting for the first's make
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    client = await second
+    assert client.key == "k" and not second.cancelled() and makes == 2
+    assert pool.clients() == [client]
+    await pool.aclose()
+
+
+async def test_a_waiting_caller_cancelled_itself_is_cancelled() -> None:
+    pool: ClientPool[str, Client] = ClientPool(slow_make)
+    first = asyncio.create_task(pool.get("k"))
+    await asyncio.sleep(0)
+    second = asyncio.create_task(pool.get("k"))
+    await asyncio.sleep(0)
+    first.cancel()
+    second.cancel()
+    results = await asyncio.gather(first, second, return_exceptions=True)
+    assert all(isinstance(r, asyncio.CancelledError) for r in results), results
+    assert pool.clients() == []
+
+
+def test_a_client_whose_close_hangs_does_not_hold_up_the_loops_end() -> None:
+    """A close that never returns (a broker that stopped answering, say) must not keep asyncio.run from ending."""
+
+    class Stuck(Client):
+        async def aclose(self) -> None:
+            await asyncio.Event().wait()
+
+    pool: ClientPool[str, Stuck] = ClientPool(Stuck)
+    pool.close_timeout = 0.1
+    made: list[Stuck] = []
+
+    async def run() -> None:
+        made.append(await pool.get("stuck"))
+
+    thread = threading.Thread(target=lambda: asyncio.run(run()), daemon=True)
+    thread.start()
+    thread.join(30)
+    assert made and not thread.is_alive(), "the loop's end waited for a close that never returns"

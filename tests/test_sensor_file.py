@@ -181,3 +181,17 @@ async def test_s3_options_the_probe_cannot_honour_go_through_s3fs(moto: MotoServ
     assert await sensor.poke(path=f"s3://{name}/k.bin") == FileMatch(
         path=f"s3://{name}/k.bin", paths=[f"s3://{name}/k.bin"]
     )
+
+
+async def test_filesystems_kept_per_loop_are_bounded_whatever_the_templates_ask_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Storage options come from task templates: one filesystem each, but not without end on the service's loop."""
+    from flyteagents.sensor._file import _ASYNC_FILESYSTEMS, _S3_HEADS, filesystem
+
+    assert _ASYNC_FILESYSTEMS.max_size is not None and _S3_HEADS.max_size is not None
+    monkeypatch.setattr(_ASYNC_FILESYSTEMS, "max_size", 3)  # the same eviction as at 64, sooner
+    for i in range(8):
+        await filesystem("s3", {"anon": True, "endpoint_url": f"http://127.0.0.1:{i + 1}"})
+    assert len(_ASYNC_FILESYSTEMS.clients()) == 3
+    await close_loop_clients()

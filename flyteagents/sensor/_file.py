@@ -75,9 +75,11 @@ def _open_s3_head(options: str) -> Any:
     return S3Head(json.loads(options))
 
 
+#: Most filesystems (and S3 probes) kept per loop: their storage options come from task templates.
+MAX_FILESYSTEMS = 64
 #: Async filesystems (s3fs, ...) are bound to the event loop they were made on.
-_ASYNC_FILESYSTEMS: ClientPool[tuple[str, str], Any] = ClientPool(_open_async, _close_async)
-_S3_HEADS: ClientPool[str, Any] = ClientPool(_open_s3_head)
+_ASYNC_FILESYSTEMS: ClientPool[tuple[str, str], Any] = ClientPool(_open_async, _close_async, MAX_FILESYSTEMS)
+_S3_HEADS: ClientPool[str, Any] = ClientPool(_open_s3_head, max_size=MAX_FILESYSTEMS)
 
 
 async def filesystem(protocol: str, options: dict[str, Any]) -> fsspec.AbstractFileSystem:

@@ -303,3 +303,17 @@ def test_outputs_reach_the_next_task_in_a_local_workflow(moto: Any, sqs: Any, qu
         assert wf() == "for the next task"
     finally:
         sender.cancel()
+
+
+async def test_sqs_clients_kept_per_loop_are_bounded_whatever_the_templates_ask_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Region and endpoint come from task templates: one client each, but not without end on the service's loop."""
+    from flyteagents_aws._clients import _CLIENTS, sqs_client
+
+    assert _CLIENTS.max_size is not None
+    monkeypatch.setattr(_CLIENTS, "max_size", 3)  # the same eviction as at 64, sooner
+    for i in range(8):
+        await sqs_client("us-east-1", f"http://127.0.0.1:{i + 1}", None)
+    assert len(_CLIENTS.clients()) == 3
+    await _CLIENTS.aclose()

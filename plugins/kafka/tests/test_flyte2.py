@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import uuid
 from typing import Any
 
 import flyte
 import pytest
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from flyteagents_kafka.flyte2 import KafkaMessage, KafkaSensor, KafkaSensorConfig
+from flyteagents_kafka.testing import create_topic
 
 from flyteagents.testing.flyte2 import AgentService, run_on_service
 
@@ -26,17 +25,6 @@ async def order_values(messages: list[KafkaMessage]) -> list[str]:
 @pytest.fixture(scope="module", autouse=True)
 def initialized():
     flyte.init()
-
-
-async def create_topic(servers: str) -> str:
-    topic = f"t-{uuid.uuid4().hex[:10]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=servers)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, 1, 1)])
-    finally:
-        await admin.close()
-    return topic
 
 
 async def produce_until(servers: str, topic: str, done: threading.Event) -> None:

@@ -8,9 +8,9 @@ import uuid
 from typing import Any
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from flyteagents_kafka import KafkaSensor, KafkaSensorConfig
 from flyteagents_kafka._cluster import cluster_for
+from flyteagents_kafka.testing import create_topic
 from flyteidl.core.execution_pb2 import TaskExecution
 
 from flyteagents.sensor import SensorEngine, SensorMetadata
@@ -25,17 +25,6 @@ def sensor_for(servers: str, topic: str, **options: Any) -> KafkaSensor:
         name=f"kafka_{uuid.uuid4().hex[:6]}",
         sensor_config=KafkaSensorConfig(bootstrap_servers=servers, topic=topic, **options),
     )
-
-
-async def create_topic(servers: str) -> str:
-    topic = f"t-{uuid.uuid4().hex[:10]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=servers)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, 1, 1)])
-    finally:
-        await admin.close()
-    return topic
 
 
 async def start(engine: SensorEngine, sensor: KafkaSensor) -> SensorMetadata:
@@ -142,3 +131,12 @@ async def test_background_log_lines_carry_no_callers_task(own_tansu: Any, caplog
     lines = [r for r in caplog.records if "not found in cluster metadata" in r.getMessage()]
     assert lines, "the broker was asked about the missing topic"
     assert {r.task for r in lines} == {"-"}, {r.task for r in lines}  # type: ignore[attr-defined]
+
+
+async def test_cluster_clients_kept_per_loop_are_bounded_whatever_the_templates_ask_for() -> None:
+    """Bootstrap servers come from task templates: one cluster client each, but not without end."""
+    from flyteagents_kafka._cluster import _CLUSTERS
+
+    for i in range((_CLUSTERS.max_size or 200) + 5):
+        await cluster_for(KafkaSensorConfig(bootstrap_servers=f"127.0.0.1:{i + 1}", topic="t"))
+    assert _CLUSTERS.max_size is not None and len(_CLUSTERS.clients()) <= _CLUSTERS.max_size

@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from flyteagents_kafka import KafkaMessage, KafkaSensor, KafkaSensorConfig
 from flyteagents_kafka._cluster import cluster_for
+from flyteagents_kafka.testing import create_topic
 from flyteidl.core.execution_pb2 import TaskExecution
 from flytekit import FlyteContextManager, task, workflow
 from flytekit.core.type_engine import TypeEngine
@@ -33,17 +34,6 @@ def outputs(sensor: Any, resource: Any) -> dict[str, Any]:
 
 def roundtrip(meta: SensorMetadata) -> SensorMetadata:
     return SensorMetadata.decode(meta.encode())
-
-
-async def create_topic(servers: str, partitions: int = 2) -> str:
-    topic = f"t-{uuid.uuid4().hex[:10]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=servers)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, partitions, 1)])
-    finally:
-        await admin.close()
-    return topic
 
 
 async def produce(
@@ -83,7 +73,7 @@ async def start(engine: SensorEngine, sensor: KafkaSensor) -> SensorMetadata:
 @in_session_loop
 async def test_message_produced_later_is_found_with_all_fields(tansu: Any, engine: SensorEngine) -> None:
     servers = tansu.bootstrap_servers
-    topic = await create_topic(servers)
+    topic = await create_topic(servers, partitions=2)
     await produce(servers, topic, ("old", "before the sensor", {}), ("old", "also before", {}), partition=1)
     sensor = sensor_for(servers, topic)
     meta = await start(engine, sensor)
@@ -104,7 +94,7 @@ async def test_message_produced_later_is_found_with_all_fields(tansu: Any, engin
 @in_session_loop
 async def test_filters_skip_non_matching_messages(tansu: Any, engine: SensorEngine) -> None:
     servers = tansu.bootstrap_servers
-    topic = await create_topic(servers)
+    topic = await create_topic(servers, partitions=2)
     sensor = sensor_for(
         servers, topic, key="order-7", headers={"kind": "paid"}, value_regex=r'"amount":\s*\d+', max_messages=5
     )

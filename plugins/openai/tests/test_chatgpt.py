@@ -204,3 +204,15 @@ def test_agents_are_found_through_entry_points() -> None:
     assert isinstance(registry.get_agent("chatgpt"), ChatGPTAgent)
     listed = {a.name: a for a in registry.list_agents()}
     assert listed["OpenAI ChatGPT Agent"].is_sync
+
+
+async def test_clients_kept_per_loop_are_bounded_whatever_the_templates_ask_for() -> None:
+    """The organization comes from task templates: one client each, but not without end on the service's loop."""
+    from flyteagents_openai._clients import ClientCache
+
+    cache = ClientCache(OpenAISettings(base_url="http://127.0.0.1:9"))
+    bound = cache._clients.max_size
+    for i in range((bound or 200) + 5):
+        await cache.client("sk-test", f"org-{i}")
+    assert bound is not None and len(cache) <= bound
+    await cache.aclose()

@@ -56,8 +56,9 @@ class ExampleJobAgent(AsyncAgentBase):
 
     def __init__(self) -> None:
         super().__init__(task_type_name=TASK_TYPE, metadata_type=JobMeta)
-        # One HTTP session per event loop, API and token; closed when its loop or the service ends.
-        self.sessions: ClientPool[tuple[str, str, str], aiohttp.ClientSession] = ClientPool()
+        # One HTTP session per event loop, API and token (64 at most: templates name the API); closed
+        # when its loop or the service ends.
+        self.sessions: ClientPool[tuple[str, str, str], aiohttp.ClientSession] = ClientPool(max_size=64)
 
     async def _session(self, base_url: str, token_secret: str) -> aiohttp.ClientSession:
         token = get_secret(token_secret)  # read on each call: a rotated token is seen at once

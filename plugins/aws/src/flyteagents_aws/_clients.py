@@ -16,6 +16,8 @@ __all__ = ["sqs_client"]
 
 #: Connections one client keeps to SQS; pokes beyond it wait for a free one.
 MAX_POOL_CONNECTIONS = 64
+#: Most SQS clients kept per event loop.
+MAX_CLIENTS = 64
 #: Seconds to connect; reading allows the long-poll plus this.
 CONNECT_TIMEOUT = 3.0
 READ_MARGIN = 3.0
@@ -65,7 +67,8 @@ async def _open(key: ClientKey, credentials: dict[str, str]) -> Any:
 
 
 #: Open aiobotocore SQS clients, per event loop and ClientKey; closed with their loop.
-_CLIENTS: ClientPool[ClientKey, Any] = ClientPool()
+#: (Region and endpoint come from task templates: at most MAX_CLIENTS, least recently used evicted.)
+_CLIENTS: ClientPool[ClientKey, Any] = ClientPool(max_size=MAX_CLIENTS)
 
 
 async def sqs_client(region: str | None, endpoint_url: str | None, credentials_secret: str | None) -> Any:

@@ -8,8 +8,6 @@ Flyte 2 tasks read a ``bq://`` result as a pandas DataFrame or an Arrow table.
 
 from __future__ import annotations
 
-import concurrent.futures
-import threading
 from typing import Any
 
 import pandas as pd
@@ -19,6 +17,7 @@ from flytekit import FlyteContextManager
 from flytekit.models import literals
 
 from flyteagents.flyte2 import AgentTask, split_options
+from flyteagents.plugin import run_sync
 
 from ._config import BigQueryConfig
 from ._decoder import PROTOCOL, BigQueryToArrowDecoder, BigQueryToPandasDecoder
@@ -78,18 +77,6 @@ class BigQueryTask(AgentTask):
 
 # ---- reading bq:// results in Flyte 2 tasks --------------------------------------------------
 
-_pool: concurrent.futures.ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
-
-
-def _reader_pool() -> concurrent.futures.ThreadPoolExecutor:
-    """The threads that page through result tables: the BigQuery client blocks."""
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="flyteagents-bigquery-read")
-        return _pool
-
 
 class _Flyte2Decoder(DataFrameDecoder):  # type: ignore[misc]
     """A Flyte 2 decoder that reads ``bq://`` tables with the flytekit-side decoder's code."""
@@ -99,8 +86,6 @@ class _Flyte2Decoder(DataFrameDecoder):  # type: ignore[misc]
         self._flytekit_decoder = flytekit_decoder
 
     async def decode(self, flyte_value: Any, current_task_metadata: Any) -> Any:
-        import asyncio
-
         # flyteidl2's StructuredDataset is wire-compatible with flyteidl's: read it as flytekit's model.
         value = literals.StructuredDataset.from_flyte_idl(
             v1_literals.StructuredDataset.FromString(flyte_value.SerializeToString())
@@ -109,8 +94,8 @@ class _Flyte2Decoder(DataFrameDecoder):  # type: ignore[misc]
             v1_literals.StructuredDatasetMetadata.FromString(current_task_metadata.SerializeToString())
         )
         ctx = FlyteContextManager.current_context()
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(_reader_pool(), self._flytekit_decoder.decode, ctx, value, meta)
+        # The BigQuery client blocks while it pages through the table: off the event loop.
+        return await run_sync(self._flytekit_decoder.decode, ctx, value, meta)
 
 
 def register_flyte2_decoders() -> None:

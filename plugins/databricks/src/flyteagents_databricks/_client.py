@@ -223,8 +223,8 @@ class JobsClientPool:
 
     The credential is keyed by a one-way fingerprint of the token, never the token itself.
     At most ``max_clients`` per loop are kept; beyond that the least recently used one (a
-    rotated token's, typically) is closed. Clients still open when their loop shuts down
-    are closed then.
+    rotated token's, typically) is closed a minute later, once calls still using it are done.
+    Clients still open when their loop shuts down are closed then.
     """
 
     def __init__(self, max_clients: int = 16, **client_kwargs: Any) -> None:

@@ -49,6 +49,8 @@ _FETCH_MAX_WAIT_MS = 100
 _CLIENT_REQUEST_TIMEOUT_MS = 10_000
 #: A topic no sensor has poked for this long is dropped from the client's metadata requests.
 TOPIC_IDLE_SECONDS = 600.0
+#: Most cluster clients kept per event loop.
+MAX_CLUSTERS = 64
 
 _T = TypeVar("_T")
 
@@ -424,7 +426,8 @@ def _records(partition: int, data: bytes | None, start: int) -> Iterator[Fetched
 
 
 #: One KafkaCluster per event loop and connection settings, closed with its loop.
-_CLUSTERS: ClientPool[ClusterKey, KafkaCluster] = ClientPool(KafkaCluster)
+#: (Its settings come from task templates: at most MAX_CLUSTERS, least recently used evicted.)
+_CLUSTERS: ClientPool[ClusterKey, KafkaCluster] = ClientPool(KafkaCluster, max_size=MAX_CLUSTERS)
 
 
 async def cluster_for(config: KafkaSensorConfig) -> KafkaCluster:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
+
 from flyteagents.testing import ServerProcess
 
-__all__ = ["TansuBroker"]
+__all__ = ["TansuBroker", "create_topic"]
 
 
 class TansuBroker(ServerProcess):
@@ -43,3 +45,17 @@ class TansuBroker(ServerProcess):
             "--storage-engine",
             "memory://tansu/",
         ]
+
+
+async def create_topic(bootstrap_servers: str, partitions: int = 1) -> str:
+    """Create a topic of a new random name (``t-`` and 10 hex digits) on the cluster; its name."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    topic = f"t-{uuid.uuid4().hex[:10]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, partitions, 1)])
+    finally:
+        await admin.close()
+    return topic

@@ -14,6 +14,9 @@ from ._settings import OpenAISettings
 
 __all__ = ["ClientCache"]
 
+#: Most clients kept per event loop.
+MAX_CLIENTS = 64
+
 
 class ClientCache:
     """Hands out cached AsyncOpenAI clients.
@@ -27,7 +30,10 @@ class ClientCache:
 
     def __init__(self, settings: OpenAISettings) -> None:
         self.settings = settings
-        self._clients: ClientPool[tuple[str, str | None, str | None], openai.AsyncOpenAI] = ClientPool()
+        # The organization comes from task templates: at most MAX_CLIENTS, least recently used evicted.
+        self._clients: ClientPool[tuple[str, str | None, str | None], openai.AsyncOpenAI] = ClientPool(
+            max_size=MAX_CLIENTS
+        )
         self._limits: ClientPool[None, asyncio.Semaphore] = ClientPool(
             lambda _: asyncio.Semaphore(settings.max_concurrency)
         )
