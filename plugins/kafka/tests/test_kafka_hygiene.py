@@ -140,3 +140,36 @@ async def test_cluster_clients_kept_per_loop_are_bounded_whatever_the_templates_
     for i in range((_CLUSTERS.max_size or 200) + 5):
         await cluster_for(KafkaSensorConfig(bootstrap_servers=f"127.0.0.1:{i + 1}", topic="t"))
     assert _CLUSTERS.max_size is not None and len(_CLUSTERS.clients()) <= _CLUSTERS.max_size
+
+
+async def test_a_bootstrap_cancelled_by_the_poke_timeout_closes_its_connections() -> None:
+    """A broker that accepts and never answers: the poke's timeout cancels the bootstrap, which must not leak."""
+    open_connections: set[asyncio.StreamWriter] = set()
+    connected = asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        open_connections.add(writer)
+        connected.set()
+        try:
+            while await reader.read(65536):  # read requests, answer none, until the client hangs up
+                pass
+        finally:
+            open_connections.discard(writer)
+            writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        cluster = await cluster_for(KafkaSensorConfig(bootstrap_servers=f"127.0.0.1:{port}", topic="t"))
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(1.0):
+                await cluster.client()
+        assert connected.is_set(), "the bootstrap never reached the silent broker"
+        for _ in range(50):  # the close runs shielded from the cancellation; give it a moment
+            if not open_connections:
+                break
+            await asyncio.sleep(0.1)
+        assert not open_connections, f"{len(open_connections)} connection(s) left open by a cancelled bootstrap"
+    finally:
+        server.close()
+        await server.wait_closed()
