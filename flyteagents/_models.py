@@ -224,8 +224,6 @@ def _number(value: Any, where: str) -> float:
 
 
 class _ClassInfo(typing.NamedTuple):
-    hints: dict[str, Any]
-    fields: dict[str, dataclasses.Field[Any]]
     required: frozenset[str]
     #: fields typed exactly str, int or bool: a value of that very type needs no further check
     simple: dict[str, type]
@@ -246,7 +244,7 @@ def _class_info(cls: type) -> _ClassInfo:
     simple = {name: hints[name] for name in fields if hints[name] in (str, int, bool)}
     names = tuple(f.name for f in dataclasses.fields(cls))
     converters = {name: _converter(hints[name]) for name in fields}
-    return _ClassInfo(hints, fields, required, simple, names, converters)
+    return _ClassInfo(required, simple, names, converters)
 
 
 #: Per ResourceMeta class: each field's name and its JSON key with the colon, in sort_keys order.
