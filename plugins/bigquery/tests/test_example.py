@@ -12,11 +12,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[3]
 
 
-@pytest.mark.slow
-def test_example_runs_against_the_local_server(tmp_path: Path) -> None:
+def run_example(name: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``examples/<name>`` as a user would, with no emulator or credentials of the caller's; it must succeed."""
     env = {k: v for k, v in os.environ.items() if k not in ("BIGQUERY_EMULATOR_HOST", "GOOGLE_APPLICATION_CREDENTIALS")}
     result = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "bigquery_sql.py")],
+        [sys.executable, str(ROOT / "examples" / name)],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -24,6 +24,12 @@ def test_example_runs_against_the_local_server(tmp_path: Path) -> None:
         env=env,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.mark.slow
+def test_example_runs_against_the_local_server(tmp_path: Path) -> None:
+    result = run_example("bigquery_sql.py", tmp_path)
     ids = [i for i in range(20) if i * 1.5 >= 6.0 and i % 3 in (0, 2)]
     trips = {c: sum(1 for i in ids if i % 3 == c) for c in (0, 2)}
     top = min(trips, key=lambda c: (-trips[c], c))
@@ -34,16 +40,7 @@ def test_example_runs_against_the_local_server(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_flyte2_example_waits_for_the_file_then_queries(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k not in ("BIGQUERY_EMULATOR_HOST", "GOOGLE_APPLICATION_CREDENTIALS")}
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "flyte2_pipeline.py")],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        env=env,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_example("flyte2_pipeline.py", tmp_path)
     ids = [i for i in range(20) if i * 1.5 >= 6.0]
     trips = {c: sum(1 for i in ids if i % 3 == c) for c in range(3)}
     top = min(trips, key=lambda c: (-trips[c], c))
