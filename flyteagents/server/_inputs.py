@@ -27,6 +27,7 @@ _PRIMITIVES = {
 }
 #: LiteralType kind -> the Scalar field that carries it
 _SCALARS = {"blob": "blob", "schema": "schema", "structured_dataset_type": "structured_dataset"}
+_NO_INPUTS: dict[str, literals_pb2.Literal] = {}
 
 
 def check_inputs(template_pb: tasks_pb2.TaskTemplate, inputs_pb: literals_pb2.LiteralMap | None) -> None:
@@ -37,24 +38,31 @@ def check_inputs(template_pb: tasks_pb2.TaskTemplate, inputs_pb: literals_pb2.Li
     A template with no interface accepts any inputs.
     """
     declared = template_pb.interface.inputs.variables
-    given = inputs_pb.literals if inputs_pb is not None else {}
+    given = inputs_pb.literals if inputs_pb is not None else _NO_INPUTS
     if not declared and not template_pb.HasField("interface"):
         return
+    # Names by key, never .items(): the proto maps' items() is collections.abc's Python-level view.
     unknown = [name for name in given if name not in declared]
-    missing = [name for name, var in declared.items() if name not in given and not _optional(var.type)]
-    if unknown or missing:
-        parts = []
-        if missing:
-            parts.append(f"missing {', '.join(sorted(missing))}")
-        if unknown:
-            parts.append(f"not declared: {', '.join(sorted(unknown))}")
-        raise InvalidTaskError(f"the inputs do not match the task's interface ({'; '.join(parts)})")
-    for name, literal in given.items():
+    if unknown or len(given) < len(declared):
+        missing = [name for name in declared if name not in given and not _optional(declared[name].type)]
+        if unknown or missing:
+            raise _mismatch(missing, unknown)
+    for name in given:
+        literal = given[name]
         declared_type = declared[name].type
         if not _fits(literal, declared_type):
             raise InvalidTaskError(
                 f"input {name!r} is {_literal_kind(literal)}, but the task declares {_type_name(declared_type)}"
             )
+
+
+def _mismatch(missing: list[str], unknown: list[str]) -> InvalidTaskError:
+    parts = []
+    if missing:
+        parts.append(f"missing {', '.join(sorted(missing))}")
+    if unknown:
+        parts.append(f"not declared: {', '.join(sorted(unknown))}")
+    return InvalidTaskError(f"the inputs do not match the task's interface ({'; '.join(parts)})")
 
 
 def _optional(tp: types_pb2.LiteralType) -> bool:
