@@ -225,10 +225,24 @@ def _number(value: Any, where: str) -> float:
 
 class _ClassInfo(typing.NamedTuple):
     required: frozenset[str]
-    #: fields typed exactly str, int or bool: a value of that very type needs no further check
-    simple: dict[str, type]
+    #: field -> the value types it takes as decoded, with no further check (str for a str field, None for
+    #: an optional one, ...): most values of most ResourceMetas, decoded without a converter call
+    as_is: dict[str, frozenset[type]]
     names: tuple[str, ...]
     converters: dict[str, _Converter]
+
+
+_EXACT = (str, int, bool, float)
+
+
+def _as_is_types(tp: Any) -> frozenset[type]:
+    """The types of decoded JSON values a field of type ``tp`` keeps unconverted."""
+    if tp in _EXACT:
+        return frozenset({tp})
+    if typing.get_origin(tp) is Union or isinstance(tp, types.UnionType):
+        args = typing.get_args(tp)
+        return frozenset(arg for arg in args if arg in _EXACT or arg is type(None))
+    return frozenset()
 
 
 @functools.cache
@@ -241,10 +255,10 @@ def _class_info(cls: type) -> _ClassInfo:
         for name, f in fields.items()
         if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
     )
-    simple = {name: hints[name] for name in fields if hints[name] in (str, int, bool)}
+    as_is = {name: _as_is_types(hints[name]) for name in fields}
     names = tuple(f.name for f in dataclasses.fields(cls))
     converters = {name: _converter(hints[name]) for name in fields}
-    return _ClassInfo(required, simple, names, converters)
+    return _ClassInfo(required, as_is, names, converters)
 
 
 #: Per ResourceMeta class: each field's name and its JSON key with the colon, in sort_keys order.
@@ -267,10 +281,10 @@ def _convert_dataclass(value: Any, where: str, cls: type) -> Any:
     if not isinstance(value, dict):
         raise _wrong_type(where, f"object for {cls.__name__}", value)
     info = _class_info(cls)
-    simple, converters = info.simple, info.converters
+    as_is, converters = info.as_is, info.converters
     kwargs = {}
     for name, v in value.items():
-        if type(v) is simple.get(name):  # the common case, checked without a converter call
+        if type(v) in as_is.get(name, ()):  # the common case, checked without a converter call
             kwargs[name] = v
         elif name in converters:
             kwargs[name] = converters[name](v, f"{where}.{name}")

@@ -121,3 +121,32 @@ def test_oversized_meta_is_refused_at_encode() -> None:
 def test_task_category_is_hashable_and_printable() -> None:
     assert {TaskCategory("bq"): 1}[TaskCategory("bq", 0)] == 1
     assert str(TaskCategory("bq", 2)) == "bq_v2"
+
+
+@dataclass
+class PolledMeta(ResourceMeta):
+    job_id: str
+    inputs: dict[str, str] | None = None
+    tags: list[str] = field(default_factory=list)
+    deadline: float | None = None
+
+
+@pytest.mark.parametrize(
+    ("deadline", "expected"), [(b"null", None), (b"1.5", 1.5), (b"2", 2.0), (b"-0", 0.0), (b"1e3", 1000.0)]
+)
+def test_optional_float_fields_take_none_and_numbers_as_floats(deadline: bytes, expected: float | None) -> None:
+    value = PolledMeta.decode(b'{"job_id":"j","deadline":' + deadline + b"}").deadline
+    assert value == expected and type(value) is type(expected)
+
+
+@pytest.mark.parametrize("value", [b"true", b'"1.5"', b"[1]"])
+def test_optional_float_fields_refuse_other_values(value: bytes) -> None:
+    with pytest.raises(InvalidResourceMetaError, match=r"resource_meta\.deadline"):
+        PolledMeta.decode(b'{"job_id":"j","deadline":' + value + b"}")
+
+
+def test_a_str_decodes_as_its_bytes_do_and_a_bytearray_is_refused() -> None:
+    data = PolledMeta(job_id="j", tags=["a"]).encode()
+    assert PolledMeta.decode(data.decode()) == PolledMeta.decode(data) == PolledMeta(job_id="j", tags=["a"])
+    with pytest.raises(InvalidResourceMetaError):
+        PolledMeta.decode(bytearray(data))  # type: ignore[arg-type]
