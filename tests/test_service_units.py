@@ -11,7 +11,7 @@ from pathlib import Path
 import grpc
 import pytest
 from flyteidl.admin import agent_pb2
-from flyteidl.core import interface_pb2, tasks_pb2, types_pb2
+from flyteidl.core import interface_pb2, literals_pb2, tasks_pb2, types_pb2
 from flytekit.core.context_manager import FlyteContextManager
 from flytekit.core.type_engine import TypeEngine
 from flytekit.models.literals import LiteralMap
@@ -30,6 +30,7 @@ from flyteagents import (
 from flyteagents._literals import literal_map_model, primitive_literal_map
 from flyteagents._runner import AgentRunner
 from flyteagents.server import status_for
+from flyteagents.server._inputs import check_inputs
 from flyteagents.server._lazy import task_arguments, unconverted_proto
 from flyteagents.server._metrics import ServiceMetrics
 from flyteagents.server._outputs import outputs_to_proto, python_type_of
@@ -277,3 +278,59 @@ def test_metrics_lose_no_call_while_a_scrape_folds_concurrently():
     assert registry.get_sample_value("flyteagents_request_duration_seconds_sum", labels) == pytest.approx(
         calls // 2 * 20.002
     )
+
+
+def _typed_template(**declared: types_pb2.LiteralType) -> tasks_pb2.TaskTemplate:
+    template = tasks_pb2.TaskTemplate(type="t")
+    template.interface.SetInParent()
+    for name, literal_type in declared.items():
+        template.interface.inputs.variables[name].type.CopyFrom(literal_type)
+    return template
+
+
+_INT = types_pb2.LiteralType(simple=types_pb2.INTEGER)
+_STR = types_pb2.LiteralType(simple=types_pb2.STRING)
+_OPTIONAL_STR = types_pb2.LiteralType(
+    union_type=types_pb2.UnionType(variants=[_STR, types_pb2.LiteralType(simple=types_pb2.NONE)])
+)
+
+
+def _given(**values: object) -> literals_pb2.LiteralMap:
+    literals = {}
+    for name, value in values.items():
+        primitive = (
+            literals_pb2.Primitive(integer=value) if type(value) is int else literals_pb2.Primitive(string_value=value)
+        )
+        literals[name] = literals_pb2.Literal(scalar=literals_pb2.Scalar(primitive=primitive))
+    return literals_pb2.LiteralMap(literals=literals)
+
+
+@pytest.mark.parametrize(
+    ("inputs", "error"),
+    [
+        (_given(n=1, word="w", note="x"), None),
+        (_given(n=1, word="w"), None),  # the optional one left out
+        (_given(n=1), "missing word)"),
+        (None, "missing n, word)"),
+        (_given(n=1, word="w", extra="x"), "(not declared: extra)"),
+        (_given(n=1, extra="x"), "(missing word; not declared: extra)"),
+        (_given(word="w", note="x", zz=2, aa=1), "(missing n; not declared: aa, zz)"),
+        (_given(n="1", word="w"), "input 'n' is a string, but the task declares integer"),
+        (_given(n=1, word="w", note=3), "input 'note' is an integer, but the task declares string or none"),
+    ],
+)
+def test_inputs_are_checked_by_name_then_by_kind(inputs: literals_pb2.LiteralMap | None, error: str | None) -> None:
+    template = _typed_template(n=_INT, word=_STR, note=_OPTIONAL_STR)
+    if error is None:
+        check_inputs(template, inputs)
+        return
+    with pytest.raises(InvalidTaskError) as info:
+        check_inputs(template, inputs)
+    assert error in str(info.value)
+
+
+def test_a_template_without_an_interface_takes_any_inputs_and_an_empty_one_none() -> None:
+    check_inputs(tasks_pb2.TaskTemplate(type="t"), _given(anything=1))
+    with pytest.raises(InvalidTaskError, match=r"not declared: anything\)"):
+        check_inputs(_typed_template(), _given(anything=1))
+    check_inputs(_typed_template(), None)
