@@ -100,6 +100,16 @@ def ssl_context(ca: PrivateCA, cert: tuple[str, str]) -> Any:
     return create_ssl_context(cafile=ca.ca_file, certfile=cert[0], keyfile=cert[1], password=KEY_PASSWORD)
 
 
+async def send_paid_order(servers: str, topic: str, **client_options: Any) -> None:
+    """Publish the message the tests' sensors wait for, connecting with the given security options."""
+    producer = AIOKafkaProducer(bootstrap_servers=servers, **client_options)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, b"paid", key=b"order-42")
+    finally:
+        await producer.stop()
+
+
 @in_session_loop
 async def test_the_documented_tls_config_reaches_a_broker_behind_a_private_ca(
     tls_broker: tuple[Forwarder, TansuBroker], ca: PrivateCA, monkeypatch: pytest.MonkeyPatch
@@ -126,14 +136,7 @@ async def test_the_documented_tls_config_reaches_a_broker_behind_a_private_ca(
     meta = SensorMetadata.decode((await engine.create(template_of(sensor), "/tmp/kafka-out", None)).encode())
     assert (await engine.get(meta)).phase == TaskExecution.RUNNING
 
-    producer = AIOKafkaProducer(
-        bootstrap_servers=servers, security_protocol="SSL", ssl_context=ssl_context(ca, agent_cert)
-    )
-    await producer.start()
-    try:
-        await producer.send_and_wait(topic, b"paid", key=b"order-42")
-    finally:
-        await producer.stop()
+    await send_paid_order(servers, topic, security_protocol="SSL", ssl_context=ssl_context(ca, agent_cert))
     resource = await engine.get(meta)
     assert resource.phase == TaskExecution.SUCCEEDED, resource.message
     assert front.handshakes > handshakes, "the sensor's connections were TLS, through the listener"
@@ -286,12 +289,7 @@ async def test_the_documented_sasl_config_logs_in_with_the_password_secret(
     logins = len(front.logins)
     meta = SensorMetadata.decode((await engine.create(template_of(sensor), "/tmp/kafka-out", None)).encode())
     assert len(front.logins) > logins, "the sensor logged in"
-    producer = AIOKafkaProducer(bootstrap_servers=servers, **login)
-    await producer.start()
-    try:
-        await producer.send_and_wait(topic, b"paid", key=b"order-42")
-    finally:
-        await producer.stop()
+    await send_paid_order(servers, topic, **login)
     resource = await engine.get(meta)
     assert resource.phase == TaskExecution.SUCCEEDED, resource.message
 
