@@ -7,10 +7,11 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from flyteidl.admin import agent_pb2
 from flyteidl.core import identifier_pb2
@@ -18,6 +19,18 @@ from flyteidl.core import identifier_pb2
 from flyteagents.testing import ServerProcess
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+VENV_BIN = Path(sys.executable).parent
+
+
+def serve_command(*args: str) -> list[str]:
+    """``flyteagents serve *args`` on loopback, stopping at once on SIGTERM (no drain: no load balancer to tell)."""
+    return [str(VENV_BIN / "flyteagents"), "serve", "--host", "127.0.0.1", "--grace-period", "0", *args]
+
+
+def finish(held: bool) -> NoReturn:
+    """End a run with its verdict: print it, and exit 0 when every floor held, 1 when one was missed."""
+    print("all floors hold" if held else "some floors MISSED", flush=True)
+    sys.exit(0 if held else 1)
 
 
 def free_port() -> int:

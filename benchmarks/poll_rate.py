@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from _common import FLYTEKIT_LAUNCHER, free_port, stop_group
+from _common import FLYTEKIT_LAUNCHER, finish, free_port, serve_command, stop_group
 from _counting_sensor import CountingHTTPSensor
 from flyteidl.admin import agent_pb2
 from flyteidl.core import execution_pb2
@@ -45,7 +45,6 @@ from flyteagents.sensor import HTTPSensor
 from flyteagents.testing import create_task_request
 
 HERE = Path(__file__).resolve().parent
-VENV_BIN = Path(sys.executable).parent
 FLOOR = 5.0
 
 
@@ -86,7 +85,7 @@ def _start(framework: str, port: int) -> subprocess.Popen[bytes]:
         "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
     }
     if framework == "flyteagents":
-        cmd = [str(VENV_BIN / "flyteagents"), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+        cmd = serve_command("--port", str(port), "--workers", "1")
         cmd += ["--metrics-port", "-1", "--log-level", "WARNING"]
     else:
         cmd = [sys.executable, "-c", FLYTEKIT_LAUNCHER, "--port", str(port), "--prometheus_port", str(free_port())]
@@ -185,7 +184,7 @@ def main() -> None:
     print(
         f"\nflytekit/flyteagents external calls per job = {ratio:.1f}x (floor {FLOOR:g}x: {'ok' if held else 'MISSED'})"
     )
-    sys.exit(0 if held else 1)
+    finish(held)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from typing import Any
 
 import boto3
 import grpc
-from _common import FLYTEKIT_LAUNCHER, closed_loop, cpu_seconds, free_port, stop_group
+from _common import FLYTEKIT_LAUNCHER, closed_loop, cpu_seconds, finish, free_port, serve_command, stop_group
 from flyteidl.admin import agent_pb2
 from flyteidl.core import execution_pb2
 from flyteidl.service import agent_pb2_grpc
@@ -44,7 +44,6 @@ from flyteagents.sensor import FileSensor
 from flyteagents.testing import MotoServer, create_task_request
 from flyteagents.testing._moto import MOTO_CREDENTIALS
 
-VENV_BIN = Path(sys.executable).parent
 FLOOR = 3.0
 
 
@@ -54,7 +53,7 @@ def _create_request(task: Any, path: str) -> agent_pb2.CreateTaskRequest:
 
 def _start(framework: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
     if framework == "flyteagents":
-        cmd = [str(VENV_BIN / "flyteagents"), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+        cmd = serve_command("--port", str(port), "--workers", "1")
         cmd += ["--metrics-port", "-1", "--log-level", "WARNING"]
     else:
         cmd = [sys.executable, "-c", FLYTEKIT_LAUNCHER, "--port", str(port), "--prometheus_port", str(free_port())]
@@ -184,8 +183,7 @@ def main() -> None:
         ok &= held
         verdict = "ok" if held else "MISSED"
         print(f"{'':<7} flytekit/flyteagents CPU per poll = {ratio:.1f}x (floor {FLOOR:g}x: {verdict})\n")
-    print("all floors hold" if ok else "some floors MISSED")
-    sys.exit(0 if ok else 1)
+    finish(ok)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from _common import finish
 from flyteidl.admin import agent_pb2
 from flyteidl.core import identifier_pb2
 from flyteidl.core.execution_pb2 import TaskExecution
@@ -138,7 +139,7 @@ async def _cycle(stub: Any, n: int, rounds: int, broker: Any, folder: Path, pid:
     }
 
 
-async def _run(args: argparse.Namespace, address: str, pid: int, broker: Any) -> None:
+async def _run(args: argparse.Namespace, address: str, pid: int, broker: Any) -> bool:
     folder = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     async with grpc.aio.insecure_channel(address) as channel:
         stub = agent_pb2_grpc.AsyncAgentServiceStub(channel)
@@ -169,7 +170,7 @@ async def _run(args: argparse.Namespace, address: str, pid: int, broker: Any) ->
             for name, held in floors.items():
                 print(f"  {name}: {'ok' if held else 'MISSED'}")
                 ok &= held
-        print("all floors hold" if ok else "some floors MISSED")
+        return ok
 
 
 def main() -> None:
@@ -183,10 +184,11 @@ def main() -> None:
     with TansuBroker() as broker:
         proc, address = _serve(dict(os.environ))
         try:
-            asyncio.run(_run(args, address, proc.pid, broker))
+            held = asyncio.run(_run(args, address, proc.pid, broker))
         finally:
             proc.terminate()
             proc.wait(30)
+    finish(held)
 
 
 if __name__ == "__main__":

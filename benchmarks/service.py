@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from _common import CLOCK_TICKS, closed_loop, execution_metadata, free_port, stop_group
+from _common import CLOCK_TICKS, VENV_BIN, closed_loop, execution_metadata, finish, free_port, serve_command, stop_group
 from flyteidl.admin import agent_pb2
 from flyteidl.core import execution_pb2, identifier_pb2, interface_pb2, literals_pb2, tasks_pb2, types_pb2
 from flyteidl.service import agent_pb2_grpc
@@ -51,7 +51,6 @@ from flyteidl2.connector import connector_pb2, service_pb2_grpc
 from flyteidl2.core import security_pb2
 
 HERE = Path(__file__).resolve().parent
-VENV_BIN = Path(sys.executable).parent
 ASYNC_TYPE = "bench_async"
 SYNC_TYPE = "bench_echo"
 PONG_TYPE = "bench_pong"
@@ -209,7 +208,7 @@ def _start(name: str, port: int) -> subprocess.Popen:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if name == "flyteagents":
         env["BENCH_FRAMEWORK"] = "flyteagents"
-        cmd = [str(VENV_BIN / "flyteagents"), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+        cmd = serve_command("--port", str(port), "--workers", "1")
         cmd += ["--metrics-port", "-1", "--modules", "service_agents", "--log-level", "WARNING"]
     elif name == "c0":
         env["BENCH_FRAMEWORK"] = "flyte"
@@ -486,8 +485,7 @@ def main() -> None:
         parser.error(f"unknown calls: {', '.join(sorted(unknown))}")
     results = asyncio.run(_measure_all(names, args.requests, args.concurrency, args.rounds, args.processes, operations))
     if {"flyteagents", "flytekit", "bare"} <= set(results):
-        ok = _report(results, args.requests, args.concurrency, args.show_rounds, operations)
-        print("all floors hold" if ok else "some floors MISSED")
+        finish(_report(results, args.requests, args.concurrency, args.show_rounds, operations))
     else:
         for name, ops in results.items():
             for op, r in ops.items():

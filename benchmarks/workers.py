@@ -31,8 +31,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import finish, serve_command
+
 HERE = Path(__file__).resolve().parent
-VENV_BIN = Path(sys.executable).parent
 SERVING = re.compile(r"serving on [\d.]+:(\d+)")
 
 
@@ -52,7 +53,7 @@ def _children(pid: int) -> list[int]:
 class _Server:
     def __init__(self, workers: int) -> None:
         env = dict(os.environ, BENCH_FRAMEWORK="flyteagents", PYTHONUNBUFFERED="1")
-        cmd = [str(VENV_BIN / "flyteagents"), "serve", "--host", "127.0.0.1", "--port", "0", "--workers", str(workers)]
+        cmd = serve_command("--port", "0", "--workers", str(workers))
         cmd += ["--metrics-port", "-1", "--modules", "service_agents", "--log-level", "WARNING"]
         self.workers = workers
         self.proc = subprocess.Popen(
@@ -203,7 +204,7 @@ def main() -> None:
     print(f"\nthroughput 2/1 = {throughput:.2f}x, CPU per request 2/1 = {cost:.2f}x")
     for name, held in floors.items():
         print(f"  {name}: {'ok' if held else 'MISSED'}")
-    print("all floors hold" if all(floors.values()) else "some floors MISSED")
+    finish(all(floors.values()))
 
 
 if __name__ == "__main__":

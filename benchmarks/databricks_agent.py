@@ -1,7 +1,7 @@
 """GetTask polls of RUNNING Databricks runs: flyteagents' service vs flytekit's Databricks connector.
 
     uv pip install -e 'plugins/databricks[bench]'     # flytekitplugins-spark, the anchor
-    .venv/bin/python benchmarks/databricks.py [--polls 2000] [--concurrency 20]
+    .venv/bin/python benchmarks/databricks_agent.py [--polls 2000] [--concurrency 20]
 
 Starts the local Jobs API 2.1 server (plugins/databricks/tests/jobs_server.py) in its own
 process, over TLS with a fresh self-signed certificate trusted through ``SSL_CERT_FILE``
@@ -13,7 +13,7 @@ creates ``--concurrency`` runs with CreateTask, then GetTask polls them over a r
 channel with the flyteidl stubs, as FlytePropeller does: one poll at a time, then
 ``--concurrency`` at once. Reports each service process's own CPU per poll (from /proc, so the
 load generator does not count), the Jobs API server's CPU per poll, and p50/p99 latency, side by
-side. Floor: flyteagents at least 3x less service CPU per poll. Figures are printed, never asserted.
+side. Floor: flyteagents at least 3x less service CPU per poll, in both modes.
 
 A second table takes the gRPC service away: each side's agent object (DatabricksAgent,
 flytekit's DatabricksConnectorV2) is called directly in its own process, one ``get`` at a time
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import itertools
 import json
 import os
@@ -36,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from _common import ServiceProcess, closed_loop, cpu_seconds, free_port
+from _common import ServiceProcess, closed_loop, cpu_seconds, finish, free_port, serve_command
 from flyteidl.admin import agent_pb2
 from flyteidl.core import tasks_pb2
 from flyteidl.core.execution_pb2 import TaskExecution
@@ -214,7 +215,15 @@ def print_table(title: str, results: dict[str, Any], modes: list[str], keys: lis
             print(f"{mode + ', ' + key:36}{a:>20.2f}{b:>13.2f}{ratio:>8.1f}x")
 
 
-async def main() -> None:
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # its parent package is missing
+        return False
+
+
+async def main() -> bool | None:
+    """Run the comparison and return whether its floor held (None for an in-process worker)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--polls", type=int, default=2000, help="GetTask calls per mode")
     parser.add_argument("--rounds", type=int, default=4, help="turns each service takes, interleaved")
@@ -224,7 +233,12 @@ async def main() -> None:
     args = parser.parse_args()
     if args.in_process:
         print(json.dumps(await in_process(args.in_process, args.instance, args.polls, args.concurrency)))
-        return
+        return None
+    if not _installed("flytekitplugins.spark"):
+        sys.exit(
+            "this benchmark compares against flytekitplugins-spark, which is not installed: "
+            "uv pip install -e 'plugins/databricks[bench]'"
+        )
     bin_dir = Path(sys.executable).parent
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -260,10 +274,9 @@ async def main() -> None:
                 ),
                 ServiceProcess(
                     "flyteagents",
-                    [
-                        *(str(bin_dir / "flyteagents"), "serve", "--port", str(fa_port)),
-                        *("--metrics-port", "-1", "--log-level", "WARNING", "--workers", "1"),
-                    ],
+                    serve_command(
+                        "--port", str(fa_port), "--metrics-port", "-1", "--log-level", "WARNING", "--workers", "1"
+                    ),
                     fa_port,
                     env,
                 ),
@@ -308,7 +321,17 @@ async def main() -> None:
         ["agent CPU ms/poll", "p50 ms", "p99 ms", "polls/s"],
     )
     print(json.dumps({"service": results, "in_process": alone}))
+    held = True
+    for mode in modes:
+        ratio = results["flytekit"][mode]["service CPU ms/poll"] / results["flyteagents"][mode]["service CPU ms/poll"]
+        ok = ratio >= 3
+        held &= ok
+        verdict = "ok" if ok else "MISSED"
+        print(f"flytekit / flyteagents service CPU per poll, {mode}: {ratio:.1f}x (floor 3x: {verdict})")
+    return held
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    held = asyncio.run(main())
+    if held is not None:
+        finish(held)

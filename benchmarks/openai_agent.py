@@ -1,6 +1,6 @@
 """ChatGPT tasks through the agent service: flyteagents serve vs flytekit's ChatGPT connector.
 
-    .venv/bin/python benchmarks/openai.py [--requests N]
+    .venv/bin/python benchmarks/openai_agent.py [--requests N]
 
 Starts the fake OpenAI server from plugins/openai/tests (its own process, so its CPU is
 counted by neither side), then, one at a time on loopback:
@@ -17,7 +17,6 @@ prints the server process's own CPU time per call (from /proc/<pid>/stat) and p5
 latency side by side. Floor: flyteagents uses at least 2x less CPU per call.
 """
 
-# ruff: noqa: E402  (imports follow the sys.path fix below)
 from __future__ import annotations
 
 import argparse
@@ -29,28 +28,18 @@ import sys
 import time
 from pathlib import Path
 
-from _common import (  # before its directory leaves sys.path
-    closed_loop,
-    cpu_seconds,
-    execution_metadata,
-    free_port,
-    stop_group,
-)
-
-# This file is named openai.py: keep its directory off sys.path so `import openai` finds the library.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-sys.path.append(str(Path(__file__).resolve().parent.parent / "tests"))
-
 import grpc
+from _common import VENV_BIN, closed_loop, cpu_seconds, execution_metadata, finish, free_port, serve_command, stop_group
 from flyteidl.admin import agent_pb2
 from flyteidl.core import execution_pb2, identifier_pb2, interface_pb2, literals_pb2, tasks_pb2, types_pb2
 from flyteidl.service import agent_pb2_grpc
-from flytekit_plugins import pythonpath
 from google.protobuf import struct_pb2
+
+sys.path.append(str(Path(__file__).resolve().parent.parent / "tests"))
+from flytekit_plugins import pythonpath
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKE_SERVER = ROOT / "plugins" / "openai" / "tests" / "fake_openai.py"
-VENV_BIN = Path(sys.executable).parent
 API_KEY = "sk-bench-0000"
 CONCURRENCY = (1, 64)
 
@@ -111,7 +100,7 @@ def _start_agent_server(name: str, port: int, base_url: str) -> subprocess.Popen
     env = dict(os.environ, PYTHONUNBUFFERED="1", OPENAI_BASE_URL=base_url)
     env["FLYTE_OPENAI_API_KEY"] = env["_FSEC_FLYTE_OPENAI_API_KEY"] = API_KEY
     if name == "flyteagents":
-        cmd = [str(VENV_BIN / "flyteagents"), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+        cmd = serve_command("--port", str(port), "--workers", "1")
         cmd += ["--metrics-port", "-1", "--log-level", "WARNING"]
     else:
         env["PYTHONPATH"] = pythonpath("openai")
@@ -203,9 +192,7 @@ def main() -> None:
             results[name] = asyncio.run(_measure(name, base_url, args.requests))
     finally:
         stop_group(fake)
-    ok = _report(results)
-    print("floor holds" if ok else "floor MISSED")
-    sys.exit(0 if ok else 1)
+    finish(_report(results))
 
 
 if __name__ == "__main__":
