@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "plugins" / "bigquery" / "tests"))
 sys.path.append(str(ROOT / "tests"))
 
-from _common import ServiceProcess, closed_loop, cpu_seconds, finish, free_port, serve_command  # noqa: E402
+from _common import VENV_BIN, ServiceProcess, closed_loop, cpu_seconds, finish, free_port, serve_command  # noqa: E402
 from bq_emulator import BigQueryEmulator  # noqa: E402
 from flytekit_plugins import activate, pythonpath  # noqa: E402
 
@@ -126,7 +126,6 @@ async def main() -> bool:
         GOOGLE_APPLICATION_CREDENTIALS=str(key),
         PYTHONPATH=os.pathsep.join([str(work), os.environ.get("PYTHONPATH", "")]),
     )
-    bin_dir = Path(sys.executable).parent
     fa_port, fk_port = free_port(), free_port()
     servers = [
         ServiceProcess(
@@ -137,7 +136,7 @@ async def main() -> bool:
         ),
         ServiceProcess(
             "flytekit",
-            [str(bin_dir / "pyflyte"), "serve", "connector", "--port", str(fk_port), "--prometheus_port", "0"],
+            [str(VENV_BIN / "pyflyte"), "serve", "connector", "--port", str(fk_port), "--prometheus_port", "0"],
             fk_port,
             dict(env, PYTHONPATH=os.pathsep.join([pythonpath("bigquery"), env["PYTHONPATH"]])),
         ),

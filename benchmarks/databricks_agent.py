@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from _common import ServiceProcess, closed_loop, cpu_seconds, finish, free_port, serve_command
+from _common import VENV_BIN, ServiceProcess, closed_loop, cpu_seconds, finish, free_port, serve_command
 from flyteidl.admin import agent_pb2
 from flyteidl.core import tasks_pb2
 from flyteidl.core.execution_pb2 import TaskExecution
@@ -239,7 +239,6 @@ async def main() -> bool | None:
             "this benchmark compares against flytekitplugins-spark, which is not installed: "
             "uv pip install -e 'plugins/databricks[bench]'"
         )
-    bin_dir = Path(sys.executable).parent
 
     with tempfile.TemporaryDirectory() as tmp:
         cert, key = make_cert(Path(tmp))
@@ -268,7 +267,7 @@ async def main() -> bool | None:
             servers = [
                 ServiceProcess(
                     "flytekit",
-                    [str(bin_dir / "pyflyte"), "serve", "connector", "--port", str(fk_port), "--prometheus_port", "0"],
+                    [str(VENV_BIN / "pyflyte"), "serve", "connector", "--port", str(fk_port), "--prometheus_port", "0"],
                     fk_port,
                     env,
                 ),
